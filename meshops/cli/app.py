@@ -1,0 +1,146 @@
+"""What the commands share: settings, and building the store, drivers, lock and engine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from meshops.domain.errors import BadInput
+from meshops.drivers import DriverSet, DriverSettings
+from meshops.engine.journal import LocalStateStore, MirroredStateStore, StateStore
+from meshops.engine.lock import FileLock, RunLock
+from meshops.engine.playbook import LoadedPlaybook
+from meshops.engine.runner import Engine, EngineOptions, StopFlag
+from meshops.steps import registry
+
+
+@dataclass(kw_only=True)
+class App:
+    kube_context: str | None
+    kubeconfig: str | None
+    state_dir: str
+    qps: float = 50.0
+    burst: int = 100
+    _drivers: DriverSet | None = field(default=None, repr=False)
+
+    @property
+    def drivers(self) -> DriverSet:
+        if self._drivers is None:
+            self._drivers = DriverSet(DriverSettings(kubeconfig=self.kubeconfig, context=self.kube_context,
+                                                     qps=self.qps, burst=self.burst))
+        return self._drivers
+
+    def cluster_configured(self) -> bool:
+        """Whether a cluster was named: a context or kubeconfig given, or a default kubeconfig exists."""
+        if self.kube_context or self.kubeconfig:
+            return True
+        return os.path.exists(os.path.expanduser("~/.kube/config"))
+
+    @staticmethod
+    def needs(loaded: LoadedPlaybook) -> set[str]:
+        out: set[str] = set()
+        for spec in loaded.playbook.steps:
+            cls = registry.get(spec.uses)
+            if cls is not None:
+                out |= set(cls.needs)
+        return out
+
+    def store(self, *, cluster: bool) -> StateStore:
+        local = LocalStateStore(self.state_dir)
+        if not cluster:
+            return local
+        from meshops.drivers.kube_state import ConfigMapStateStore
+
+        return MirroredStateStore(local, ConfigMapStateStore(self.drivers.kube))
+
+    def lock(self, *, cluster: bool) -> RunLock:
+        if cluster:
+            from meshops.drivers.kube_state import LeaseLock
+
+            return LeaseLock(self.drivers.kube)
+        return FileLock(os.path.join(self.state_dir, "local.lock"))
+
+    def engine(self, *, cluster: bool, assume_yes: bool = False, stop: StopFlag | None = None) -> Engine:
+        interactive = sys.stdin.isatty() and sys.stderr.isatty()
+        confirm: Callable[[str], bool] | None = (lambda msg: click.confirm(msg, default=False, err=True)) if interactive else None
+        return Engine(store=self.store(cluster=cluster), drivers=self.drivers, lock=self.lock(cluster=cluster),
+                      options=EngineOptions(assume_yes=assume_yes, interactive=interactive, confirm=confirm,
+                                            progress=_progress_factory()), stop=stop)
+
+
+def _progress_factory() -> Callable[[str], Any] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    class TerminalProgress:
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        def update(self, *, done: int, total: int, label: str = "") -> None:
+            width = 24
+            filled = int(width * done / total) if total else width
+            sys.stderr.write(f"\r{self.key} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:40]:<40}")
+            if done >= total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    return TerminalProgress
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[StopFlag]:
+    """SIGINT/SIGTERM ask the engine to stop at a safe point; a second SIGINT stops at once."""
+    stop = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+        click.echo(f"\nmeshops: {signal.Signals(signum).name}: stopping at the next safe point "
+                   "(Ctrl-C again to stop at once)", err=True)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+def parse_vars(pairs: tuple[str, ...], var_files: tuple[str, ...] = ()) -> dict[str, Any]:
+    """--var k=v pairs, --var-file YAML files, and MESHOPS_PARAM_<NAME> environment variables."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for path in var_files:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise BadInput(f"--var-file {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadInput(f"--var-file {path}: expected a mapping of param names to values")
+        out.update(data)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--var {pair!r}: expected NAME=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def env_params(names: list[str]) -> dict[str, str]:
+    return {n: os.environ[f"MESHOPS_PARAM_{n.upper()}"] for n in names if f"MESHOPS_PARAM_{n.upper()}" in os.environ}

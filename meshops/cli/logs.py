@@ -1,0 +1,42 @@
+"""structlog set-up: key/value events, console on a terminal, JSON lines elsewhere, secrets scrubbed."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from meshops.domain.redact import SECRETS
+
+
+def _scrub(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    scrubbed: dict[str, Any] = SECRETS.scrub(event_dict)
+    return scrubbed
+
+
+def configure(*, fmt: str = "auto", verbosity: int = 0) -> None:
+    """``fmt`` is auto|console|json; ``verbosity`` -1 quiet, 0 normal, 1+ debug."""
+    stream = sys.stderr
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        if fmt == "console"
+        else structlog.processors.JSONRenderer(sort_keys=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info if fmt == "json" else structlog.dev.set_exc_info,
+            _scrub,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )

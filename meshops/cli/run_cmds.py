@@ -1,0 +1,160 @@
+"""run, plan, resume, rollback, approve."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from meshops.cli.app import App, env_params, parse_vars, stop_on_signals
+from meshops.engine.journal import Journal, RunState
+from meshops.engine.playbook import LoadedPlaybook, load_playbook, resolve_params
+from meshops.engine.runner import Engine, EngineOptions, PlannedStep
+
+pass_app = click.make_pass_decorator(App)
+
+
+def _params(loaded: LoadedPlaybook, var: tuple[str, ...], var_file: tuple[str, ...]) -> dict[str, Any]:
+    given: dict[str, Any] = env_params(list(loaded.playbook.params))
+    given.update(parse_vars(var, var_file))
+    return resolve_params(loaded.playbook, given)
+
+
+def _print_plan(planned: list[PlannedStep], fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps([{**p.__dict__, "changes": [c.__dict__ for c in p.changes]} for p in planned], indent=2))
+        return
+    for p in planned:
+        head = f"{p.step_id}  ({p.uses})"
+        if p.skipped:
+            click.echo(f"- {head}: skipped, {p.note}")
+            continue
+        click.echo(f"- {head}")
+        for c in p.changes:
+            click.echo(f"    {c.action:<8} {c.target}{'  ' + c.detail if c.detail else ''}")
+        if not p.predictable or p.note:
+            click.echo(f"    {'(cannot predict) ' if not p.predictable else ''}{p.note}")
+        if p.error:
+            click.echo(f"    ERROR: {p.error}")
+
+
+var_option = click.option("--var", multiple=True, metavar="NAME=VALUE", help="Set a param (repeatable).")
+var_file_option = click.option("--var-file", multiple=True, type=click.Path(dir_okay=False, exists=True),
+                               help="YAML file of params (keeps secrets off the command line).")
+
+
+@click.command()
+@click.argument("playbook", type=click.Path(dir_okay=False))
+@var_option
+@var_file_option
+@click.option("--dry-run", is_flag=True, help="Plan only: show what would change, change nothing.")
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Answer yes to approval gates.")
+@pass_app
+def run(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...], dry_run: bool, assume_yes: bool) -> None:
+    """Run PLAYBOOK. Prints the run id; the journal makes it resumable."""
+    loaded = load_playbook(playbook)
+    params = _params(loaded, var, var_file)
+    if dry_run:
+        _print_plan(Engine(store=app.store(cluster=False), drivers=app.drivers).plan(loaded, params), "text")
+        return
+    secret = {n for n, s in loaded.playbook.params.items() if s.secret}
+    cluster = "kube" in app.needs(loaded) and loaded.playbook.metadata.lock
+    with stop_on_signals() as stop:
+        result = app.engine(cluster=cluster, assume_yes=assume_yes, stop=stop).start(loaded, params, secret_params=secret)
+    click.echo(result.run_id)
+
+
+@click.command()
+@click.argument("playbook", type=click.Path(dir_okay=False))
+@var_option
+@var_file_option
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@pass_app
+def plan(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...], output: str) -> None:
+    """Every step of PLAYBOOK with its resolved inputs and what it would change."""
+    loaded = load_playbook(playbook)
+    params = _params(loaded, var, var_file)
+    engine = Engine(store=app.store(cluster=False), drivers=app.drivers, options=EngineOptions())
+    _print_plan(engine.plan(loaded, params), output)
+
+
+def _engine_for_run(app: App, run_id: str, assume_yes: bool, stop: Any) -> Engine:
+    local = app.store(cluster=False)
+    cluster = app.cluster_configured() and not local.exists(run_id) or _run_needs_cluster(app, run_id)
+    return app.engine(cluster=cluster, assume_yes=assume_yes, stop=stop)
+
+
+def _run_needs_cluster(app: App, run_id: str) -> bool:
+    from meshops.engine.playbook import load_playbook_text
+
+    local = app.store(cluster=False)
+    if not local.exists(run_id):
+        return False
+    loaded = load_playbook_text(local.playbook_text(run_id), path=f"{run_id}/playbook.yaml")
+    return "kube" in app.needs(loaded) and loaded.playbook.metadata.lock
+
+
+@click.command()
+@click.argument("run_id")
+@var_option
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Answer yes to approval gates.")
+@pass_app
+def resume(app: App, run_id: str, var: tuple[str, ...], assume_yes: bool) -> None:
+    """Resume RUN_ID: finished steps are skipped, the interrupted one is checked and continued."""
+    with stop_on_signals() as stop:
+        engine = _engine_for_run(app, run_id, assume_yes, stop)
+        secrets = {**_secret_env(), **parse_vars(var)}
+        result = engine.resume(run_id, secret_values=secrets)
+    click.echo(f"{result.run_id} {result.status}{': ' + result.message if result.message else ''}")
+
+
+@click.command()
+@click.argument("run_id")
+@var_option
+@pass_app
+def rollback(app: App, run_id: str, var: tuple[str, ...]) -> None:
+    """Undo RUN_ID's finished steps, newest first (also for a run that succeeded)."""
+    with stop_on_signals() as stop:
+        engine = _engine_for_run(app, run_id, False, stop)
+        result = engine.rollback(run_id, secret_values={**_secret_env(), **parse_vars(var)})
+    click.echo(f"{result.run_id} {result.status}: {result.message}")
+
+
+def _secret_env() -> dict[str, str]:
+    import os
+
+    return {k.removeprefix("MESHOPS_PARAM_").lower(): v for k, v in os.environ.items() if k.startswith("MESHOPS_PARAM_")}
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("step")
+@click.option("--by", default=None, help="Who approves (default: $USER).")
+@pass_app
+def approve(app: App, run_id: str, step: str, by: str | None) -> None:
+    """Approve gate STEP of RUN_ID (a waiting run goes on; a paused one continues on resume)."""
+    import getpass
+
+    from meshops.domain.errors import BadInput
+
+    engine = _engine_for_run(app, run_id, False, None)
+    state = RunState.replay(run_id, engine.store.records(run_id))
+    gates = _gate_keys(engine, run_id)
+    if step not in gates:
+        raise BadInput(f"run {run_id} has no approval gate {step!r}" + (f" (gates: {', '.join(gates)})" if gates else ""))
+    if step in state.approvals:
+        click.echo(f"{run_id} {step}: already approved by {state.approvals[step]}")
+        return
+    Journal(engine.store, run_id).write("approved", step=step, by=by or getpass.getuser())
+    click.echo(f"{run_id} {step}: approved")
+
+
+def _gate_keys(engine: Engine, run_id: str) -> list[str]:
+    from meshops.engine.playbook import load_playbook_text
+
+    loaded = load_playbook_text(engine.store.playbook_text(run_id), path=f"{run_id}/playbook.yaml")
+    keys = [s.id for s in loaded.playbook.steps if s.uses == "gate.approve"]
+    state = RunState.replay(run_id, engine.store.records(run_id))
+    keys += [k for k in state.steps if "[" in k and k.split("[")[0] in keys]
+    return keys

@@ -1,0 +1,101 @@
+"""runs list/show, playbook validate/schema."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from meshops.cli.app import App
+from meshops.domain.errors import PlaybookInvalid
+from meshops.engine.journal import RunState
+from meshops.engine.playbook import json_schema, load_playbook
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group()
+def runs() -> None:
+    """List runs and show one."""
+
+
+def _store(app: App, cluster: bool):  # type: ignore[no-untyped-def]
+    return app.store(cluster=cluster)
+
+
+@runs.command("list")
+@click.option("--cluster", is_flag=True, help="Also list runs journaled in the cluster (meshops-system).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@pass_app
+def runs_list(app: App, cluster: bool, output: str) -> None:
+    """Runs, newest last."""
+    store = _store(app, cluster)
+    rows = [RunState.replay(r, store.records(r)).summary() for r in store.run_ids()]
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no runs")
+        return
+    click.echo(f"{'RUN':<48} {'PLAYBOOK':<24} {'STATUS':<18} {'STARTED':<21} FAILED STEP")
+    for r in rows:
+        click.echo(f"{r['run_id']:<48} {r['playbook'] or '-':<24} {r['status']:<18} {r['started'] or '-':<21} "
+                   f"{r['failed_step'] or ''}")
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text")
+@click.option("--cluster", is_flag=True, help="Look in the cluster's journal too.")
+@pass_app
+def runs_show(app: App, run_id: str, output: str, cluster: bool) -> None:
+    """One run: status, params (secrets redacted), and every step with its outcome."""
+    store = _store(app, cluster or (app.cluster_configured() and not app.store(cluster=False).exists(run_id)))
+    state = RunState.replay(run_id, store.records(run_id))
+    data = state.to_dict()
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    if output == "yaml":
+        import yaml
+
+        click.echo(yaml.safe_dump(data, sort_keys=False))
+        return
+    click.echo(f"run       {data['run_id']}\nplaybook  {data['playbook']} ({data['playbook_path']})\n"
+               f"status    {data['status']}\nstarted   {data['started']}\nfinished  {data['finished'] or '-'}")
+    if data["message"]:
+        click.echo(f"message   {data['message']}")
+    click.echo("steps:")
+    for s in data["steps"]:
+        extra = f" attempts={s['attempts']}" if s["attempts"] > 1 else ""
+        extra += f" undo={s['undo']}" if s["undo"] else ""
+        extra += f" ({s['duration_s']}s)" if s["duration_s"] is not None else ""
+        click.echo(f"  {s['key']:<32} {s['status']:<16}{extra}")
+        if s["error"]:
+            click.echo(f"      error: {s['error']}")
+
+
+@click.group()
+def playbook() -> None:
+    """Validate playbooks; print the playbook JSON Schema."""
+
+
+@playbook.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate(files: tuple[str, ...]) -> None:
+    """Check FILES; every problem is reported with file, line, column and field."""
+    problems: list[str] = []
+    for f in files:
+        try:
+            loaded = load_playbook(f)
+            click.echo(f"{f}: ok ({len(loaded.playbook.steps)} steps)")
+        except PlaybookInvalid as exc:
+            problems += exc.problems
+    if problems:
+        raise PlaybookInvalid(problems)
+
+
+@playbook.command("schema")
+def schema() -> None:
+    """The playbook JSON Schema (for editors)."""
+    click.echo(json.dumps(json_schema(), indent=2))

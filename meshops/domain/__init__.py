@@ -1,0 +1,1 @@
+"""Values and rules that know nothing of clusters, clouds or processes."""

@@ -1,0 +1,166 @@
+"""The run journal and the run lock, kept in the target cluster.
+
+A Lease (``coordination.k8s.io/v1``) in ``meshops-system`` is the lock; a ConfigMap per
+run holds the playbook and the journal, so a CI job on another runner can resume,
+approve or roll back a run it did not start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from meshops.domain.errors import Conflict, LockHeld
+from meshops.drivers.kube import KubeApi
+
+NAMESPACE = "meshops-system"
+_RUN_LABEL = "meshops.dev/run"
+
+
+def _ensure_namespace(kube: KubeApi) -> None:
+    if kube.get("v1", "Namespace", NAMESPACE) is None:
+        try:
+            kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        except Conflict:
+            pass  # created by a concurrent run
+
+
+def _micro(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_micro(text: str | None) -> float:
+    if not text:
+        return 0.0
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    return 0.0
+
+
+class LeaseLock:
+    """A Lease as a run lock: held, renewed, and taken over once its holder stops renewing."""
+
+    def __init__(self, kube: KubeApi, *, name: str = "meshops-run-lock", duration: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.kube = kube
+        self.lease_name = name
+        self.name = f"Lease {NAMESPACE}/{name} in {kube.context}"
+        self.duration = duration
+        self._clock = clock
+        self._holder: str | None = None
+
+    def acquire(self, holder: str) -> None:
+        _ensure_namespace(self.kube)
+        for _ in range(5):
+            now = self._clock()
+            lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
+            spec: dict[str, Any] = {
+                "holderIdentity": holder, "leaseDurationSeconds": int(self.duration),
+                "acquireTime": _micro(now), "renewTime": _micro(now), "leaseTransitions": 0,
+            }
+            try:
+                if lease is None:
+                    self.kube.create({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                                      "metadata": {"name": self.lease_name, "namespace": NAMESPACE}, "spec": spec})
+                else:
+                    cur = lease.get("spec") or {}
+                    current_holder = cur.get("holderIdentity")
+                    renewed = _parse_micro(cur.get("renewTime"))
+                    held_for = float(cur.get("leaseDurationSeconds") or self.duration)
+                    if current_holder and current_holder != holder and renewed + held_for > now:
+                        since = cur.get("acquireTime") or cur.get("renewTime") or "?"
+                        raise LockHeld(holder=current_holder, since=since, lock=self.name)
+                    if current_holder == holder:
+                        spec["acquireTime"] = cur.get("acquireTime", spec["acquireTime"])
+                    spec["leaseTransitions"] = int(cur.get("leaseTransitions") or 0) + (current_holder != holder)
+                    lease["spec"] = spec
+                    self.kube.replace(lease)  # carries resourceVersion: a concurrent taker gets 409
+                self._holder = holder
+                return
+            except Conflict:
+                continue
+        raise LockHeld(holder="(contended)", since=_micro(self._clock()), lock=self.name)
+
+    def renew(self) -> None:
+        if self._holder is None:
+            return
+        lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
+        if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self._holder:
+            return
+        lease["spec"]["renewTime"] = _micro(self._clock())
+        self.kube.replace(lease)
+
+    def release(self) -> None:
+        holder, self._holder = self._holder, None
+        if holder is None:
+            return
+        lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
+        if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == holder:
+            lease["spec"]["holderIdentity"] = None
+            lease["spec"]["renewTime"] = None
+            try:
+                self.kube.replace(lease)
+            except Conflict:
+                pass  # someone took it after expiry; it is theirs now
+
+
+class ConfigMapStateStore:
+    """One ConfigMap per run (``meshops-run-<id>``): ``playbook.yaml`` and ``journal.jsonl``."""
+
+    def __init__(self, kube: KubeApi) -> None:
+        self.kube = kube
+        self._ready = False
+
+    def _name(self, run_id: str) -> str:
+        return f"meshops-run-{run_id}"[:253]
+
+    def create_run(self, run_id: str, *, playbook_text: str, playbook_path: str) -> None:
+        if not self._ready:
+            _ensure_namespace(self.kube)
+            self._ready = True
+        self.kube.create({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": self._name(run_id), "namespace": NAMESPACE, "labels": {_RUN_LABEL: "true"},
+                         "annotations": {"meshops.dev/playbook-path": playbook_path}},
+            "data": {"playbook.yaml": playbook_text, "journal.jsonl": ""},
+        })
+
+    def append(self, run_id: str, records: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(r, separators=(",", ":"), sort_keys=True) + "\n" for r in records)
+        for _ in range(20):
+            cm = self.kube.get("v1", "ConfigMap", self._name(run_id), NAMESPACE)
+            if cm is None:
+                raise Conflict(f"the journal ConfigMap of run {run_id} is gone")
+            cm.setdefault("data", {})
+            cm["data"]["journal.jsonl"] = cm["data"].get("journal.jsonl", "") + text
+            try:
+                self.kube.replace(cm)  # resourceVersion makes concurrent appends (meshops approve) safe
+                return
+            except Conflict:
+                continue
+        raise Conflict(f"could not append to the journal of run {run_id}: too much contention")
+
+    def records(self, run_id: str) -> list[dict[str, Any]]:
+        cm = self.kube.get("v1", "ConfigMap", self._name(run_id), NAMESPACE)
+        if cm is None:
+            return []
+        return [json.loads(line) for line in (cm.get("data") or {}).get("journal.jsonl", "").splitlines() if line]
+
+    def playbook_text(self, run_id: str) -> str:
+        cm = self.kube.get("v1", "ConfigMap", self._name(run_id), NAMESPACE)
+        return "" if cm is None else str((cm.get("data") or {}).get("playbook.yaml", ""))
+
+    def run_ids(self) -> list[str]:
+        if self.kube.get("v1", "Namespace", NAMESPACE) is None:
+            return []
+        items = self.kube.list("v1", "ConfigMap", NAMESPACE, label_selector=f"{_RUN_LABEL}=true").items
+        return sorted(i["metadata"]["name"].removeprefix("meshops-run-") for i in items)
+
+    def exists(self, run_id: str) -> bool:
+        return self.kube.get("v1", "ConfigMap", self._name(run_id), NAMESPACE) is not None

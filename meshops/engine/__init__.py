@@ -1,0 +1,1 @@
+"""The step engine: playbooks in, journaled and resumable runs out."""

@@ -1,0 +1,122 @@
+"""One run per target at a time.
+
+A run that targets a cluster holds a ``coordination.k8s.io`` Lease there (see
+``meshops.drivers.kube_lease``); runs without a cluster hold a lock file in the state
+directory. Both follow the Lease rules: the holder renews, and a lock whose holder
+stopped renewing for longer than its duration is taken over.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from meshops.domain.errors import LockHeld
+
+
+def holder_identity(run_id: str) -> str:
+    return f"{run_id}@{socket.gethostname()}/{os.getpid()}"
+
+
+class RunLock(Protocol):
+    name: str
+    duration: float
+
+    def acquire(self, holder: str) -> None: ...
+    def renew(self) -> None: ...
+    def release(self) -> None: ...
+
+
+class FileLock:
+    """A lease kept in a JSON file; ``flock`` makes the check-and-take atomic."""
+
+    def __init__(self, path: str | Path, *, duration: float = 30.0, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.name = str(self.path)
+        self.duration = duration
+        self._clock = clock
+        self._holder: str | None = None
+
+    def _update(self, fn: Callable[[dict[str, object] | None], dict[str, object] | None]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".flock"), "a+") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            try:
+                current = json.loads(self.path.read_text()) if self.path.exists() else None
+            except (json.JSONDecodeError, OSError):
+                current = None
+            new = fn(current)
+            if new is None:
+                self.path.unlink(missing_ok=True)
+            elif new is not current:
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(new))
+                tmp.replace(self.path)
+
+    def acquire(self, holder: str) -> None:
+        now = self._clock()
+
+        def take(cur: dict[str, object] | None) -> dict[str, object]:
+            if cur and cur.get("holder") != holder:
+                renewed = float(str(cur.get("renewed", 0)))
+                if renewed + float(str(cur.get("duration", self.duration))) > now:
+                    since = datetime.fromtimestamp(float(str(cur.get("acquired", renewed))), UTC)
+                    raise LockHeld(holder=str(cur.get("holder")), since=since.isoformat(timespec="seconds"), lock=self.name)
+            acquired = cur.get("acquired", now) if cur and cur.get("holder") == holder else now
+            return {"holder": holder, "acquired": acquired, "renewed": now, "duration": self.duration}
+
+        self._update(take)
+        self._holder = holder
+
+    def renew(self) -> None:
+        if self._holder is None:
+            return
+        now, holder = self._clock(), self._holder
+
+        def bump(cur: dict[str, object] | None) -> dict[str, object] | None:
+            if cur is None or cur.get("holder") != holder:
+                return cur  # lost it; the run notices on its next acquire
+            return {**cur, "renewed": now}
+
+        self._update(bump)
+
+    def release(self) -> None:
+        holder = self._holder
+        self._holder = None
+        if holder is None:
+            return
+        self._update(lambda cur: None if cur and cur.get("holder") == holder else cur)
+
+
+class LockRenewer:
+    """Renews a lock in the background every third of its duration until stopped."""
+
+    def __init__(self, lock: RunLock, *, on_error: Callable[[Exception], None]) -> None:
+        self.lock = lock
+        self._stop = threading.Event()
+        self._on_error = on_error
+        self._thread = threading.Thread(target=self._loop, name="lock-renewer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        interval = max(0.5, self.lock.duration / 3)
+        while not self._stop.wait(interval):
+            try:
+                self.lock.renew()
+            except Exception as exc:  # a missed renewal is retried; the lease has slack for two
+                self._on_error(exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)

@@ -1,0 +1,352 @@
+"""The playbook format, its validation, and turning ``--var`` strings into typed params.
+
+Validation collects every problem it can find, each with file, line, column and the
+field path, and nothing runs unless there are none.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from meshops.domain.durations import parse_duration
+from meshops.domain.errors import BadInput, PlaybookInvalid
+from meshops.engine import templating
+from meshops.engine.yamlsource import PathKey, SourceDoc, format_path, load_yaml, load_yaml_file
+from meshops.steps import registry
+from meshops.steps.base import StepInputs
+
+API_VERSION = "meshops.dev/v1"
+STEP_ID = r"^[a-z][a-z0-9_-]{0,62}$"
+OnFailure = Literal["rollback", "freeze", "continue"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ParamSpec(_Model):
+    type: Literal["string", "integer", "number", "boolean", "duration", "list", "object"] = "string"
+    description: str = ""
+    default: Any = None
+    required: bool = False
+    enum: list[Any] | None = None
+    pattern: str | None = None
+    secret: bool = False
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+
+class Retries(_Model):
+    count: Annotated[int, Field(ge=0, le=100)] = 0
+    backoff: Annotated[float, Field(ge=0)] = 1.0  # first delay, seconds
+    factor: Annotated[float, Field(ge=1)] = 2.0
+    max_delay: Annotated[float, Field(gt=0)] = 60.0
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.2
+
+
+class StepSpec(_Model):
+    id: Annotated[str, Field(pattern=STEP_ID)]
+    uses: str
+    name: str = ""
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    when: str | bool | None = None
+    retries: Retries | Annotated[int, Field(ge=0, le=100)] = 0
+    timeout: str | Annotated[float, Field(gt=0)] | None = None
+    foreach: str | list[Any] | None = None
+    concurrency: Annotated[int, Field(ge=1, le=1000)] | str = 1
+    on_failure: OnFailure | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_is_duration(cls, v: str | float | None) -> str | float | None:
+        if isinstance(v, str) and not templating.is_template(v):
+            if parse_duration(v) <= 0:
+                raise ValueError("must be > 0")
+        return v
+
+    @field_validator("concurrency")
+    @classmethod
+    def _concurrency_is_template(cls, v: int | str) -> int | str:
+        if isinstance(v, str) and not templating.is_template(v):
+            raise ValueError("must be >= 1 (a whole number, or a {{ template }})")
+        return v
+
+    @property
+    def retry_policy(self) -> Retries:
+        return self.retries if isinstance(self.retries, Retries) else Retries(count=self.retries)
+
+    def timeout_seconds(self, rendered: Any = None) -> float | None:
+        value = self.timeout if rendered is None else rendered
+        return None if value is None else parse_duration(value)
+
+
+class Metadata(_Model):
+    name: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    # Whether a run takes the cluster lock (a Lease). Read-only playbooks may say false.
+    lock: bool = True
+
+
+class Playbook(_Model):
+    api_version: Literal["meshops.dev/v1"] = Field(alias="apiVersion")
+    kind: Literal["Playbook"]
+    metadata: Metadata
+    params: dict[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")], ParamSpec] = Field(default_factory=dict)
+    on_failure: OnFailure = "rollback"
+    steps: Annotated[list[StepSpec], Field(min_length=1)]
+
+    def step(self, step_id: str) -> StepSpec:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadedPlaybook:
+    playbook: Playbook
+    source: SourceDoc
+
+    @property
+    def path(self) -> str:
+        return self.source.path
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _pydantic_problems(exc: ValidationError, doc: SourceDoc, prefix: PathKey = ()) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc: PathKey = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "union["))))
+        # pydantic reports the alias for `with` only when aliases are used for errors; normalise.
+        loc = tuple("with" if p == "with_" else p for p in loc)
+        # Union members add their type name to the location (e.g. "int", "str", "Retries"); drop those.
+        loc = tuple(p for p in loc if p not in {"int", "str", "float", "bool", "list[any]", "Retries", "constrained-int"})
+        full = (*prefix, *loc)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden" and full:
+            known = _known_fields_for(full)
+            msg = f"unknown field{_suggest(str(full[-1]), known)}"
+        elif err["type"] == "missing":
+            msg = "is required"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        problems.append(f"{doc.where(full)}: {format_path(full)}: {msg}")
+    # Unions report one error per member; keep the first of each location.
+    seen: set[str] = set()
+    unique = []
+    for p in problems:
+        key = p.split(": ", 2)[1] if ": " in p else p
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _known_fields_for(path: PathKey) -> list[str]:
+    parents: dict[str, type[BaseModel]] = {"params": ParamSpec, "metadata": Metadata, "retries": Retries}
+    if len(path) >= 3 and path[0] == "steps" and path[-2:-1] == ("retries",):
+        return list(Retries.model_fields)
+    if len(path) == 3 and path[0] == "steps":
+        return [f.alias or n for n, f in StepSpec.model_fields.items()]
+    if len(path) == 3 and path[0] == "params":
+        return list(ParamSpec.model_fields)
+    if len(path) == 2 and path[0] in parents:
+        return list(parents[str(path[0])].model_fields)
+    return [f.alias or n for n, f in Playbook.model_fields.items()]
+
+
+def _check_inputs(step: StepSpec, index: int, inputs_model: type[StepInputs], doc: SourceDoc) -> list[str]:
+    """Unknown and missing inputs, and every literal value checked against the step's Inputs.
+
+    Templated values can only be checked once rendered, at run time.
+    """
+    problems = []
+    fields = inputs_model.model_fields
+    literal: dict[str, Any] = {}
+    for key, value in step.with_.items():
+        path: PathKey = ("steps", index, "with", key)
+        if key not in fields:
+            problems.append(f"{doc.where(path)}: {format_path(path)}: unknown input for {step.uses}"
+                            f"{_suggest(key, list(fields))}")
+        elif not (templating.is_template(value) or _contains_template(value)):
+            literal[key] = value
+    try:
+        inputs_model.model_validate(literal)
+    except ValidationError as exc:
+        for err in exc.errors():
+            if err["type"] == "missing" and len(err["loc"]) == 1:
+                continue  # absent on purpose (templated) or reported below
+            sub = ("steps", index, "with", *err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{doc.where(sub)}: {format_path(sub)}: {msg}")
+    for name, info in fields.items():
+        if info.is_required() and name not in step.with_:
+            problems.append(f"{doc.where(('steps', index))}: {format_path(('steps', index, 'with', name))}: "
+                            f"is required by {step.uses}")
+    return problems
+
+
+def _contains_template(value: Any) -> bool:
+    return any(templating.is_template(s) for _, s in templating.walk_strings(value))
+
+
+def _check_references(pb: Playbook, doc: SourceDoc) -> list[str]:
+    problems = []
+    params = list(pb.params)
+    for index, step in enumerate(pb.steps):
+        earlier = [s.id for s in pb.steps[:index]]
+        sources: list[tuple[PathKey, str, bool]] = []
+        for sub, text in templating.walk_strings(step.with_):
+            sources.append((("steps", index, "with", *sub), text, False))
+        for fname in ("when", "foreach", "timeout", "concurrency"):
+            value = getattr(step, fname)
+            if isinstance(value, str):
+                sources.append((("steps", index, fname), value, fname == "when"))
+        for path, text, is_expr in sources:
+            if not is_expr and not templating.is_template(text):
+                continue
+            try:
+                refs = list(templating.references(text, expression=is_expr))
+            except templating.TemplateError as exc:
+                problems.append(f"{doc.where(path)}: {format_path(path)}: {exc}")
+                continue
+            for kind, name in refs:
+                if kind == "params" and name not in params:
+                    problems.append(f"{doc.where(path)}: {format_path(path)}: unknown param {name!r}{_suggest(name, params)}")
+                elif kind == "steps" and name not in earlier:
+                    later = name in [s.id for s in pb.steps]
+                    why = "is not an earlier step" if later else f"unknown step{_suggest(name, earlier)}"
+                    problems.append(f"{doc.where(path)}: {format_path(path)}: steps.{name} {why}")
+    return problems
+
+
+def validate_document(doc: SourceDoc) -> Playbook:
+    """Check a parsed playbook fully; raise PlaybookInvalid listing every problem found."""
+    if not isinstance(doc.data, dict):
+        raise PlaybookInvalid([f"{doc.where(())}: (document): a playbook is a mapping with apiVersion, kind, metadata and steps"])
+    try:
+        pb = Playbook.model_validate(doc.data)
+    except ValidationError as exc:
+        raise PlaybookInvalid(_pydantic_problems(exc, doc)) from None
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    known = registry.known_names()
+    for index, step in enumerate(pb.steps):
+        if step.id in seen:
+            problems.append(f"{doc.where(('steps', index, 'id'))}: steps[{index}].id: duplicate step id "
+                            f"{step.id!r} (first at steps[{seen[step.id]}])")
+        seen.setdefault(step.id, index)
+        step_type = registry.get(step.uses) if step.uses in known else None
+        if step_type is None:
+            problems.append(f"{doc.where(('steps', index, 'uses'))}: steps[{index}].uses: unknown step type "
+                            f"{step.uses!r}{_suggest(step.uses, known)}")
+            continue
+        problems += _check_inputs(step, index, step_type.Inputs, doc)
+    for name, spec in pb.params.items():
+        if spec.default is not None:
+            try:
+                coerce_param(name, spec, spec.default)
+            except BadInput as exc:
+                problems.append(f"{doc.where(('params', name, 'default'))}: params.{name}.default: {exc.message}")
+    problems += _check_references(pb, doc)
+    if problems:
+        raise PlaybookInvalid(problems)
+    return pb
+
+
+def load_playbook(path: str) -> LoadedPlaybook:
+    doc = load_yaml_file(path)
+    return LoadedPlaybook(playbook=validate_document(doc), source=doc)
+
+
+def load_playbook_text(text: str, *, path: str) -> LoadedPlaybook:
+    doc = load_yaml(text, path=path)
+    return LoadedPlaybook(playbook=validate_document(doc), source=doc)
+
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+def coerce_param(name: str, spec: ParamSpec, value: Any) -> Any:
+    """Turn a --var string (or a YAML default) into the param's declared type, or raise BadInput."""
+    try:
+        if spec.type == "integer":
+            if isinstance(value, bool):
+                raise ValueError
+            out: Any = int(value)
+        elif spec.type == "number":
+            out = float(value)
+        elif spec.type == "boolean":
+            if isinstance(value, bool):
+                out = value
+            elif str(value).lower() in _TRUE | _FALSE:
+                out = str(value).lower() in _TRUE
+            else:
+                raise ValueError
+        elif spec.type == "duration":
+            parse_duration(value)
+            out = value
+        elif spec.type == "list":
+            out = value if isinstance(value, list) else [v.strip() for v in str(value).split(",") if v.strip()]
+        elif spec.type == "object":
+            if not isinstance(value, dict):
+                raise ValueError
+            out = value
+        else:
+            out = str(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"param {name}: {value!r} is not a valid {spec.type}") from None
+    if spec.enum is not None and out not in spec.enum:
+        raise BadInput(f"param {name}: {value!r} is not one of {', '.join(map(str, spec.enum))}")
+    if spec.pattern is not None and isinstance(out, str) and not re.fullmatch(spec.pattern, out):
+        raise BadInput(f"param {name}: {value!r} does not match {spec.pattern}")
+    return out
+
+
+def resolve_params(pb: Playbook, given: dict[str, Any]) -> dict[str, Any]:
+    """Typed params from --var values and defaults; every unknown or missing one is reported."""
+    problems = []
+    for name in given:
+        if name not in pb.params:
+            problems.append(f"--var {name}: the playbook has no param {name!r}{_suggest(name, list(pb.params))}")
+    resolved: dict[str, Any] = {}
+    for name, spec in pb.params.items():
+        if name in given:
+            try:
+                resolved[name] = coerce_param(name, spec, given[name])
+            except BadInput as exc:
+                problems.append(exc.message)
+        elif spec.default is not None:
+            resolved[name] = coerce_param(name, spec, spec.default)
+        elif spec.required:
+            problems.append(f"param {name} is required (pass --var {name}=...)")
+        else:
+            resolved[name] = None
+    if problems:
+        raise BadInput("; ".join(problems))
+    return resolved
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Playbook.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "meshops playbook"
+    return schema

@@ -1,0 +1,491 @@
+"""Runs a playbook: steps in order, journaled, retried, timed out, waved, rolled back.
+
+Every decision the engine makes is recorded before it acts on it, so a run that is
+killed at any instant can be resumed (``meshops resume``) or rolled back
+(``meshops rollback``) from its journal alone.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from meshops.domain.errors import (
+    AwaitingApproval,
+    BadInput,
+    DriverError,
+    Interrupted,
+    MeshopsError,
+    RollbackFailed,
+    RunFailed,
+    StepError,
+)
+from meshops.domain.redact import SECRETS
+from meshops.engine import templating
+from meshops.engine.journal import Journal, RunState, StateStore, new_run_id
+from meshops.engine.lock import LockRenewer, RunLock, holder_identity
+from meshops.engine.playbook import LoadedPlaybook, StepSpec, load_playbook_text
+from meshops.steps import registry
+from meshops.steps.base import Approvals, Change, Progress, Step, StepContext, StepInputs, StepOutputs
+
+log = structlog.get_logger("meshops.engine")
+
+
+class StepFailed(MeshopsError):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"step {key} failed: {message}")
+        self.key = key
+        self.reason = message
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    run_id: str
+    status: str  # succeeded | rolled_back | frozen | failed | rollback_failed | interrupted
+    message: str = ""
+    failed_step: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedStep:
+    step_id: str
+    uses: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
+    predictable: bool = True
+    skipped: bool = False
+    note: str = ""
+    error: str | None = None
+
+
+@dataclass(kw_only=True)
+class EngineOptions:
+    assume_yes: bool = False
+    interactive: bool = False
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+    progress: Callable[[str], Progress] | None = None
+    confirm: Callable[[str], bool] | None = None
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the engine stops at the next safe point."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+
+class JournalApprovals:
+    """Approvals recorded in the journal by ``meshops approve`` (possibly from another process)."""
+
+    def __init__(self, store: StateStore, run_id: str, sleep: Callable[[float], None], clock: Callable[[], float]) -> None:
+        self.store, self.run_id, self._sleep, self._clock = store, run_id, sleep, clock
+
+    def is_approved(self, step_key: str) -> bool:
+        return step_key in RunState.replay(self.run_id, self.store.records(self.run_id)).approvals
+
+    def wait(self, step_key: str, *, deadline: float, check: Callable[[], None]) -> bool:
+        # The journal is a file or a ConfigMap written by another process; a short poll of
+        # it is the only signal there is, and approvals are human-scale events.
+        while True:
+            if self.is_approved(step_key):
+                return True
+            check()
+            left = deadline - self._clock()
+            if left <= 0:
+                return False
+            self._sleep(min(1.0, left))
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        drivers: Any = None,
+        lock: RunLock | None = None,
+        options: EngineOptions | None = None,
+        stop: StopFlag | None = None,
+    ) -> None:
+        self.store = store
+        self.drivers = drivers
+        self.lock = lock
+        self.opts = options or EngineOptions()
+        self.stop = stop or StopFlag()
+
+    # ---- entry points ---------------------------------------------------------------------
+
+    def start(self, loaded: LoadedPlaybook, params: dict[str, Any], *, secret_params: set[str] | None = None) -> RunResult:
+        run_id = new_run_id(loaded.playbook.metadata.name, self.opts.clock())
+        for name in secret_params or set():
+            SECRETS.add(params.get(name, ""))
+        self.store.create_run(run_id, playbook_text=loaded.source.text, playbook_path=loaded.path)
+        journal = Journal(self.store, run_id, wall=self.opts.clock)
+        journal.write("run_started", playbook=loaded.path, name=loaded.playbook.metadata.name,
+                      params=params, hidden_params=sorted(secret_params or ()))
+        return self._locked(run_id, lambda: self._execute(run_id, loaded, params, journal, RunState(run_id=run_id)))
+
+    def resume(self, run_id: str, *, secret_values: dict[str, Any] | None = None) -> RunResult:
+        state, loaded, params = self._reload(run_id, secret_values)
+        if state.status == "succeeded":
+            return RunResult(run_id=run_id, status="succeeded", message="already finished")
+        if state.status in ("rolled_back", "rolling_back", "rollback_failed"):
+            raise BadInput(f"run {run_id} is {state.status.replace('_', ' ')}; it cannot be resumed "
+                           f"(to finish a rollback: meshops rollback {run_id})")
+        journal = Journal(self.store, run_id, wall=self.opts.clock)
+        journal.write("run_resumed", previous_status=state.status)
+        return self._locked(run_id, lambda: self._execute(run_id, loaded, params, journal, state))
+
+    def rollback(self, run_id: str, *, secret_values: dict[str, Any] | None = None) -> RunResult:
+        state, loaded, params = self._reload(run_id, secret_values)
+        if state.status == "rolled_back":
+            return RunResult(run_id=run_id, status="rolled_back", message="already rolled back")
+        journal = Journal(self.store, run_id, wall=self.opts.clock)
+
+        def go() -> RunResult:
+            ctx = self._template_context(run_id, params, state)
+            return self._rollback(run_id, loaded, ctx, journal, state, cause="requested")
+
+        return self._locked(run_id, go)
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def _reload(self, run_id: str, secret_values: dict[str, Any] | None) -> tuple[RunState, LoadedPlaybook, dict[str, Any]]:
+        records = self.store.records(run_id)
+        state = RunState.replay(run_id, records)
+        loaded = load_playbook_text(self.store.playbook_text(run_id), path=state.playbook or f"{run_id}/playbook.yaml")
+        params = dict(state.params)
+        started = next((r for r in records if r.get("type") == "run_started"), {})
+        for name in started.get("hidden_params", []):
+            value = (secret_values or {}).get(name)
+            if value is None:
+                raise BadInput(f"run {run_id} needs the secret param {name!r} again (it is never journaled): "
+                               f"pass --var {name}=... or set MESHOPS_PARAM_{name.upper()}")
+            SECRETS.add(value)
+            params[name] = value
+        return state, loaded, params
+
+    def _locked(self, run_id: str, body: Callable[[], RunResult]) -> RunResult:
+        if self.lock is None:
+            return body()
+        self.lock.acquire(holder_identity(run_id))
+        renewer = LockRenewer(self.lock, on_error=lambda exc: log.warning("lock.renew_failed", error=str(exc)))
+        renewer.start()
+        try:
+            return body()
+        finally:
+            renewer.stop()
+            self.lock.release()
+
+    def _template_context(self, run_id: str, params: dict[str, Any], state: RunState) -> dict[str, Any]:
+        steps: dict[str, Any] = {}
+        for key, s in state.steps.items():
+            if "[" not in key and s.status in ("succeeded", "skipped", "failed_continued"):
+                steps[key] = {"outputs": s.outputs or {}, "status": s.status}
+        return {"params": params, "steps": steps, "run": {"id": run_id}}
+
+    def _step_type(self, spec: StepSpec) -> Step[Any, Any]:
+        cls = registry.get(spec.uses)
+        if cls is None:
+            raise BadInput(f"unknown step type {spec.uses}")
+        return cls()
+
+    def _render_inputs(self, spec: StepSpec, step: Step[Any, Any], ctx: dict[str, Any], key: str) -> StepInputs:
+        try:
+            rendered = templating.render_value(spec.with_, ctx)
+            return step.Inputs.model_validate(rendered)
+        except templating.TemplateError as exc:
+            raise StepFailed(key, f"inputs: {exc}") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise StepFailed(key, f"with.{where}: {first['msg']}") from None
+
+    def _make_ctx(self, run_id: str, spec: StepSpec, key: str, item: Any, attempt: int, deadline: float | None,
+                  first_started: float | None = None) -> StepContext:
+        approvals: Approvals = JournalApprovals(self.store, run_id, self.opts.sleep, self.opts.clock)
+        progress = self.opts.progress(key) if self.opts.progress else None
+        ctx = StepContext(
+            run_id=run_id, step_id=spec.id, step_key=key, attempt=attempt, item=item,
+            log=log.bind(run_id=run_id, step=key, attempt=attempt),
+            clock=self.opts.clock, sleep_fn=self.opts.sleep, deadline=deadline,
+            stop_requested=self.stop, drivers=self.drivers, approvals=approvals,
+            interactive=self.opts.interactive, assume_yes=self.opts.assume_yes,
+            first_started=first_started, confirm=self.opts.confirm,
+        )
+        if progress is not None:
+            ctx.progress = progress
+        return ctx
+
+    # ---- forward execution ----------------------------------------------------------------
+
+    def _execute(self, run_id: str, loaded: LoadedPlaybook, params: dict[str, Any], journal: Journal, state: RunState) -> RunResult:
+        pb = loaded.playbook
+        ctx = self._template_context(run_id, params, state)
+        bound = log.bind(run_id=run_id, playbook=pb.metadata.name)
+        bound.info("run.start", steps=len(pb.steps), resumed=bool(state.steps))
+        for spec in pb.steps:
+            if state.done(spec.id):
+                continue
+            if self.stop():
+                return self._interrupted(journal, run_id, spec.id, None)
+            try:
+                if not templating.evaluate_condition(spec.when, ctx):
+                    journal.write("step_skipped", step=spec.id, reason="when is false")
+                    ctx["steps"][spec.id] = {"outputs": {}, "status": "skipped"}
+                    continue
+                outputs = self._run_step(run_id, spec, ctx, journal, state)
+                ctx["steps"][spec.id] = {"outputs": outputs, "status": "succeeded"}
+            except Interrupted as exc:
+                return self._interrupted(journal, run_id, spec.id, exc)
+            except (StepFailed, templating.TemplateError) as exc:
+                reason = exc.reason if isinstance(exc, StepFailed) else str(exc)
+                key = exc.key if isinstance(exc, StepFailed) else spec.id
+                policy = spec.on_failure or pb.on_failure
+                bound.error("step.failed", step=key, error=reason, on_failure=policy)
+                if policy == "continue":
+                    journal.write("step_failed", step=spec.id, error=reason, continued=True)
+                    ctx["steps"][spec.id] = {"outputs": {}, "status": "failed_continued"}
+                    state.steps.setdefault(spec.id, _blank(spec.id)).status = "failed_continued"
+                    continue
+                journal.write("step_failed", step=spec.id, error=reason)
+                if policy == "freeze":
+                    msg = f"{key} failed: {reason}; frozen as the playbook says. Half-done: {self._half_done(run_id)}"
+                    journal.write("run_finished", status="frozen", failed_step=spec.id, message=msg)
+                    raise RunFailed(f"run {run_id}: {msg}\n  next: fix it, then `meshops resume {run_id}`, "
+                                    f"or `meshops rollback {run_id}`")
+                fresh = RunState.replay(run_id, self.store.records(run_id))
+                result = self._rollback(run_id, loaded, ctx, journal, fresh, cause=f"{key} failed: {reason}")
+                raise RunFailed(f"run {run_id}: {key} failed: {reason}; rolled back ({result.message})")
+        journal.write("run_finished", status="succeeded")
+        bound.info("run.done", status="succeeded")
+        return RunResult(run_id=run_id, status="succeeded")
+
+    def _half_done(self, run_id: str) -> str:
+        state = RunState.replay(run_id, self.store.records(run_id))
+        done = [k for k, s in state.steps.items() if s.status == "succeeded"]
+        started = [k for k, s in state.steps.items() if s.status in ("started", "failed")]
+        return f"finished {done or 'nothing'}; stopped in {started or 'nothing'}"
+
+    def _interrupted(self, journal: Journal, run_id: str, step_id: str, exc: Interrupted | None) -> RunResult:
+        status = exc.status if exc is not None else "interrupted"
+        msg = exc.message if isinstance(exc, AwaitingApproval) else f"interrupted at {step_id}; resume with: meshops resume {run_id}"
+        journal.write("run_finished", status=status, failed_step=step_id, message=msg)
+        if isinstance(exc, AwaitingApproval):
+            raise exc
+        raise Interrupted(msg)
+
+    def _run_step(self, run_id: str, spec: StepSpec, ctx: dict[str, Any], journal: Journal, state: RunState) -> Any:
+        step = self._step_type(spec)
+        if spec.foreach is None:
+            return self._attempts(run_id, spec, step, spec.id, None, ctx, journal, state)
+        items = templating.render_value(spec.foreach, ctx)
+        if not isinstance(items, list):
+            raise StepFailed(spec.id, f"foreach must give a list, got {type(items).__name__}")
+        concurrency = templating.render_value(spec.concurrency, ctx)
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise StepFailed(spec.id, f"concurrency must be a whole number >= 1, got {concurrency!r}")
+        journal.write("foreach_started", step=spec.id, items=len(items), concurrency=concurrency)
+        results: list[Any] = [None] * len(items)
+        pending = []
+        for i, item in enumerate(items):
+            key = f"{spec.id}[{i}]"
+            if state.done(key):
+                results[i] = state.steps[key].outputs
+            else:
+                pending.append((i, item, key))
+        failure: StepFailed | Interrupted | None = None
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=spec.id) as pool:
+            running: dict[Future[Any], int] = {}
+            queue = list(pending)
+            while queue or running:
+                while queue and len(running) < concurrency and failure is None and not self.stop():
+                    i, item, key = queue.pop(0)
+                    item_ctx = {**ctx, "item": item, "index": i}
+                    running[pool.submit(self._attempts, run_id, spec, step, key, item, item_ctx, journal, state)] = i
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    i = running.pop(fut)
+                    try:
+                        results[i] = fut.result()
+                    except (StepFailed, Interrupted) as exc:
+                        failure = failure or exc
+        if failure is not None:
+            raise failure
+        if self.stop():
+            raise Interrupted(f"stopped during {spec.id}")
+        outputs = {"items": results}
+        journal.write("step_succeeded", step=spec.id, outputs=outputs)
+        return outputs
+
+    def _attempts(self, run_id: str, spec: StepSpec, step: Step[Any, Any], key: str, item: Any,
+                  ctx: dict[str, Any], journal: Journal, state: RunState) -> Any:
+        inputs = self._render_inputs(spec, step, ctx, key)
+        timeout = spec.timeout_seconds(templating.render_value(spec.timeout, ctx) if spec.timeout else None)
+        policy = spec.retry_policy
+        previous = state.steps.get(key)
+        attempt = (previous.attempts if previous else 0) + 1
+        first_attempt = attempt
+        first_started = previous.started if previous and previous.started else self.opts.clock()
+        while True:
+            deadline = None if timeout is None else self.opts.clock() + timeout
+            sctx = self._make_ctx(run_id, spec, key, item, attempt, deadline, first_started)
+            dumped_inputs = inputs.model_dump(mode="json")
+            if not step.side_effect_free:
+                journal.write("step_started", step=key, attempt=attempt, inputs=dumped_inputs)
+            sctx.log.info("step.start", uses=spec.uses)
+            try:
+                result = step.run(inputs, sctx)
+                if not isinstance(result, StepOutputs):
+                    raise StepError(f"{spec.uses} returned {type(result).__name__}, not its Outputs", temporary=False)
+                outputs: Any = result.model_dump(mode="json")
+            except Interrupted:
+                raise
+            except (StepError, DriverError) as exc:
+                temporary, delay, message = exc.temporary, getattr(exc, "delay", None), exc.message
+            except MeshopsError as exc:
+                temporary, delay, message = False, None, exc.message
+            except Exception as exc:  # a bug in a step; fail it permanently, keep the type for the journal
+                temporary, delay, message = False, None, f"{type(exc).__name__}: {exc}"
+                sctx.log.error("step.crashed", error=message, exc_info=True)
+            else:
+                journal.write("step_succeeded", step=key, attempt=attempt, outputs=outputs,
+                              inputs=dumped_inputs if step.side_effect_free else None)
+                sctx.log.info("step.done")
+                return outputs
+            journal.write("attempt_failed", step=key, attempt=attempt, error=message, temporary=temporary)
+            retries_used = attempt - first_attempt
+            if not temporary or retries_used >= policy.count:
+                suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
+                raise StepFailed(key, message + suffix)
+            if delay is None:
+                base = min(policy.max_delay, policy.backoff * policy.factor ** retries_used)
+                delay = base * (1 + policy.jitter * (2 * self.opts.rng.random() - 1))
+            sctx.log.warning("step.retry", error=message, delay=round(delay, 3))
+            end = self.opts.clock() + delay
+            while self.opts.clock() < end:
+                if self.stop():
+                    raise Interrupted(f"stopped while waiting to retry {key}")
+                self.opts.sleep(min(0.5, end - self.opts.clock()))
+            attempt += 1
+
+    # ---- planning ---------------------------------------------------------------------------
+
+    def plan(self, loaded: LoadedPlaybook, params: dict[str, Any]) -> list[PlannedStep]:
+        """What each step would do, without changing anything.
+
+        Read-only steps really run, so later steps are planned from real findings; a step
+        whose inputs depend on what an earlier, changing step would output says so.
+        """
+        run_id = "plan"
+        ctx: dict[str, Any] = {"params": params, "steps": {}, "run": {"id": run_id}}
+        planned: list[PlannedStep] = []
+        for spec in loaded.playbook.steps:
+            step = self._step_type(spec)
+            try:
+                if not templating.evaluate_condition(spec.when, ctx):
+                    planned.append(PlannedStep(step_id=spec.id, uses=spec.uses, skipped=True, note="when is false"))
+                    ctx["steps"][spec.id] = {"outputs": {}, "status": "skipped"}
+                    continue
+                items = [None] if spec.foreach is None else templating.render_value(spec.foreach, ctx)
+                if not isinstance(items, list):
+                    raise templating.TemplateError(f"foreach must give a list, got {type(items).__name__}")
+                for i, item in enumerate(items):
+                    key = spec.id if spec.foreach is None else f"{spec.id}[{i}]"
+                    item_ctx = ctx if spec.foreach is None else {**ctx, "item": item, "index": i}
+                    inputs = self._render_inputs(spec, step, item_ctx, key)
+                    sctx = self._make_ctx(run_id, spec, key, item, 1, None)
+                    sctx.dry_run = True
+                    if step.read_only:
+                        out = step.run(inputs, sctx).model_dump(mode="json")
+                        planned.append(PlannedStep(step_id=key, uses=spec.uses, inputs=inputs.model_dump(mode="json"),
+                                                   note="read-only: ran to plan the steps after it"))
+                        ctx["steps"][spec.id] = {"outputs": out, "status": "succeeded"}
+                    else:
+                        p = step.plan(inputs, sctx)
+                        planned.append(PlannedStep(step_id=key, uses=spec.uses, inputs=inputs.model_dump(mode="json"),
+                                                   changes=list(p.changes), predictable=p.predictable, note=p.note))
+            except (StepFailed, templating.TemplateError) as exc:
+                reason = exc.reason if isinstance(exc, StepFailed) else str(exc)
+                planned.append(PlannedStep(step_id=spec.id, uses=spec.uses, predictable=False,
+                                           note=f"cannot plan until earlier steps have run: {reason}"))
+            except (StepError, DriverError) as exc:
+                planned.append(PlannedStep(step_id=spec.id, uses=spec.uses, predictable=False, error=exc.message,
+                                           note="would fail now"))
+        return planned
+
+    # ---- rollback ---------------------------------------------------------------------------
+
+    def _rollback(self, run_id: str, loaded: LoadedPlaybook, ctx: dict[str, Any], journal: Journal,
+                  state: RunState, *, cause: str) -> RunResult:
+        pb = loaded.playbook
+        journal.write("rollback_started", cause=cause)
+        log.warning("rollback.start", run_id=run_id, cause=cause)
+        # Undo in reverse order of completion; a step that failed or was cut off mid-way is
+        # undone first (its undo looks before it acts, so a partial run is fine).
+        candidates = [s for s in state.steps.values() if s.undo_status not in ("undone", "undo_skipped")]
+        partial = [s for s in candidates if s.status in ("started", "failed")]
+        finished = sorted((s for s in candidates if s.status == "succeeded"), key=lambda s: s.order, reverse=True)
+        undone = 0
+        for s in partial + finished:
+            step_id = s.key.split("[", 1)[0]
+            try:
+                spec = pb.step(step_id)
+            except KeyError:
+                continue
+            if spec.foreach is not None and "[" not in s.key:
+                continue  # a foreach step is undone item by item
+            step = self._step_type(spec)
+            if step.irreversible:
+                journal.write("undo_skipped", step=s.key, reason="irreversible")
+                continue
+            if s.status in ("started", "failed") and step.side_effect_free:
+                continue
+            index = int(s.key.split("[", 1)[1].rstrip("]")) if "[" in s.key else None
+            item_ctx = dict(ctx)
+            if index is not None:
+                items = templating.render_value(spec.foreach, ctx)
+                item_ctx.update(item=items[index] if isinstance(items, list) and index < len(items) else None, index=index)
+            try:
+                inputs = self._render_inputs(spec, step, item_ctx, s.key)
+                outputs = step.Outputs.model_validate(s.outputs) if s.status == "succeeded" and s.outputs is not None else None
+                sctx = self._make_ctx(run_id, spec, s.key, item_ctx.get("item"), 0, None)
+                sctx.stop_requested = lambda: False  # a rollback is finished even when asked to stop
+                journal.write("undo_started", step=s.key)
+                step.undo(inputs, outputs, sctx)
+            except Exception as exc:
+                message = exc.message if isinstance(exc, MeshopsError) else f"{type(exc).__name__}: {exc}"
+                journal.write("undo_failed", step=s.key, error=message)
+                msg = (f"rollback failed at {s.key}: {message}. The journal of run {run_id} says what is undone; "
+                       f"fix it, then `meshops rollback {run_id}` continues from there")
+                journal.write("run_finished", status="rollback_failed", failed_step=s.key, message=msg)
+                raise RollbackFailed(msg) from None
+            journal.write("undone", step=s.key)
+            undone += 1
+        msg = f"undid {undone} step(s)"
+        journal.write("run_finished", status="rolled_back", message=msg)
+        log.warning("rollback.done", run_id=run_id, undone=undone)
+        return RunResult(run_id=run_id, status="rolled_back", message=msg)
+
+
+def _blank(key: str) -> Any:
+    from meshops.engine.journal import StepState
+
+    return StepState(key=key)

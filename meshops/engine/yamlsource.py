@@ -1,0 +1,107 @@
+"""YAML loading that remembers where every value came from.
+
+Validation errors must name the file, line, column and field path
+(``playbook.yaml:14:7: steps[3].with.concurrency: must be >= 1``), so the loader keeps a
+map from each value's path to its position in the source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meshops.domain.errors import PlaybookInvalid
+
+PathKey = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Position:
+    line: int  # 1-based
+    column: int  # 1-based
+
+
+@dataclass(kw_only=True)
+class SourceDoc:
+    """A parsed YAML document and the position of every key and value in it."""
+
+    path: str
+    text: str
+    data: Any
+    positions: dict[PathKey, Position] = field(default_factory=dict)
+
+    def position_of(self, path: PathKey) -> Position:
+        """The position of ``path``, or of its nearest ancestor that has one."""
+        probe = tuple(path)
+        while probe:
+            if probe in self.positions:
+                return self.positions[probe]
+            probe = probe[:-1]
+        return self.positions.get((), Position(line=1, column=1))
+
+    def where(self, path: PathKey) -> str:
+        pos = self.position_of(path)
+        return f"{self.path}:{pos.line}:{pos.column}"
+
+
+def format_path(path: PathKey) -> str:
+    """``("steps", 3, "with", "concurrency")`` -> ``steps[3].with.concurrency``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(document)"
+
+
+def _construct(node: yaml.Node, path: PathKey, positions: dict[PathKey, Position], loader: yaml.SafeLoader) -> Any:
+    positions[path] = Position(line=node.start_mark.line + 1, column=node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if not isinstance(key, str | int | float | bool):
+                raise PlaybookInvalid([f"line {key_node.start_mark.line + 1}: mapping keys must be scalars"])
+            if key in result:
+                raise PlaybookInvalid(
+                    [f"line {key_node.start_mark.line + 1}, column {key_node.start_mark.column + 1}: "
+                     f"{format_path((*path, str(key)))}: duplicate key"]
+                )
+            result[key] = _construct(value_node, (*path, str(key)), positions, loader)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, (*path, i), positions, loader) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+
+
+def load_yaml(text: str, *, path: str) -> SourceDoc:
+    """Parse one YAML document, keeping positions. Raises PlaybookInvalid with the location on syntax errors."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()  # type: ignore[no-untyped-call]
+        positions: dict[PathKey, Position] = {}
+        data = None if node is None else _construct(node, (), positions, loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        raise PlaybookInvalid([f"{where}: YAML syntax error: {exc.problem or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise PlaybookInvalid([f"{path}: YAML error: {exc}"]) from None
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
+    return SourceDoc(path=path, text=text, data=data, positions=positions)
+
+
+def load_yaml_file(path: str | Path) -> SourceDoc:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlaybookInvalid([f"{p}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlaybookInvalid([f"{p}: cannot read: {exc}"]) from None
+    return load_yaml(text, path=str(p))

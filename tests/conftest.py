@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import os
+import tempfile
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("MESHOPS_STEP_MODULES", "tests.support.teststeps")
+# Tests must never reach a real cluster or a real AWS account by accident.
+os.environ.pop("KUBECONFIG", None)
+# A private HOME: no ~/.kube/config or ~/.aws of the person running the tests is ever read.
+os.environ["HOME"] = tempfile.mkdtemp(prefix="meshops-test-home-")
+for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+    os.environ.pop(key, None)
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import tests.support.teststeps  # noqa: E402,F401  (registers the test step types in this process)

@@ -1,0 +1,162 @@
+"""Step types for engine tests. Loaded through MESHOPS_STEP_MODULES, like any outside plugin."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from meshops.domain.errors import PermanentStepError, TemporaryStepError
+from meshops.steps.base import Change, NoOutputs, Step, StepContext, StepInputs, StepOutputs, StepPlan
+from meshops.steps.registry import register
+
+
+class WriteInputs(StepInputs):
+    path: str
+    content: str = "x"
+    pause: float = 0.0  # real seconds to dwell after writing, so a test can kill the process mid-step
+
+
+class WriteOutputs(StepOutputs):
+    path: str
+    created: bool
+
+
+@register
+class WriteFile(Step[WriteInputs, WriteOutputs]):
+    """Writes a file if it is not already right (idempotent); undo removes it."""
+
+    name = "test.write_file"
+    Inputs = WriteInputs
+    Outputs = WriteOutputs
+
+    def plan(self, inputs: WriteInputs, ctx: StepContext) -> StepPlan:
+        p = Path(inputs.path)
+        if p.exists() and p.read_text() == inputs.content:
+            return StepPlan()
+        return StepPlan(changes=(Change(action="create", target=inputs.path),))
+
+    def run(self, inputs: WriteInputs, ctx: StepContext) -> WriteOutputs:
+        p = Path(inputs.path)
+        created = not (p.exists() and p.read_text() == inputs.content)
+        if created:
+            tmp = p.with_suffix(".tmp")
+            tmp.write_text(inputs.content)
+            tmp.replace(p)
+        # A log of every real action, so tests can count side effects across resumes.
+        with open(p.parent / "actions.log", "a") as fh:
+            fh.write(f"write {p.name} created={created}\n")
+        if inputs.pause:
+            end = time.time() + inputs.pause
+            while time.time() < end:
+                ctx.check()
+                time.sleep(0.01)
+        return WriteOutputs(path=str(p), created=created)
+
+    def undo(self, inputs: WriteInputs, outputs: WriteOutputs | None, ctx: StepContext) -> None:
+        p = Path(inputs.path)
+        if not p.parent.is_dir():
+            return  # never written: nothing to undo
+        if p.exists():
+            p.unlink()
+        with open(p.parent / "actions.log", "a") as fh:
+            fh.write(f"undo {p.name}\n")
+
+
+class FlakyInputs(StepInputs):
+    failures: int = 1  # temporary failures before success
+    permanent: bool = False
+    delay: float | None = None
+
+
+class FlakyOutputs(StepOutputs):
+    attempts: int
+
+
+@register
+class Flaky(Step[FlakyInputs, FlakyOutputs]):
+    name = "test.flaky"
+    Inputs = FlakyInputs
+    Outputs = FlakyOutputs
+
+    def run(self, inputs: FlakyInputs, ctx: StepContext) -> FlakyOutputs:
+        if ctx.attempt <= inputs.failures:
+            if inputs.permanent:
+                raise PermanentStepError(f"permanent failure on attempt {ctx.attempt}")
+            raise TemporaryStepError(f"temporary failure on attempt {ctx.attempt}", delay=inputs.delay)
+        return FlakyOutputs(attempts=ctx.attempt)
+
+    def undo(self, inputs: FlakyInputs, outputs: FlakyOutputs | None, ctx: StepContext) -> None:
+        return None
+
+
+class SlowInputs(StepInputs):
+    seconds: float
+
+
+@register
+class Slow(Step[SlowInputs, NoOutputs]):
+    """Sleeps through the context (the injected clock), so timeouts are testable without waiting."""
+
+    name = "test.slow"
+    Inputs = SlowInputs
+
+    def run(self, inputs: SlowInputs, ctx: StepContext) -> NoOutputs:
+        ctx.sleep(inputs.seconds)
+        return NoOutputs()
+
+    def undo(self, inputs: SlowInputs, outputs: NoOutputs | None, ctx: StepContext) -> None:
+        return None
+
+
+class UndoFailsInputs(StepInputs):
+    marker: str = ""
+
+
+@register
+class UndoFails(Step[UndoFailsInputs, NoOutputs]):
+    name = "test.undo_fails"
+    Inputs = UndoFailsInputs
+
+    def run(self, inputs: UndoFailsInputs, ctx: StepContext) -> NoOutputs:
+        return NoOutputs()
+
+    def undo(self, inputs: UndoFailsInputs, outputs: NoOutputs | None, ctx: StepContext) -> None:
+        raise PermanentStepError("cannot undo this one")
+
+
+@register
+class OneWay(Step[UndoFailsInputs, NoOutputs]):
+    name = "test.one_way"
+    Inputs = UndoFailsInputs
+    irreversible = True
+
+    def run(self, inputs: UndoFailsInputs, ctx: StepContext) -> NoOutputs:
+        return NoOutputs()
+
+
+class EchoInputs(StepInputs):
+    value: object = None
+    count: int = 0
+
+
+class EchoOutputs(StepOutputs):
+    value: object = None
+    count: int = 0
+    pid: int = 0
+
+
+@register
+class Echo(Step[EchoInputs, EchoOutputs]):
+    name = "test.echo"
+    Inputs = EchoInputs
+    Outputs = EchoOutputs
+
+    def plan(self, inputs: EchoInputs, ctx: StepContext) -> StepPlan:
+        return StepPlan(changes=(Change(action="call", target="echo", detail=repr(inputs.value)),))
+
+    def run(self, inputs: EchoInputs, ctx: StepContext) -> EchoOutputs:
+        return EchoOutputs(value=inputs.value, count=inputs.count, pid=os.getpid())
+
+    def undo(self, inputs: EchoInputs, outputs: EchoOutputs | None, ctx: StepContext) -> None:
+        return None
