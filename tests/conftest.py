@@ -17,3 +17,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import tests.support.teststeps  # noqa: E402,F401  (registers the test step types in this process)
+
+
+import pytest  # noqa: E402
+import structlog  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog():  # type: ignore[no-untyped-def]
+    """Each test starts with structlog's defaults; CLI tests configure their own."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()

@@ -16,6 +16,16 @@ def _scrub(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return scrubbed
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at the moment of writing (tests and progress bars swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(*, fmt: str = "auto", verbosity: int = 0) -> None:
     """``fmt`` is auto|console|json; ``verbosity`` -1 quiet, 0 normal, 1+ debug."""
     stream = sys.stderr
@@ -37,6 +47,6 @@ def configure(*, fmt: str = "auto", verbosity: int = 0) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

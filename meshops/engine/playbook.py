@@ -131,7 +131,7 @@ def _suggest(word: str, options: list[str]) -> str:
 
 
 def _pydantic_problems(exc: ValidationError, doc: SourceDoc, prefix: PathKey = ()) -> list[str]:
-    problems = []
+    located: list[tuple[PathKey, str, str]] = []
     for err in exc.errors():
         loc: PathKey = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "union["))))
         # pydantic reports the alias for `with` only when aliases are used for errors; normalise.
@@ -147,16 +147,22 @@ def _pydantic_problems(exc: ValidationError, doc: SourceDoc, prefix: PathKey = (
             msg = "is required"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        problems.append(f"{doc.where(full)}: {format_path(full)}: {msg}")
-    # Unions report one error per member; keep the first of each location.
-    seen: set[str] = set()
-    unique = []
-    for p in problems:
-        key = p.split(": ", 2)[1] if ": " in p else p
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
+        located.append((full, err["type"], f"{doc.where(full)}: {format_path(full)}: {msg}"))
+    # A union (`retries: 3` or a mapping) reports one error per member. A member that
+    # failed only because the value had the other shape says nothing useful: drop it
+    # whenever another error speaks of the same place or a deeper one.
+    type_only = {"model_type", "dict_type", "int_type", "int_parsing", "string_type", "float_type",
+                 "float_parsing", "bool_type", "list_type", "model_attributes_type"}
+    keyed = [(tuple(problems_loc), err_type, text) for problems_loc, err_type, text in located]
+    kept = []
+    for loc, err_type, text in keyed:
+        if err_type in type_only and any(
+            other_loc[: len(loc)] == loc and other_type not in type_only for other_loc, other_type, _ in keyed
+        ):
+            continue
+        if text not in kept:
+            kept.append(text)
+    return kept
 
 
 def _known_fields_for(path: PathKey) -> list[str]:
@@ -264,7 +270,8 @@ def validate_document(doc: SourceDoc) -> Playbook:
             try:
                 coerce_param(name, spec, spec.default)
             except BadInput as exc:
-                problems.append(f"{doc.where(('params', name, 'default'))}: params.{name}.default: {exc.message}")
+                problems.append(f"{doc.where(('params', name, 'default'))}: params.{name}.default: "
+                                f"{exc.message.removeprefix(f'param {name}: ')}")
     problems += _check_references(pb, doc)
     if problems:
         raise PlaybookInvalid(problems)

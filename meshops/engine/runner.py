@@ -134,11 +134,16 @@ class Engine:
         run_id = new_run_id(loaded.playbook.metadata.name, self.opts.clock())
         for name in secret_params or set():
             SECRETS.add(params.get(name, ""))
-        self.store.create_run(run_id, playbook_text=loaded.source.text, playbook_path=loaded.path)
-        journal = Journal(self.store, run_id, wall=self.opts.clock)
-        journal.write("run_started", playbook=loaded.path, name=loaded.playbook.metadata.name,
-                      params=params, hidden_params=sorted(secret_params or ()))
-        return self._locked(run_id, lambda: self._execute(run_id, loaded, params, journal, RunState(run_id=run_id)))
+
+        def begin() -> RunResult:
+            # Created under the lock: a run refused with exit 4 leaves no journal behind.
+            self.store.create_run(run_id, playbook_text=loaded.source.text, playbook_path=loaded.path)
+            journal = Journal(self.store, run_id, wall=self.opts.clock)
+            journal.write("run_started", playbook=loaded.path, name=loaded.playbook.metadata.name,
+                          params=params, hidden_params=sorted(secret_params or ()))
+            return self._execute(run_id, loaded, params, journal, RunState(run_id=run_id))
+
+        return self._locked(run_id, begin)
 
     def resume(self, run_id: str, *, secret_values: dict[str, Any] | None = None) -> RunResult:
         state, loaded, params = self._reload(run_id, secret_values)

@@ -58,23 +58,25 @@ def format_path(path: PathKey) -> str:
     return out or "(document)"
 
 
-def _construct(node: yaml.Node, path: PathKey, positions: dict[PathKey, Position], loader: yaml.SafeLoader) -> Any:
+def _construct(node: yaml.Node, path: PathKey, positions: dict[PathKey, Position], loader: yaml.SafeLoader,
+               file: str) -> Any:
     positions[path] = Position(line=node.start_mark.line + 1, column=node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
             if not isinstance(key, str | int | float | bool):
-                raise PlaybookInvalid([f"line {key_node.start_mark.line + 1}: mapping keys must be scalars"])
+                raise PlaybookInvalid([f"{file}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}: "
+                                       f"{format_path(path)}: mapping keys must be scalars"])
             if key in result:
                 raise PlaybookInvalid(
-                    [f"line {key_node.start_mark.line + 1}, column {key_node.start_mark.column + 1}: "
+                    [f"{file}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}: "
                      f"{format_path((*path, str(key)))}: duplicate key"]
                 )
-            result[key] = _construct(value_node, (*path, str(key)), positions, loader)
+            result[key] = _construct(value_node, (*path, str(key)), positions, loader, file)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*path, i), positions, loader) for i, item in enumerate(node.value)]
+        return [_construct(item, (*path, i), positions, loader, file) for i, item in enumerate(node.value)]
     return loader.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
 
 
@@ -84,11 +86,14 @@ def load_yaml(text: str, *, path: str) -> SourceDoc:
     try:
         node = loader.get_single_node()  # type: ignore[no-untyped-call]
         positions: dict[PathKey, Position] = {}
-        data = None if node is None else _construct(node, (), positions, loader)
+        data = None if node is None else _construct(node, (), positions, loader, path)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
-        raise PlaybookInvalid([f"{where}: YAML syntax error: {exc.problem or exc}"]) from None
+        context = ""
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            context = f" ({exc.context} at {exc.context_mark.line + 1}:{exc.context_mark.column + 1})"
+        raise PlaybookInvalid([f"{where}: YAML syntax error: {exc.problem or exc}{context}"]) from None
     except yaml.YAMLError as exc:
         raise PlaybookInvalid([f"{path}: YAML error: {exc}"]) from None
     finally:

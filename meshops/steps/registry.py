@@ -11,6 +11,7 @@ import importlib
 import os
 from typing import Any
 
+from meshops.domain.errors import BadInput
 from meshops.steps.base import Step
 
 # name -> module that defines it (the module registers the class when imported)
@@ -41,7 +42,10 @@ def _load_extras() -> None:
         return
     _EXTRAS_DONE = True
     for module in filter(None, (m.strip() for m in os.environ.get("MESHOPS_STEP_MODULES", "").split(","))):
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise BadInput(f"MESHOPS_STEP_MODULES names {module!r}, which cannot be imported: {exc}") from None
 
 
 def known_names() -> list[str]:

@@ -15,6 +15,7 @@ class WriteInputs(StepInputs):
     path: str
     content: str = "x"
     pause: float = 0.0  # real seconds to dwell after writing, so a test can kill the process mid-step
+    pause_before: float = 0.0  # real seconds to dwell before acting
 
 
 class WriteOutputs(StepOutputs):
@@ -38,6 +39,7 @@ class WriteFile(Step[WriteInputs, WriteOutputs]):
 
     def run(self, inputs: WriteInputs, ctx: StepContext) -> WriteOutputs:
         p = Path(inputs.path)
+        _dwell(inputs.pause_before, ctx)
         created = not (p.exists() and p.read_text() == inputs.content)
         if created:
             tmp = p.with_suffix(".tmp")
@@ -46,11 +48,7 @@ class WriteFile(Step[WriteInputs, WriteOutputs]):
         # A log of every real action, so tests can count side effects across resumes.
         with open(p.parent / "actions.log", "a") as fh:
             fh.write(f"write {p.name} created={created}\n")
-        if inputs.pause:
-            end = time.time() + inputs.pause
-            while time.time() < end:
-                ctx.check()
-                time.sleep(0.01)
+        _dwell(inputs.pause, ctx)
         return WriteOutputs(path=str(p), created=created)
 
     def undo(self, inputs: WriteInputs, outputs: WriteOutputs | None, ctx: StepContext) -> None:
@@ -61,6 +59,13 @@ class WriteFile(Step[WriteInputs, WriteOutputs]):
             p.unlink()
         with open(p.parent / "actions.log", "a") as fh:
             fh.write(f"undo {p.name}\n")
+
+
+def _dwell(seconds: float, ctx: StepContext) -> None:
+    end = time.time() + seconds
+    while time.time() < end:
+        ctx.check()
+        time.sleep(0.005)
 
 
 class FlakyInputs(StepInputs):

@@ -1,0 +1,144 @@
+"""istioctl as a subprocess: the one place meshops runs it.
+
+Commands are argument lists (never shell strings). Each call returns an
+``IstioctlResult``; a failure raises ``IstioctlFailed`` carrying that result, whose
+message shows the tail of the output. ``find_istioctl`` picks the binary whose client
+version is exactly the one asked for, because an istioctl of another version installs
+another Istio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from meshops.domain.errors import BadInput, DriverError
+from meshops.domain.redact import SECRETS
+
+
+@dataclass(frozen=True, kw_only=True)
+class IstioctlResult:
+    argv: tuple[str, ...]
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class IstioctlFailed(DriverError):
+    def __init__(self, result: IstioctlResult, *, temporary: bool = False) -> None:
+        self.result = result
+        tail = "\n".join((result.stderr.strip() or result.stdout.strip()).splitlines()[-10:])
+        cmd = " ".join(result.argv[1:6]) + (" ..." if len(result.argv) > 6 else "")
+        super().__init__(f"istioctl {cmd} exited {result.exit_code}:\n{SECRETS.scrub_text(tail)}", temporary=temporary)
+
+
+class IstioctlApi(Protocol):
+    path: str
+    version: str
+
+    def run(self, args: Sequence[str], *, ok_codes: Sequence[int] = (0,), timeout: float = 600.0,
+            stdin: str | None = None) -> IstioctlResult: ...
+
+
+class Istioctl:
+    """One istioctl binary bound to a kubeconfig and context."""
+
+    def __init__(self, path: str, *, version: str, kubeconfig: str | None = None, context: str | None = None) -> None:
+        self.path = path
+        self.version = version
+        self._kube_args: list[str] = []
+        if kubeconfig:
+            self._kube_args += ["--kubeconfig", kubeconfig]
+        if context:
+            self._kube_args += ["--context", context]
+
+    def run(self, args: Sequence[str], *, ok_codes: Sequence[int] = (0,), timeout: float = 600.0,
+            stdin: str | None = None) -> IstioctlResult:
+        import sh
+
+        argv = [*args, *self._kube_args]
+        cmd = sh.Command(self.path)
+        try:
+            proc = cmd(*argv, _return_cmd=True, _ok_code=list(ok_codes), _timeout=timeout, _in=stdin,
+                       _env=_child_env(), _err_to_out=False)
+            result = IstioctlResult(argv=(self.path, *argv), exit_code=proc.exit_code,
+                                    stdout=str(proc), stderr=_text(proc.stderr))
+        except sh.ErrorReturnCode as exc:
+            result = IstioctlResult(argv=(self.path, *argv), exit_code=exc.exit_code,
+                                    stdout=_text(exc.stdout), stderr=_text(exc.stderr))
+            raise IstioctlFailed(result) from None
+        except sh.TimeoutException:
+            result = IstioctlResult(argv=(self.path, *argv), exit_code=-9, stdout="", stderr=f"timed out after {timeout}s")
+            raise IstioctlFailed(result, temporary=True) from None
+        except sh.SignalException as exc:
+            result = IstioctlResult(argv=(self.path, *argv), exit_code=exc.exit_code,
+                                    stdout=_text(exc.stdout), stderr=_text(exc.stderr))
+            raise IstioctlFailed(result, temporary=True) from None
+        return result
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+def _child_env() -> dict[str, str]:
+    return dict(os.environ)
+
+
+def client_version(path: str) -> str | None:
+    """The client version an istioctl binary reports (``istioctl version --remote=false -o json``)."""
+    import sh
+
+    try:
+        out = str(sh.Command(path)("version", "--remote=false", "-o", "json", _timeout=30, _env=_child_env()))
+    except (sh.ErrorReturnCode, sh.TimeoutException, sh.CommandNotFound, OSError):
+        return None
+    try:
+        data = json.loads(out)
+        return str(data["clientVersion"]["version"])
+    except (ValueError, KeyError, TypeError):
+        m = re.search(r"(\d+\.\d+\.\d+\S*)", out)
+        return m.group(1) if m else None
+
+
+def find_istioctl(version: str, *, explicit: str | None = None) -> str:
+    """The path of an istioctl whose client version is exactly ``version``.
+
+    Order: ``explicit`` (``--istioctl PATH``), ``istioctl-<version>`` on PATH, then
+    ``istioctl`` on PATH. Raises BadInput naming what was found otherwise.
+    """
+    seen: list[str] = []
+    candidates = [explicit] if explicit else [shutil.which(f"istioctl-{version}"), shutil.which("istioctl")]
+    for path in candidates:
+        if not path:
+            continue
+        found = client_version(path)
+        if found == version:
+            return path
+        seen.append(f"{path} is {found or 'unknown'}")
+    where = "; ".join(seen) if seen else "none on PATH"
+    raise BadInput(f"no istioctl {version} found ({where})",
+                   hint=f"install istioctl {version} as istioctl-{version} on PATH, or pass --istioctl PATH")
+
+
+def installed_istioctls() -> dict[str, str]:
+    """Every ``istioctl`` and ``istioctl-<version>`` on PATH, by the version it reports."""
+    out: dict[str, str] = {}
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        if not d or not os.path.isdir(d):
+            continue
+        for name in sorted(os.listdir(d)):
+            if name == "istioctl" or re.fullmatch(r"istioctl-\d+\.\d+\.\d+\S*", name):
+                path = os.path.join(d, name)
+                if os.access(path, os.X_OK):
+                    version = client_version(path)
+                    if version and version not in out:
+                        out[version] = path
+    return out
