@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MESHOPS_STEP_MODULES", "tests.support.teststeps")
 # Tests must never reach a real cluster or a real AWS account by accident.
 os.environ.pop("KUBECONFIG", None)
+# Tools fetched into the real HOME by .ci/setup stay findable after HOME is swapped below.
+_REAL_HOME = os.path.expanduser("~")
+os.environ.setdefault("MESHOPS_KUBECTL_120", os.path.join(_REAL_HOME, ".cache/meshops/kubectl-1.20/usr/bin/kubectl"))
 # A private HOME: no ~/.kube/config or ~/.aws of the person running the tests is ever read.
 os.environ["HOME"] = tempfile.mkdtemp(prefix="meshops-test-home-")
 for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
@@ -16,11 +19,10 @@ for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import tests.support.teststeps  # noqa: E402,F401  (registers the test step types in this process)
-
-
 import pytest  # noqa: E402
 import structlog  # noqa: E402
+
+import tests.support.teststeps  # noqa: E402,F401  (registers the test step types in this process)
 
 
 @pytest.fixture(autouse=True)

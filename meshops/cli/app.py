@@ -76,6 +76,23 @@ class App:
                                             progress=_progress_factory()), stop=stop)
 
 
+def app_from(ctx: click.Context) -> App:
+    root = ctx.find_root()
+    app = root.meta.get("meshops.app")
+    if app is None:
+        from meshops.cli import logs
+        from meshops.cli.main import Settings
+
+        settings = ctx.find_object(Settings)
+        if settings is None:
+            raise click.UsageError("meshops commands run under the meshops group")
+        logs.configure(fmt=settings.log_format, verbosity=settings.verbosity)
+        app = App(kube_context=settings.kube_context, kubeconfig=settings.kubeconfig, state_dir=settings.state_dir)
+        root.meta["meshops.app"] = app
+    assert isinstance(app, App)
+    return app
+
+
 def _progress_factory() -> Callable[[str], Any] | None:
     if not sys.stderr.isatty():
         return None

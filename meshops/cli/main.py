@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -11,6 +12,16 @@ import click
 from meshops import __version__
 from meshops.cli.lazy import LazyGroup
 from meshops.domain.errors import ExitCode, MeshopsError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    kube_context: str | None
+    kubeconfig: str | None
+    state_dir: str
+    log_format: str = "auto"
+    verbosity: int = 0
+
 
 LAZY = {
     "run": "meshops.cli.run_cmds:run",
@@ -45,14 +56,13 @@ def cli(ctx: click.Context, kube_context: str | None, kubeconfig: str | None, st
     changed; 3 failed and the rollback failed too (a human is needed); 4 another run
     holds the lock; 130 interrupted or waiting for approval (resumable).
     """
-    from meshops.cli import logs
-    from meshops.cli.app import App
-
-    logs.configure(fmt=log_format, verbosity=-1 if quiet else verbose)
     if state_dir is None:
         base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
         state_dir = os.path.join(base, "meshops")
-    ctx.obj = App(kube_context=kube_context, kubeconfig=kubeconfig or None, state_dir=state_dir)
+    # Only settings here: logging, drivers and the engine are built by the commands that
+    # need them (meshops.cli.app.pass_app), so `--help` and `playbook validate` stay light.
+    ctx.obj = Settings(kube_context=kube_context, kubeconfig=kubeconfig or None, state_dir=state_dir,
+                       log_format=log_format, verbosity=-1 if quiet else verbose)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -8,11 +8,10 @@ from typing import Any
 import click
 
 from meshops.cli.app import App, env_params, parse_vars, stop_on_signals
+from meshops.cli.app_light import pass_app
 from meshops.engine.journal import Journal, RunState
 from meshops.engine.playbook import LoadedPlaybook, load_playbook, resolve_params
 from meshops.engine.runner import Engine, EngineOptions, PlannedStep
-
-pass_app = click.make_pass_decorator(App)
 
 
 def _params(loaded: LoadedPlaybook, var: tuple[str, ...], var_file: tuple[str, ...]) -> dict[str, Any]:
@@ -81,7 +80,7 @@ def plan(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...
 
 def _engine_for_run(app: App, run_id: str, assume_yes: bool, stop: Any) -> Engine:
     local = app.store(cluster=False)
-    cluster = app.cluster_configured() and not local.exists(run_id) or _run_needs_cluster(app, run_id)
+    cluster = (app.cluster_configured() and not local.exists(run_id)) or _run_needs_cluster(app, run_id)
     return app.engine(cluster=cluster, assume_yes=assume_yes, stop=stop)
 
 

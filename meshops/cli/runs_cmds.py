@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
-from meshops.cli.app import App
+from meshops.cli.app_light import pass_app
 from meshops.domain.errors import PlaybookInvalid
-from meshops.engine.journal import RunState
+from meshops.engine.journal import RunState, StateStore
 from meshops.engine.playbook import json_schema, load_playbook
 
-pass_app = click.make_pass_decorator(App)
+if TYPE_CHECKING:
+    from meshops.cli.app import App
+
 
 
 @click.group()
@@ -19,7 +22,7 @@ def runs() -> None:
     """List runs and show one."""
 
 
-def _store(app: App, cluster: bool):  # type: ignore[no-untyped-def]
+def _store(app: App, cluster: bool) -> StateStore:
     return app.store(cluster=cluster)
 
 

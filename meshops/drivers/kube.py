@@ -102,8 +102,8 @@ class KubeClient:
         from kubernetes import config as kconfig
 
         try:
-            self._api = kconfig.new_client_from_config(config_file=kubeconfig, context=context, persist_config=False)
-            _, active = kconfig.list_kube_config_contexts(config_file=kubeconfig)
+            self._api = kconfig.new_client_from_config(config_file=kubeconfig, context=context, persist_config=False)  # type: ignore[no-untyped-call]
+            _, active = kconfig.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         except Exception as exc:  # the loader raises ConfigException, FileNotFoundError, ValueError...
             raise BadInput(f"cannot load kubeconfig{f' context {context!r}' if context else ''}: {exc}") from None
         self.context = context or active.get("name", "")

@@ -7,6 +7,7 @@ approve or roll back a run it did not start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -22,10 +23,8 @@ _RUN_LABEL = "meshops.dev/run"
 
 def _ensure_namespace(kube: KubeApi) -> None:
     if kube.get("v1", "Namespace", NAMESPACE) is None:
-        try:
+        with contextlib.suppress(Conflict):  # created by a concurrent run
             kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        except Conflict:
-            pass  # created by a concurrent run
 
 
 def _micro(ts: float) -> str:
@@ -104,10 +103,8 @@ class LeaseLock:
         if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == holder:
             lease["spec"]["holderIdentity"] = None
             lease["spec"]["renewTime"] = None
-            try:
+            with contextlib.suppress(Conflict):  # someone took it after expiry; it is theirs now
                 self.kube.replace(lease)
-            except Conflict:
-                pass  # someone took it after expiry; it is theirs now
 
 
 class ConfigMapStateStore:

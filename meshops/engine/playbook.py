@@ -72,9 +72,8 @@ class StepSpec(_Model):
     @field_validator("timeout")
     @classmethod
     def _timeout_is_duration(cls, v: str | float | None) -> str | float | None:
-        if isinstance(v, str) and not templating.is_template(v):
-            if parse_duration(v) <= 0:
-                raise ValueError("must be > 0")
+        if isinstance(v, str) and not templating.is_template(v) and parse_duration(v) <= 0:
+            raise ValueError("must be > 0")
         return v
 
     @field_validator("concurrency")

@@ -273,10 +273,10 @@ class Engine:
                     msg = f"{key} failed: {reason}; frozen as the playbook says. Half-done: {self._half_done(run_id)}"
                     journal.write("run_finished", status="frozen", failed_step=spec.id, message=msg)
                     raise RunFailed(f"run {run_id}: {msg}\n  next: fix it, then `meshops resume {run_id}`, "
-                                    f"or `meshops rollback {run_id}`")
+                                    f"or `meshops rollback {run_id}`") from None
                 fresh = RunState.replay(run_id, self.store.records(run_id))
                 result = self._rollback(run_id, loaded, ctx, journal, fresh, cause=f"{key} failed: {reason}")
-                raise RunFailed(f"run {run_id}: {key} failed: {reason}; rolled back ({result.message})")
+                raise RunFailed(f"run {run_id}: {key} failed: {reason}; rolled back ({result.message})") from None
         journal.write("run_finished", status="succeeded")
         bound.info("run.done", status="succeeded")
         return RunResult(run_id=run_id, status="succeeded")

@@ -110,11 +110,11 @@ def references(source: str, *, expression: bool = False) -> Iterator[tuple[str, 
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error: {exc.message}") from None
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        base = node.node
+        base = getattr(node, "node", None)
         if isinstance(base, nodes.Name) and base.name in ("params", "steps"):
             if isinstance(node, nodes.Getattr):
                 yield base.name, node.attr
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
                 yield base.name, node.arg.value
 
 

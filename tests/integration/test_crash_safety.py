@@ -142,7 +142,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
     lock.write_text(json.dumps(data))
 
     resumed = meshops(state, "resume", run_id)
-    out, err = resumed.communicate(timeout=60)
+    _out, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 0, err
     files = {k: v.replace(str(work), "WORK") for k, v in end_state(work).items()}
     steps = json.loads(json.dumps(step_outcomes(journal(state))).replace(str(work), "WORK"))
