@@ -7,11 +7,15 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-import click
+# meshops uses no pydantic plugins; looking them up costs every invocation an
+# importlib.metadata scan of site-packages.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from meshops import __version__
-from meshops.cli.lazy import LazyGroup
-from meshops.domain.errors import ExitCode, MeshopsError
+import click  # noqa: E402
+
+from meshops import __version__  # noqa: E402
+from meshops.cli.lazy import LazyGroup  # noqa: E402
+from meshops.domain.errors import ExitCode, MeshopsError  # noqa: E402
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,11 +21,11 @@ class StepInputs(BaseModel):
     """Base for a step's inputs: unknown keys are errors. A templated number given to a
     text input becomes text (``"{{ index }}"`` renders to an int)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, defer_build=True)
 
 
 class StepOutputs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class NoInputs(StepInputs):
