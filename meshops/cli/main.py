@@ -11,11 +11,11 @@ from typing import Any
 # importlib.metadata scan of site-packages.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-import click  # noqa: E402
+import click
 
-from meshops import __version__  # noqa: E402
-from meshops.cli.lazy import LazyGroup  # noqa: E402
-from meshops.domain.errors import ExitCode, MeshopsError  # noqa: E402
+from meshops import __version__
+from meshops.cli.lazy import LazyGroup
+from meshops.domain.errors import ExitCode, MeshopsError
 
 
 @dataclass(frozen=True, kw_only=True)
