@@ -1,0 +1,235 @@
+"""Command-line front end of the sandbox istioctl: cobra-like parsing, dispatch, exit codes.
+
+Exit codes follow istioctl/cmd/sysexits.go: 0 ok, 1 any error, 64 a usage error (bad flag,
+unknown command), 65 a file that does not parse, 79 analyzers found issues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from meshops.sandbox.istio.istioctl.kube import Client, ConfigError, KubeError, load_kubeconfig
+from meshops.sandbox.istio.versions import IstioVersion, UnsupportedVersion
+
+EXIT_ERROR = 1
+EXIT_USAGE = 64
+EXIT_DATA = 65
+EXIT_ANALYZE_ISSUES = 79
+
+
+class CommandError(Exception):
+    """Printed as `Error: <message>` on stderr; the process exits with `code`."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class UsageError(CommandError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_USAGE)
+
+
+@dataclass
+class Context:
+    version: IstioVersion
+    kubeconfig: str | None
+    context: str | None
+    istio_namespace: str
+    namespace: str | None
+    _client: Client | None = field(default=None, repr=False)
+    _default_ns: str = "default"
+
+    def client(self) -> Client:
+        if self._client is None:
+            try:
+                cfg = load_kubeconfig(self.kubeconfig, self.context)
+            except (ConfigError, OSError) as e:
+                raise CommandError(f"failed to create Kubernetes client: {e}") from e
+            self._default_ns = cfg.namespace
+            self._client = Client(cfg)
+        return self._client
+
+    @property
+    def default_namespace(self) -> str:
+        if self.namespace:
+            return self.namespace
+        self.client()
+        return self._default_ns
+
+
+# Go bool flags accept `--flag`, `--flag=true` and `--flag=false`; argparse needs help.
+_BOOL_FLAGS = {
+    "--skip-confirmation": None, "-y": "--skip-confirmation", "--remote": None, "--dry-run": None,
+    "--purge": None, "--overwrite": None, "--all-namespaces": None, "-A": "--all-namespaces",
+    "--short": None, "-s": "--short", "--skip-controlplane": None, "--auto-inject-namespaces": None,
+    "--force": None, "--verify": None, "--recursive": None, "-R": "--recursive", "--use-kube": None,
+}
+
+
+def _normalise(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for tok in argv:
+        name, eq, value = tok.partition("=")
+        if name in _BOOL_FLAGS:
+            long = _BOOL_FLAGS[name] or name
+            out.append(f"{long}={value if eq else 'true'}")
+        elif eq and len(name) == 2 and name.startswith("-") and name[1] != "-":
+            out += [name, value]  # pflag reads `-o=json` as `-o json`
+        else:
+            out.append(tok)
+    return out
+
+
+def go_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "t"):
+        return True
+    if lowered in ("false", "0", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f'invalid argument "{text}" for bool flag: strconv.ParseBool: parsing "{text}": invalid syntax')
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse phrases; cobra would say "unknown flag: --x" - keep the flag name visible.
+        if message.startswith("unrecognized arguments:"):
+            message = "unknown flag: " + message.split(":", 1)[1].strip()
+        elif "invalid choice:" in message:
+            bad = message.split("invalid choice:", 1)[1].split("(", 1)[0].strip().strip("'")
+            message = f'unknown command "{bad}" for "{self.prog}"'
+        raise UsageError(message)
+
+
+def bool_flag(parser: argparse.ArgumentParser, name: str, help_text: str = "", default: bool = False) -> None:
+    parser.add_argument(name, type=go_bool, default=default, metavar="BOOL", help=help_text)
+
+
+Handler = Callable[[Context, argparse.Namespace], int]
+
+
+def _globals(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--kubeconfig", default=None)
+    p.add_argument("--context", default=None)
+    p.add_argument("-i", "--istioNamespace", dest="istio_namespace", default="istio-system")
+    p.add_argument("-n", "--namespace", default=None)
+    p.add_argument("--vklog", default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from meshops.sandbox.istio.istioctl import cmd_analyze, cmd_install, cmd_status, cmd_tag, cmd_version
+
+    root = _Parser(prog="istioctl", add_help=True)
+    _globals(root)
+    sub = root.add_subparsers(dest="command", parser_class=_Parser)
+
+    def add(name: str, handler: Handler, setup: Callable[[argparse.ArgumentParser], None],
+            aliases: Sequence[str] = (), parent: Any = sub) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, aliases=list(aliases))
+        _globals(p)
+        setup(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("version", cmd_version.run, cmd_version.flags)
+    add("install", cmd_install.run_install, cmd_install.install_flags, aliases=["apply"])
+    add("upgrade", cmd_install.run_install, cmd_install.install_flags)
+    add("uninstall", cmd_install.run_uninstall, cmd_install.uninstall_flags)
+    manifest = sub.add_parser("manifest")
+    msub = manifest.add_subparsers(dest="subcommand", parser_class=_Parser)
+    add("generate", cmd_install.run_manifest_generate, cmd_install.manifest_flags, parent=msub)
+    profile = sub.add_parser("profile")
+    psub = profile.add_subparsers(dest="subcommand", parser_class=_Parser)
+    add("list", cmd_install.run_profile_list, lambda p: None, parent=psub)
+    tag = sub.add_parser("tag")
+    tsub = tag.add_subparsers(dest="subcommand", parser_class=_Parser)
+    add("set", cmd_tag.run_set, cmd_tag.set_flags, parent=tsub)
+    add("generate", cmd_tag.run_generate, cmd_tag.set_flags, parent=tsub)
+    add("list", cmd_tag.run_list, cmd_tag.list_flags, aliases=["show"], parent=tsub)
+    add("remove", cmd_tag.run_remove, cmd_tag.remove_flags, aliases=["delete"], parent=tsub)
+    add("proxy-status", cmd_status.run, cmd_status.flags, aliases=["ps"])
+    add("analyze", cmd_analyze.run_analyze, cmd_analyze.analyze_flags)
+    experimental = sub.add_parser("experimental", aliases=["x", "exp"])
+    xsub = experimental.add_subparsers(dest="subcommand", parser_class=_Parser)
+    add("precheck", cmd_analyze.run_precheck, cmd_analyze.precheck_flags, parent=xsub)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    version_text = None
+    if args_in[:1] == ["--istio-version"] and len(args_in) >= 2:
+        version_text, args_in = args_in[1], args_in[2:]
+    elif args_in[:1] and args_in[0].startswith("--istio-version="):
+        version_text, args_in = args_in[0].split("=", 1)[1], args_in[1:]
+    if not version_text:
+        print("Error: the sandbox istioctl needs --istio-version X.Y.Z as its first argument", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        version = IstioVersion.parse(version_text)
+    except UnsupportedVersion as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    parser = build_parser()
+    try:
+        args = parser.parse_args(_normalise(args_in))
+        handler: Handler | None = getattr(args, "handler", None)
+        if handler is None:
+            parser.print_help()
+            return 0
+        ctx = Context(version=version, kubeconfig=args.kubeconfig, context=args.context,
+                      istio_namespace=args.istio_namespace, namespace=args.namespace)
+        return handler(ctx, args)
+    except CommandError as e:
+        print(f"Error: {e.message}", file=sys.stderr)
+        return e.code
+    except KubeError as e:
+        print(f"Error: {e.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def confirm(message: str) -> bool:
+    """istioctl's util.Confirm: print the question, read a line, anything but y/yes is no."""
+    sys.stdout.write(message + " ")
+    sys.stdout.flush()
+    line = sys.stdin.readline()
+    return line.strip().lower() in ("y", "yes")
+
+
+def run_in_process(server_url: str, version: str, argv: Sequence[str]) -> tuple[int, str, str]:
+    """Run an istioctl command against `server_url` in this process: (exit code, stdout, stderr).
+
+    The sandbox uses it to install Istio at start over the same HTTP API the programs use.
+    stdout/stderr are redirected process-wide, so calls must not overlap (they are serialised).
+    """
+    import contextlib
+    import io
+
+    from meshops.sandbox.istio.istioctl.kube import KubeConfig
+
+    out, err = io.StringIO(), io.StringIO()
+    with _IN_PROCESS, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            args = build_parser().parse_args(_normalise(list(argv)))
+            ctx = Context(version=IstioVersion.parse(version), kubeconfig=None, context=None,
+                          istio_namespace=args.istio_namespace, namespace=args.namespace,
+                          _client=Client(KubeConfig(server=server_url)))
+            code = args.handler(ctx, args)
+        except CommandError as e:
+            print(f"Error: {e.message}", file=sys.stderr)
+            code = e.code
+        except KubeError as e:
+            print(f"Error: {e.message}", file=sys.stderr)
+            code = EXIT_ERROR
+    return code, out.getvalue(), err.getvalue()
+
+
+_IN_PROCESS = threading.Lock()
