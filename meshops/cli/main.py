@@ -35,6 +35,13 @@ LAZY = {
     "approve": "meshops.cli.run_cmds:approve",
     "runs": "meshops.cli.runs_cmds:runs",
     "playbook": "meshops.cli.runs_cmds:playbook",
+    "report": "meshops.cli.report_cmds:report",
+    "switchover": "meshops.cli.switchover_cmds:switchover",
+    "install": "meshops.cli.install_cmds:install",
+    "tune": "meshops.cli.install_cmds:tune",
+    "upgrade": "meshops.cli.upgrade_cmds:upgrade",
+    "status": "meshops.cli.upgrade_cmds:status",
+    "demo": "meshops.cli.upgrade_demo:demo",
     # The sandbox is its own package; the CLI mounts it by name and never imports it otherwise.
     "sandbox": "meshops.sandbox.cli:sandbox",
 }

@@ -39,8 +39,9 @@ class SecretRegistry:
 
     def add(self, value: object) -> None:
         text = str(value)
-        # Short values ("1", "true") would blank out half a log; they are not secrets worth the noise.
-        if len(text) >= 4:
+        # Short values ("1", "true", "sandbox") would blank out words all over a log or a
+        # journal (and corrupt hostnames in step outputs); real tokens and keys are longer.
+        if len(text) >= 8:
             with self._lock:
                 self._values.add(text)
 

@@ -284,15 +284,22 @@ def shift_batch(pair: tuple[RecordSet, RecordSet], weights: tuple[int, int], *, 
     ))
 
 
-def replace_batch(current: Sequence[RecordSet], wanted: Sequence[RecordSet], *, comment: str = "") -> ChangeBatch:
-    """ONE batch that turns ``current`` into ``wanted``: exact DELETEs of what goes, CREATEs of what comes.
+def replace_batch(current: Sequence[RecordSet], wanted: Sequence[RecordSet], *, comment: str = "",
+                  create: Action = "CREATE") -> ChangeBatch:
+    """ONE batch that turns ``current`` into ``wanted``.
 
-    Records present in both, unchanged, are left alone. Used to turn a simple record into a
-    weighted pair and back, where UPSERT cannot be used (it would briefly make the name both).
+    Records whose key (name, type, SetIdentifier) goes away are DELETEd exactly, so the batch
+    fails whole if they changed since they were read; records whose key stays but whose
+    content changes are UPSERTed; new keys are CREATEd (or UPSERTed with ``create="UPSERT"``:
+    the same on AWS after the DELETEs, while moto refuses to CREATE a record identical to one
+    created earlier in the zone's history). Unchanged records are left alone. Turning a simple
+    record into a weighted pair is thus DELETE + CREATE + CREATE, atomic, and back again.
     """
-    keep = set(current) & set(wanted)
-    changes = [Change(action="DELETE", record=r) for r in current if r not in keep]
-    changes += [Change(action="CREATE", record=r) for r in wanted if r not in keep]
+    now = {r.key: r for r in current}
+    then = {r.key: r for r in wanted}
+    changes = [Change(action="DELETE", record=r) for r in current if r.key not in then]
+    changes += [Change(action="UPSERT", record=r) for r in wanted if r.key in now and now[r.key] != r]
+    changes += [Change(action=create, record=r) for r in wanted if r.key not in now]
     return ChangeBatch(changes=tuple(changes), comment=comment)
 
 

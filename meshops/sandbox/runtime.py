@@ -17,6 +17,7 @@ import importlib
 import json
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -76,8 +77,10 @@ def kubeconfig_document(clusters: dict[str, str], *, current: str | None = None)
         "kind": "Config",
         "preferences": {},
         "clusters": [{"name": n, "cluster": {"server": url}} for n, url in clusters.items()],
-        # The API server does not authenticate; a dummy token keeps clients that insist happy.
-        "users": [{"name": "sandbox", "user": {"token": "sandbox"}}],
+        # The API server does not authenticate; a token keeps clients that insist happy. It is
+        # random and long like a real one: meshops scrubs tokens from journals, and a short
+        # word would be scrubbed out of every hostname that contains it.
+        "users": [{"name": "sandbox", "user": {"token": f"sbx-{secrets.token_hex(24)}"}}],
         "contexts": [{"name": n, "context": {"cluster": n, "user": "sandbox", "namespace": "default"}} for n in names],
         "current-context": current or (names[0] if names else ""),
     }

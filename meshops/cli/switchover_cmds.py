@@ -1,0 +1,138 @@
+"""``meshops switchover``: fills the params of ``playbooks/switchover.yaml`` and runs it.
+
+Like ``meshops run``, plus one thing: the playbook's read-only steps (inputs, ingress, DNS,
+proving the target) run first as a plan, so bad input or an unready target exits 2 before
+a run exists or anything is written. The run locks the target cluster (``--to``) unless
+``--context`` names another. ``meshops rollback RUN_ID`` moves the traffic back later.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from meshops.cli.app import App, stop_on_signals
+from meshops.cli.app_light import pass_app
+from meshops.cli.run_cmds import _print_plan
+from meshops.domain.errors import BadInput
+from meshops.domain.weights import parse_steps
+from meshops.engine.playbook import LoadedPlaybook, load_playbook, resolve_params
+from meshops.engine.runner import Engine, PlannedStep
+
+PLAYBOOK = "switchover.yaml"
+
+
+def playbook_path(explicit: str | None) -> str:
+    """``--playbook``, else ``$MESHOPS_PLAYBOOKS/switchover.yaml``, else the one beside the package."""
+    if explicit:
+        return explicit
+    for base in (os.environ.get("MESHOPS_PLAYBOOKS"), str(Path(__file__).resolve().parents[2] / "playbooks")):
+        if base and (Path(base) / PLAYBOOK).is_file():
+            return str(Path(base) / PLAYBOOK)
+    raise BadInput(f"cannot find playbooks/{PLAYBOOK}; pass --playbook PATH or set MESHOPS_PLAYBOOKS")
+
+
+@click.command()
+@click.option("--from", "from_context", required=True, metavar="CONTEXT", help="Cluster that has the traffic.")
+@click.option("--to", "to_context", required=True, metavar="CONTEXT", help="Cluster that takes it.")
+@click.option("--zone", required=True, help="Hosted zone name (example.com) or ID.")
+@click.option("--record", required=True, help="Record to switch (app.example.com).")
+@click.option("--steps", default="10,25,50,100", show_default=True, help="Target shares in percent.")
+@click.option("--bake", default="5m", show_default=True, help="Minimum hold per step.")
+@click.option("--probe", "probes", multiple=True, metavar="URL", help="Probe URL on both clusters (repeatable).")
+@click.option("--connect-to", multiple=True, metavar="HOST:PORT:TO_HOST:TO_PORT",
+              help="Send probes for an ingress address elsewhere, as curl --connect-to (repeatable).")
+@click.option("--expect-text", default=None, help="Text a probe's body must contain.")
+@click.option("--probe-interval", default="10s", show_default=True)
+@click.option("--probe-timeout", default="5s", show_default=True)
+@click.option("--failure-threshold", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Failed evaluations in a row that roll back.")
+@click.option("--prometheus", metavar="URL", default=None, help="Prometheus for --gate-promql.")
+@click.option("--gate-promql", "gates", multiple=True, metavar="EXPR",
+              help="PromQL condition that must hold, e.g. 'errors_ratio < 0.01' (repeatable).")
+@click.option("--gate-window", default="60s", show_default=True, help="First PromQL evaluation this long after a shift.")
+@click.option("--dns-owner", type=click.Choice(["meshops", "external-dns"]), default="meshops", show_default=True)
+@click.option("--propagation-allowance", default="60s", show_default=True, help="Added to the TTL in each hold.")
+@click.option("--ttl", type=click.IntRange(min=0), default=None, help="Lower the TTL to this first; wait out the old one.")
+@click.option("--set-identifiers", default=None, metavar="SOURCE,TARGET", help="Default: the two context names.")
+@click.option("--gateway", default="istio-system/istio-ingressgateway", show_default=True, metavar="NS/NAME")
+@click.option("--allow-weaker-mtls", is_flag=True, help="Accept a target whose mTLS is weaker than the source's.")
+@click.option("--health-check", "health_check", default="HTTP:80:/", show_default=True, metavar="TYPE:PORT:PATH",
+              help="Route53 health check for each ingress ('none' for none).")
+@click.option("--health-check-interval", type=click.Choice(["10", "30"]), default="30", show_default=True)
+@click.option("--playbook", default=None, type=click.Path(dir_okay=False, exists=True), help="A copy to run instead.")
+@click.option("--dry-run", is_flag=True, help="Check everything and show the plan; change nothing.")
+@pass_app
+def switchover(app: App, from_context: str, to_context: str, zone: str, record: str, steps: str, bake: str,
+               probes: tuple[str, ...], connect_to: tuple[str, ...], expect_text: str | None, probe_interval: str,
+               probe_timeout: str, failure_threshold: int, prometheus: str | None, gates: tuple[str, ...],
+               gate_window: str, dns_owner: str, propagation_allowance: str, ttl: int | None,
+               set_identifiers: str | None, gateway: str, allow_weaker_mtls: bool, health_check: str,
+               health_check_interval: str, playbook: str | None, dry_run: bool) -> None:
+    """Move live traffic from --from to --to with Route53 weighted records, step by step.
+
+    Exit 0 when done; 1 when a probe or gate failed and the traffic went back; 2 on bad
+    input, nothing changed. Prints the run id; `meshops rollback RUN_ID` moves it back later.
+    """
+    if from_context == to_context:
+        raise BadInput(f"--from and --to are both {from_context!r}: a switchover needs two clusters")
+    given: dict[str, Any] = {
+        "from_context": from_context, "to_context": to_context, "zone": zone, "record": record,
+        "steps": list(parse_steps(steps)), "bake": bake, "probes": list(probes), "connect_to": list(connect_to),
+        "expect_text": expect_text, "probe_interval": probe_interval, "probe_timeout": probe_timeout,
+        "failure_threshold": failure_threshold, "prometheus": prometheus, "gates": list(gates),
+        "gate_window": gate_window, "dns_owner": dns_owner, "propagation_allowance": propagation_allowance,
+        "ttl": ttl, "allow_weaker_mtls": allow_weaker_mtls, "health_check_interval": int(health_check_interval),
+    }
+    given.update(_gateway(gateway))
+    given.update(_health_check(health_check))
+    if set_identifiers:
+        ids = [s.strip() for s in set_identifiers.split(",")]
+        if len(ids) != 2 or not all(ids) or ids[0] == ids[1]:
+            raise BadInput("--set-identifiers needs two different names: SOURCE,TARGET")
+        given.update(source_id=ids[0], target_id=ids[1])
+    loaded = load_playbook(playbook_path(playbook))
+    params = resolve_params(loaded.playbook, {k: v for k, v in given.items() if v is not None})
+    # The run locks, and keeps its journal in, the cluster that takes the traffic.
+    app.kube_context = app.kube_context or to_context
+    preflight(Engine(store=app.store(cluster=False), drivers=app.drivers), loaded, params,
+              show=dry_run)
+    if dry_run:
+        return
+    with stop_on_signals() as stop:
+        result = app.engine(cluster=loaded.playbook.metadata.lock, stop=stop).start(loaded, params)
+    click.echo(result.run_id)
+
+
+def preflight(engine: Engine, loaded: LoadedPlaybook, params: dict[str, Any], *, show: bool = False) -> list[PlannedStep]:
+    """Plan the playbook (its read-only steps really run); BadInput when any step would fail now."""
+    planned = engine.plan(loaded, params)
+    errors = [p for p in planned if p.error]
+    if show or errors:
+        _print_plan(planned, "text")
+    if errors:
+        raise BadInput(f"{errors[0].step_id}: {errors[0].error}; nothing was changed")
+    return planned
+
+
+def _gateway(text: str) -> dict[str, str]:
+    ns, sep, name = text.partition("/")
+    if not sep or not ns or not name:
+        raise BadInput(f"--gateway {text!r}: expected NAMESPACE/NAME")
+    return {"gateway_namespace": ns, "gateway_service": name}
+
+
+def _health_check(text: str) -> dict[str, Any]:
+    if text.lower() == "none":
+        return {"health_checks": False}
+    parts = text.split(":", 2)
+    if len(parts) < 2 or parts[0].upper() not in ("HTTP", "HTTPS", "TCP") or not parts[1].isdigit():
+        raise BadInput(f"--health-check {text!r}: expected TYPE:PORT[:PATH] (HTTP, HTTPS or TCP) or none")
+    out: dict[str, Any] = {"health_checks": True, "health_check_type": parts[0].upper(),
+                           "health_check_port": int(parts[1])}
+    if len(parts) == 3 and parts[2]:
+        out["health_check_path"] = parts[2]
+    return out

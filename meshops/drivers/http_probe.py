@@ -1,0 +1,139 @@
+"""HTTP probes: one GET with a hard timeout, against a chosen address.
+
+A switchover probes each cluster on its own, so a probe of ``http://app.example.com/health``
+can be sent to one cluster's ingress (``connect_to``) while keeping the URL's Host header
+(and, for HTTPS, its SNI name and certificate check), as ``curl --connect-to`` does.
+A probe never raises: every failure (refused, timed out, reset, unexpected status or body)
+is a ``ProbeResult`` with ``ok=False`` and a short reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import urllib3
+
+from meshops.domain.errors import BadInput
+
+_MAX_BODY = 64 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeResult:
+    url: str
+    ok: bool
+    status: int | None
+    latency: float
+    address: str  # host:port actually connected to
+    error: str = ""
+
+
+class HttpProbeApi(Protocol):
+    def probe(self, url: str, *, connect_to: str | None = None, timeout: float = 5.0,
+              expect_status: tuple[int, int] = (200, 399), expect_text: str | None = None) -> ProbeResult: ...
+
+
+def split_url(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path?query) of an http(s) URL; BadInput otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadInput(f"not an http(s) URL: {url!r}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise BadInput(f"bad port in {url!r}") from None
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return parts.scheme, parts.hostname, port, path
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInput(f"not a host:port address: {text!r}")
+    return host, int(port)
+
+
+def parse_connect_to(entries: list[str]) -> dict[tuple[str, int], tuple[str, int]]:
+    """curl-style ``HOST:PORT:CONNECT_HOST:CONNECT_PORT`` entries as a mapping."""
+    out: dict[tuple[str, int], tuple[str, int]] = {}
+    for entry in entries:
+        fields = entry.strip().split(":")
+        if len(fields) != 4 or not all(fields) or not fields[1].isdigit() or not fields[3].isdigit():
+            raise BadInput(f"--connect-to {entry!r}: expected HOST:PORT:CONNECT_HOST:CONNECT_PORT")
+        out[(fields[0].lower().rstrip("."), int(fields[1]))] = (fields[2], int(fields[3]))
+    return out
+
+
+class HttpProber:
+    """``HttpProbeApi`` over urllib3; one small connection pool per address, reused across probes."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, verify_tls: bool = True) -> None:
+        self._clock = clock
+        self._verify = verify_tls
+        self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
+        self._lock = threading.Lock()
+        self.probes = 0
+
+    def _pool(self, scheme: str, host: str, port: int, server_name: str) -> urllib3.HTTPConnectionPool:
+        key = (scheme, host, port, server_name)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                if scheme == "https":
+                    pool = urllib3.HTTPSConnectionPool(
+                        host, port, maxsize=2, retries=False, server_hostname=server_name,
+                        assert_hostname=server_name if self._verify else False,
+                        cert_reqs="CERT_REQUIRED" if self._verify else "CERT_NONE")
+                else:
+                    pool = urllib3.HTTPConnectionPool(host, port, maxsize=2, retries=False)
+                self._pools[key] = pool
+            return pool
+
+    def probe(self, url: str, *, connect_to: str | None = None, timeout: float = 5.0,
+              expect_status: tuple[int, int] = (200, 399), expect_text: str | None = None) -> ProbeResult:
+        scheme, host, port, path = split_url(url)
+        address = (host, port) if connect_to is None else parse_address(connect_to)
+        where = f"{address[0]}:{address[1]}"
+        self.probes += 1
+        started = self._clock()
+        default_port = 443 if scheme == "https" else 80
+        headers = {"Host": host if port == default_port else f"{host}:{port}", "User-Agent": "meshops-probe/1",
+                   "Connection": "keep-alive"}
+        try:
+            pool = self._pool(scheme, address[0], address[1], host)
+            resp = pool.urlopen("GET", path, headers=headers, redirect=False, retries=False, preload_content=False,
+                                timeout=urllib3.Timeout(connect=timeout, read=timeout))
+            try:
+                body = resp.read(_MAX_BODY) if expect_text is not None else b""
+            finally:
+                resp.drain_conn()
+                resp.release_conn()
+        except urllib3.exceptions.HTTPError as exc:
+            reason = getattr(exc, "reason", None) or exc
+            return ProbeResult(url=url, ok=False, status=None, latency=self._clock() - started, address=where,
+                               error=f"{type(exc).__name__}: {str(reason)[:200]}")
+        except OSError as exc:
+            return ProbeResult(url=url, ok=False, status=None, latency=self._clock() - started, address=where,
+                               error=f"{type(exc).__name__}: {exc}"[:200])
+        latency = self._clock() - started
+        status = int(resp.status)
+        if not expect_status[0] <= status <= expect_status[1]:
+            return ProbeResult(url=url, ok=False, status=status, latency=latency, address=where,
+                               error=f"HTTP {status} (expected {expect_status[0]}-{expect_status[1]})")
+        if expect_text is not None and expect_text.encode() not in body:
+            return ProbeResult(url=url, ok=False, status=status, latency=latency, address=where,
+                               error=f"body lacks {expect_text!r}")
+        return ProbeResult(url=url, ok=True, status=status, latency=latency, address=where)
+
+    def close(self) -> None:
+        with self._lock:
+            for pool in self._pools.values():
+                pool.close()
+            self._pools.clear()

@@ -1,0 +1,370 @@
+"""Route53 behind a small interface: zones, the records at one name, change batches, health checks.
+
+``Route53Api`` is what steps use; ``Route53Client`` implements it over boto3 and
+``FakeRoute53`` (route53_fake.py) in memory with AWS's rules enforced. Rules of this driver:
+
+- every batch is validated by ``meshops.domain.weights.validate_batch`` against a snapshot of
+  the records it touches before it is sent (``change(..., current=...)``): moto accepts
+  batches AWS refuses, and AWS refuses them only after a round trip;
+- at most ``max_rps`` (default 10) requests in any one-second window, client-side, retries
+  included (a sliding window of 1.1 s, so latency jitter cannot push 11 into a second where
+  they arrive);
+- ``Throttling``, ``PriorRequestNotComplete`` and dropped connections are retried with
+  exponential backoff and jitter; botocore's own retries are off so every attempt passes the
+  limiter and is counted;
+- missing or rejected credentials are ``BadInput`` (exit 2), not a failure mid-run.
+
+``GetHealthCheckStatus`` is deliberately absent: AWS calls it a development tool, and
+meshops gates on its own probes.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from meshops.domain.errors import BadInput, DriverError, NotFound
+from meshops.domain.weights import ChangeBatch, RecordSet, fqdn, validate_batch
+
+RETRYABLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNotComplete", "RequestLimitExceeded",
+                             "ServiceUnavailable", "InternalError"})
+_CREDENTIAL_CODES = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException",
+                               "AccessDenied", "AccessDeniedException", "ExpiredToken", "InvalidAccessKeyId"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostedZone:
+    id: str  # without the /hostedzone/ prefix
+    name: str
+    private: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChangeInfo:
+    id: str
+    status: str  # PENDING | INSYNC
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthCheckSpec:
+    """What a Route53 health check checks. ``RequestInterval`` and ``Type`` cannot change later."""
+
+    type: str = "HTTP"  # HTTP | HTTPS | TCP
+    fqdn: str | None = None
+    ip: str | None = None
+    port: int = 80
+    path: str = "/"
+    interval: int = 30  # 10 or 30
+    threshold: int = 3  # 1-10
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.type not in ("HTTP", "HTTPS", "TCP"):
+            problems.append(f"type {self.type!r} (HTTP, HTTPS or TCP)")
+        if (self.fqdn is None) == (self.ip is None):
+            problems.append("exactly one of a hostname or an IP address")
+        if not 1 <= self.port <= 65535:
+            problems.append(f"port {self.port}")
+        if self.interval not in (10, 30):
+            problems.append(f"interval {self.interval} (10 or 30 seconds)")
+        if not 1 <= self.threshold <= 10:
+            problems.append(f"failure threshold {self.threshold} (1-10)")
+        if self.type != "TCP" and not self.path.startswith("/"):
+            problems.append(f"path {self.path!r} (must start with /)")
+        if problems:
+            raise BadInput("invalid Route53 health check: " + ", ".join(problems))
+
+    def to_aws(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"Type": self.type, "Port": self.port, "RequestInterval": self.interval,
+                               "FailureThreshold": self.threshold}
+        if self.fqdn is not None:
+            out["FullyQualifiedDomainName"] = self.fqdn.rstrip(".")
+        if self.ip is not None:
+            out["IPAddress"] = self.ip
+        if self.type != "TCP":
+            out["ResourcePath"] = self.path
+        if self.type == "HTTPS":
+            out["EnableSNI"] = True
+        return out
+
+    def matches(self, config: dict[str, Any]) -> bool:
+        """Whether an existing check's HealthCheckConfig checks the same thing the same way."""
+        if config.get("Inverted") or config.get("Disabled"):
+            return False
+        want = self.to_aws()
+        for key, value in want.items():
+            have = config.get(key)
+            if key == "FullyQualifiedDomainName":
+                have = str(have or "").lower().rstrip(".")
+                value = str(value).lower()
+            if key == "EnableSNI":
+                continue
+            if have != value:
+                return False
+        return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthCheck:
+    id: str
+    config: dict[str, Any]
+    caller_reference: str = ""
+
+
+class Route53Api(Protocol):
+    """What steps ask of Route53. ``requests`` counts every HTTP request made (retries included)."""
+
+    requests: int
+
+    def find_zone(self, zone: str) -> HostedZone: ...
+    def list_records(self, zone_id: str, name: str) -> list[RecordSet]: ...
+    def change(self, zone_id: str, batch: ChangeBatch, *, current: Sequence[RecordSet]) -> ChangeInfo: ...
+    def get_change(self, change_id: str) -> ChangeInfo: ...
+    def list_health_checks(self) -> list[HealthCheck]: ...
+    def create_health_check(self, caller_reference: str, spec: HealthCheckSpec, *,
+                            tags: dict[str, str]) -> HealthCheck: ...
+    def delete_health_check(self, health_check_id: str) -> bool: ...
+    def health_check_tags(self, ids: Sequence[str]) -> dict[str, dict[str, str]]: ...
+
+
+class SlidingWindowLimiter:
+    """At most ``limit`` acquisitions in any ``per``-second window (thread-safe)."""
+
+    def __init__(self, limit: int = 10, per: float = 1.0, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if limit < 1 or per <= 0:
+            raise ValueError("limit must be >= 1 and per > 0")
+        self.limit, self.per = limit, per
+        self._clock, self._sleep = clock, sleep
+        self._stamps: deque[float] = deque()
+        self._lock = threading.Lock()
+        self.waited = 0.0
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = self._clock()
+                while self._stamps and now - self._stamps[0] >= self.per:
+                    self._stamps.popleft()
+                if len(self._stamps) < self.limit:
+                    self._stamps.append(now)
+                    return
+                delay = self.per - (now - self._stamps[0])
+            self.waited += delay
+            self._sleep(max(delay, 0.001))
+
+
+def zone_id_of(raw: str) -> str:
+    return raw.rsplit("/", 1)[-1]
+
+
+def change_id_of(raw: str) -> str:
+    return raw.rsplit("/", 1)[-1]
+
+
+@dataclass
+class RequestLog:
+    """Every request the driver made: (monotonic time, operation, outcome). For tests and benchmarks."""
+
+    entries: list[tuple[float, str, str]] = field(default_factory=list)
+
+    def add(self, at: float, op: str, outcome: str) -> None:
+        self.entries.append((at, op, outcome))
+
+    def max_in_window(self, per: float = 1.0) -> int:
+        stamps = sorted(t for t, _, _ in self.entries)
+        best, lo = 0, 0
+        for hi, t in enumerate(stamps):
+            while t - stamps[lo] >= per:
+                lo += 1
+            best = max(best, hi - lo + 1)
+        return best
+
+
+class Route53Client:
+    """``Route53Api`` over boto3. The endpoint and credentials come from the usual AWS chain
+    (``AWS_ENDPOINT_URL_ROUTE_53`` or ``AWS_ENDPOINT_URL`` points it at moto or a proxy)."""
+
+    def __init__(self, *, client: Any = None, endpoint_url: str | None = None, max_rps: int = 10,
+                 max_attempts: int = 8, base_delay: float = 0.2, max_delay: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None, timeout: float = 30.0) -> None:
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            session = boto3.session.Session()
+            client = session.client(
+                "route53", endpoint_url=endpoint_url, region_name=session.region_name or "us-east-1",
+                config=Config(retries={"total_max_attempts": 1}, connect_timeout=min(10.0, timeout),
+                              read_timeout=timeout, user_agent_extra="meshops"))
+        self._client = client
+        # The window is 10% longer than a second: requests leave at the limiter's pace but reach
+        # Route53 after varying latency, and the bound holds where they arrive.
+        self.limiter = SlidingWindowLimiter(max_rps, 1.1, clock=clock, sleep=sleep)
+        self._clock, self._sleep = clock, sleep
+        self._rng = rng or random.Random()
+        self.max_attempts, self.base_delay, self.max_delay = max_attempts, base_delay, max_delay
+        self.requests = 0
+        self.retries = 0
+        self.log = RequestLog()
+        self._lock = threading.Lock()
+
+    # ---- transport ----------------------------------------------------------------------
+
+    def _call(self, op: str, **params: Any) -> dict[str, Any]:
+        from botocore.exceptions import (
+            ClientError,
+            ConnectionClosedError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            PartialCredentialsError,
+            ReadTimeoutError,
+        )
+
+        attempt = 0
+        while True:
+            attempt += 1
+            self.limiter.acquire()
+            with self._lock:
+                self.requests += 1
+            started = self._clock()
+            try:
+                result: dict[str, Any] = getattr(self._client, op)(**params)
+            except (NoCredentialsError, PartialCredentialsError) as exc:
+                self.log.add(started, op, "no-credentials")
+                raise BadInput(f"Route53: no usable AWS credentials ({exc})",
+                               hint="set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                message = str(exc.response.get("Error", {}).get("Message", ""))
+                self.log.add(started, op, code or "error")
+                if code in RETRYABLE_CODES and attempt < self.max_attempts:
+                    self._backoff(attempt)
+                    continue
+                raise self._translate(op, code, message) from None
+            except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as exc:
+                self.log.add(started, op, "connection")
+                if attempt < self.max_attempts:
+                    self._backoff(attempt)
+                    continue
+                raise DriverError(f"Route53 {op}: cannot reach the endpoint: {type(exc).__name__}",
+                                  temporary=True) from None
+            self.log.add(started, op, "ok")
+            return result
+
+    def _backoff(self, attempt: int) -> None:
+        # Exponential backoff with "equal jitter": half the delay fixed, half random, so
+        # callers that were throttled together do not come back together.
+        with self._lock:
+            self.retries += 1
+        cap = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        self._sleep(cap / 2 + self._rng.uniform(0, cap / 2))
+
+    @staticmethod
+    def _translate(op: str, code: str, message: str) -> DriverError | BadInput:
+        text = f"Route53 {op}: {code}: {message}"
+        if code in _CREDENTIAL_CODES:
+            return BadInput(text, hint="check the AWS credentials and their Route53 permissions")
+        if code in ("NoSuchHostedZone", "NoSuchHealthCheck", "NoSuchChange"):
+            return NotFound(text)
+        if code in RETRYABLE_CODES:
+            return DriverError(text + " (still throttled after every retry)", temporary=True)
+        return DriverError(text, temporary=False)
+
+    # ---- zones and records ----------------------------------------------------------------
+
+    def find_zone(self, zone: str) -> HostedZone:
+        """A zone by name (``example.com``) or by ID; a name held by a public and a private zone is ambiguous."""
+        if "." not in zone.strip("."):
+            data = self._call("get_hosted_zone", Id=zone_id_of(zone))["HostedZone"]
+            return HostedZone(id=zone_id_of(data["Id"]), name=fqdn(data["Name"]),
+                              private=bool((data.get("Config") or {}).get("PrivateZone")))
+        name = fqdn(zone)
+        data = self._call("list_hosted_zones_by_name", DNSName=name, MaxItems="10")
+        found = [z for z in data.get("HostedZones", []) if fqdn(z["Name"]) == name]
+        if not found:
+            raise NotFound(f"Route53 has no hosted zone {name}")
+        if len(found) > 1:
+            ids = ", ".join(zone_id_of(z["Id"]) for z in found)
+            raise BadInput(f"Route53 has {len(found)} zones named {name} ({ids}); pass --zone with the zone ID")
+        z = found[0]
+        return HostedZone(id=zone_id_of(z["Id"]), name=name, private=bool((z.get("Config") or {}).get("PrivateZone")))
+
+    def list_records(self, zone_id: str, name: str) -> list[RecordSet]:
+        """Every record set at ``name`` (all types and set identifiers)."""
+        name = fqdn(name)
+        params: dict[str, Any] = {"HostedZoneId": zone_id, "StartRecordName": name, "MaxItems": "300"}
+        out: list[RecordSet] = []
+        while True:
+            data = self._call("list_resource_record_sets", **params)
+            for raw in data.get("ResourceRecordSets", []):
+                if fqdn(raw["Name"]) != name:
+                    return out  # listing starts at name, so the first other name ends it
+                out.append(RecordSet.from_aws(raw))
+            if not data.get("IsTruncated") or fqdn(data.get("NextRecordName", "")) != name:
+                return out
+            params.update(StartRecordName=data["NextRecordName"], StartRecordType=data["NextRecordType"])
+            if data.get("NextRecordIdentifier"):
+                params["StartRecordIdentifier"] = data["NextRecordIdentifier"]
+
+    def change(self, zone_id: str, batch: ChangeBatch, *, current: Sequence[RecordSet]) -> ChangeInfo:
+        """Send ``batch`` after validating it against ``current`` (the records it touches, as just read)."""
+        validate_batch(batch, current)
+        data = self._call("change_resource_record_sets", HostedZoneId=zone_id, ChangeBatch=batch.to_aws())
+        info = data["ChangeInfo"]
+        return ChangeInfo(id=change_id_of(info["Id"]), status=str(info["Status"]))
+
+    def get_change(self, change_id: str) -> ChangeInfo:
+        info = self._call("get_change", Id=change_id_of(change_id))["ChangeInfo"]
+        return ChangeInfo(id=change_id_of(info["Id"]), status=str(info["Status"]))
+
+    # ---- health checks ----------------------------------------------------------------------
+
+    def list_health_checks(self) -> list[HealthCheck]:
+        out: list[HealthCheck] = []
+        params: dict[str, Any] = {"MaxItems": "100"}
+        while True:
+            data = self._call("list_health_checks", **params)
+            out += [HealthCheck(id=h["Id"], config=dict(h.get("HealthCheckConfig") or {}),
+                                caller_reference=str(h.get("CallerReference", ""))) for h in data.get("HealthChecks", [])]
+            if not data.get("IsTruncated") or not data.get("NextMarker"):
+                return out
+            params["Marker"] = data["NextMarker"]
+
+    def create_health_check(self, caller_reference: str, spec: HealthCheckSpec, *, tags: dict[str, str]) -> HealthCheck:
+        data = self._call("create_health_check", CallerReference=caller_reference[:64],
+                          HealthCheckConfig=spec.to_aws())["HealthCheck"]
+        check = HealthCheck(id=data["Id"], config=dict(data.get("HealthCheckConfig") or {}),
+                            caller_reference=caller_reference)
+        if tags:
+            self._call("change_tags_for_resource", ResourceType="healthcheck", ResourceId=check.id,
+                       AddTags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())])
+        return check
+
+    def delete_health_check(self, health_check_id: str) -> bool:
+        try:
+            self._call("delete_health_check", HealthCheckId=health_check_id)
+        except NotFound:
+            return False
+        return True
+
+    def health_check_tags(self, ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), 10):  # the API takes at most 10 ids per request
+            data = self._call("list_tags_for_resources", ResourceType="healthcheck", ResourceIds=ids[start:start + 10])
+            for tag_set in data.get("ResourceTagSets", []):
+                out[tag_set["ResourceId"]] = {t["Key"]: t.get("Value", "") for t in tag_set.get("Tags", [])}
+        return out
+
+
+def from_environment() -> Route53Client:
+    """The default driver: boto3's credential and endpoint chain, 10 requests/s."""
+    return Route53Client()

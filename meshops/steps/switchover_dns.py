@@ -1,0 +1,347 @@
+"""Switchover steps that change Route53 when meshops owns the record.
+
+- ``switchover.lower_ttl``: optionally lower the TTL first (one batch), then wait out the old one.
+- ``switchover.prepare_dns``: health checks created or reused, then the simple record becomes
+  a weighted pair (DELETE + CREATE in ONE batch; source keeps the traffic, target weight 0).
+- ``switchover.shift``: one step of the schedule: both weights in ONE batch, INSYNC, then bake
+  while the gates watch. Its undo is one batch back to the weights from before the switchover.
+
+Every step reads the record group before it acts and sends only what is still missing, so a
+resumed run repeats nothing; every undo works from ``switchover.read_dns``'s snapshot, so
+it copes with a run that never finished. Each batch is validated before it is sent.
+
+A shift resumed after its batch went out finds the weights in place and bakes at once: the
+earlier attempt's change id is not journaled (Route53 cannot list pending changes), and the
+bake's TTL + propagation allowance covers a change still propagating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from meshops.domain.durations import parse_duration
+from meshops.domain.errors import DriverError
+from meshops.domain.weights import Change as RChange
+from meshops.domain.weights import ChangeBatch, RecordSet, replace_batch, shift_batch
+from meshops.drivers.route53 import HealthCheck, HealthCheckSpec, Route53Api
+from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
+from meshops.steps.registry import register
+from meshops.steps.switchover_common import (
+    bake,
+    bake_seconds,
+    build_gates,
+    describe,
+    read_group,
+    records_of,
+    route53_driver,
+    send,
+    weighted_pair,
+)
+
+RUN_TAG = "meshops-run"
+
+
+class _DnsTarget(StepInputs):
+    zone_id: str
+    name: str
+    type: str
+    original: list[dict[str, Any]]
+    insync_timeout: str | float = "10m"
+
+
+# ---- switchover.lower_ttl ------------------------------------------------------------------
+
+
+class LowerTtlInputs(_DnsTarget):
+    ttl: Annotated[int, Field(ge=0)]
+
+
+class LowerTtlOutputs(StepOutputs):
+    old_ttl: int
+    lowered: bool
+
+
+def _ttl_batch(current: list[RecordSet], ttl_of: dict[tuple[str, str, str | None], int]) -> ChangeBatch | None:
+    changes = [RChange(action="UPSERT", record=replace(r, ttl=ttl_of[r.key]))
+               for r in current if r.alias is None and r.key in ttl_of and r.ttl != ttl_of[r.key]]
+    return ChangeBatch(changes=tuple(changes), comment="meshops: TTL") if changes else None
+
+
+@register
+class LowerTtl(Step[LowerTtlInputs, LowerTtlOutputs]):
+    """Lowers the record's TTL in one batch and waits out the old TTL, so later steps take effect sooner."""
+
+    name = "switchover.lower_ttl"
+    Inputs = LowerTtlInputs
+    Outputs = LowerTtlOutputs
+    needs = frozenset({"route53"})
+
+    def _old(self, inputs: LowerTtlInputs) -> int:
+        return max((r.ttl or 0 for r in records_of(inputs.original) if r.alias is None), default=0)
+
+    def plan(self, inputs: LowerTtlInputs, ctx: StepContext) -> StepPlan:
+        old = self._old(inputs)
+        if old <= inputs.ttl:
+            return StepPlan(note=f"TTL is already {old}s")
+        return StepPlan(changes=(Change(action="update", target=f"{inputs.name} {inputs.type}", detail=f"TTL {old}s -> {inputs.ttl}s"),
+                                 Change(action="wait", target="-", detail=f"{old}s for the old TTL to expire")))
+
+    def run(self, inputs: LowerTtlInputs, ctx: StepContext) -> LowerTtlOutputs:
+        old = self._old(inputs)
+        if old <= inputs.ttl:
+            return LowerTtlOutputs(old_ttl=old, lowered=False)
+        r53 = route53_driver(ctx)
+        everything, current = read_group(r53, inputs.zone_id, inputs.name, inputs.type)
+        batch = _ttl_batch(current, {r.key: inputs.ttl for r in current})
+        if batch is not None:
+            send(r53, inputs.zone_id, batch, everything, ctx, timeout=parse_duration(inputs.insync_timeout))
+        # Resolvers may hold the old answer for the old TTL; a resumed run waits it out again.
+        ctx.log.info("switchover.ttl_wait", old_ttl=old, new_ttl=inputs.ttl)
+        ctx.sleep(old)
+        return LowerTtlOutputs(old_ttl=old, lowered=True)
+
+    def undo(self, inputs: LowerTtlInputs, outputs: LowerTtlOutputs | None, ctx: StepContext) -> None:
+        r53 = route53_driver(ctx)
+        everything, current = read_group(r53, inputs.zone_id, inputs.name, inputs.type)
+        original = {r.key: int(r.ttl or 0) for r in records_of(inputs.original) if r.alias is None}
+        batch = _ttl_batch([r for r in current if r.ttl == inputs.ttl], original)
+        if batch is not None:
+            send(r53, inputs.zone_id, batch, everything, ctx, timeout=parse_duration(inputs.insync_timeout))
+
+
+# ---- switchover.prepare_dns ----------------------------------------------------------------
+
+
+class PrepareInputs(_DnsTarget):
+    pair: Annotated[list[dict[str, Any]], Field(min_length=2, max_length=2)]
+    source_ingress: str
+    target_ingress: str
+    source_kind: Literal["hostname", "ip"]
+    target_kind: Literal["hostname", "ip"]
+    health_checks: bool = True
+    health_check_type: Literal["HTTP", "HTTPS", "TCP"] = "HTTP"
+    health_check_port: Annotated[int, Field(ge=1, le=65535)] = 80
+    health_check_path: str = "/"
+    health_check_interval: Literal[10, 30] = 30
+    health_check_threshold: Annotated[int, Field(ge=1, le=10)] = 3
+
+
+class PrepareOutputs(StepOutputs):
+    health_checks: dict[str, str]  # set identifier -> health check id
+    created_health_checks: list[str]
+    converted: bool
+    pair: list[dict[str, Any]]
+
+
+def _spec(inputs: PrepareInputs, address: str, kind: str) -> HealthCheckSpec:
+    return HealthCheckSpec(type=inputs.health_check_type, fqdn=address if kind == "hostname" else None,
+                           ip=address if kind == "ip" else None, port=inputs.health_check_port,
+                           path=inputs.health_check_path, interval=inputs.health_check_interval,
+                           threshold=inputs.health_check_threshold)
+
+
+def _caller_reference(run_id: str, set_id: str) -> str:
+    return f"meshops-{run_id}-{set_id}"[:64]
+
+
+def _ours(checks: list[HealthCheck], run_id: str) -> list[str]:
+    """Health checks this run created, known by their CallerReference: found again after a crash
+    (even one between creating a check and tagging it)."""
+    prefix = _caller_reference(run_id, "")
+    return sorted(h.id for h in checks if h.caller_reference.startswith(prefix))
+
+
+@register
+class PrepareDns(Step[PrepareInputs, PrepareOutputs]):
+    """Health checks for both ingresses, then the simple record becomes a weighted pair in ONE batch."""
+
+    name = "switchover.prepare_dns"
+    Inputs = PrepareInputs
+    Outputs = PrepareOutputs
+    needs = frozenset({"route53"})
+
+    def plan(self, inputs: PrepareInputs, ctx: StepContext) -> StepPlan:
+        original, pair = records_of(inputs.original), records_of(inputs.pair)
+        changes = []
+        if inputs.health_checks:
+            for r, ingress in zip(pair, (inputs.source_ingress, inputs.target_ingress), strict=True):
+                changes.append(Change(action="create", target=f"health check {r.set_identifier}",
+                                      detail=f"{inputs.health_check_type} {ingress}:{inputs.health_check_port}"
+                                             f"{inputs.health_check_path} (or reuse a matching one)"))
+        if any(not r.weighted for r in original):
+            changes.append(Change(action="update", target=f"{inputs.name} {inputs.type}",
+                                  detail=f"one batch: DELETE simple, CREATE {describe(pair)}"))
+        return StepPlan(changes=tuple(changes))
+
+    def run(self, inputs: PrepareInputs, ctx: StepContext) -> PrepareOutputs:
+        r53 = route53_driver(ctx)
+        pair = records_of(inputs.pair)
+        checks: dict[str, str] = {}
+        created: list[str] = []
+        if inputs.health_checks:
+            checks, created = self._health_checks(r53, inputs, pair, ctx)
+        everything, current = read_group(r53, inputs.zone_id, inputs.name, inputs.type)
+        wanted = self._wanted(pair, current, checks)
+        converted = False
+        if set(current) != set(wanted):
+            if any(not r.weighted for r in current):
+                batch = replace_batch(current, wanted, comment="meshops: simple to weighted")
+                converted = True
+            else:
+                batch = ChangeBatch(comment="meshops: weighted pair", changes=tuple(
+                    RChange(action="UPSERT", record=r) for r in wanted if r not in current))
+            send(r53, inputs.zone_id, batch, everything, ctx, timeout=parse_duration(inputs.insync_timeout))
+        return PrepareOutputs(health_checks=checks, created_health_checks=created, converted=converted,
+                              pair=[r.to_aws() for r in wanted])
+
+    @staticmethod
+    def _wanted(pair: list[RecordSet], current: list[RecordSet], checks: dict[str, str]) -> list[RecordSet]:
+        """The pair as it should be now: weights as Route53 has them (if weighted), TTL as it is now."""
+        now = {r.set_identifier: r for r in current}
+        simple = [r for r in current if not r.weighted]
+        out = []
+        for r in pair:
+            cur = now.get(r.set_identifier)
+            w = cur.weight if cur is not None and cur.weight is not None else r.weight
+            ttl = simple[0].ttl if simple and r.alias is None else (cur.ttl if cur is not None else r.ttl)
+            out.append(replace(r, weight=w, ttl=ttl if r.alias is None else None,
+                               health_check_id=checks.get(str(r.set_identifier), r.health_check_id)))
+        return out
+
+    def _health_checks(self, r53: Route53Api, inputs: PrepareInputs, pair: list[RecordSet],
+                       ctx: StepContext) -> tuple[dict[str, str], list[str]]:
+        existing = r53.list_health_checks()
+        mine = set(_ours(existing, ctx.run_id))
+        checks, created = {}, []
+        for r, ingress, kind in ((pair[0], inputs.source_ingress, inputs.source_kind),
+                                 (pair[1], inputs.target_ingress, inputs.target_kind)):
+            spec = _spec(inputs, ingress, kind)
+            set_id = str(r.set_identifier)
+            match = sorted((h for h in existing if spec.matches(h.config)), key=lambda h: (h.id not in mine, h.id))
+            if match:
+                checks[set_id] = match[0].id
+                if match[0].id in mine:
+                    created.append(match[0].id)
+                ctx.log.info("switchover.health_check", set_identifier=set_id, id=match[0].id,
+                             reused=match[0].id not in mine)
+                continue
+            hc = r53.create_health_check(_caller_reference(ctx.run_id, set_id), spec, tags={
+                RUN_TAG: ctx.run_id, "meshops-record": inputs.name, "Name": f"meshops {inputs.name} {set_id}"})
+            checks[set_id], existing = hc.id, [*existing, hc]
+            mine.add(hc.id)
+            created.append(hc.id)
+            ctx.log.info("switchover.health_check", set_identifier=set_id, id=hc.id, created=True)
+        return checks, created
+
+    def undo(self, inputs: PrepareInputs, outputs: PrepareOutputs | None, ctx: StepContext) -> None:
+        r53 = route53_driver(ctx)
+        everything, current = read_group(r53, inputs.zone_id, inputs.name, inputs.type)
+        original = records_of(inputs.original)
+        if set(current) != set(original):
+            batch = replace_batch(current, original, comment="meshops: restore the record", create="UPSERT")
+            send(r53, inputs.zone_id, batch, everything, ctx, timeout=parse_duration(inputs.insync_timeout))
+        if inputs.health_checks:
+            for hc in _ours(r53.list_health_checks(), ctx.run_id):
+                try:
+                    r53.delete_health_check(hc)
+                except DriverError as exc:
+                    ctx.log.warning("switchover.health_check_kept", id=hc, error=exc.message)
+
+
+# ---- switchover.shift ----------------------------------------------------------------------
+
+
+class ShiftInputs(StepInputs):
+    zone_id: str
+    name: str
+    type: str
+    source_id: str
+    target_id: str
+    percent: Annotated[int, Field(ge=0, le=100)]
+    source_weight: Annotated[int, Field(ge=0, le=255)]
+    target_weight: Annotated[int, Field(ge=0, le=255)]
+    initial_weights: Annotated[list[int], Field(min_length=2, max_length=2)]
+    source_label: str
+    target_label: str
+    source_ingress: str
+    target_ingress: str
+    bake: str | float = "5m"
+    propagation_allowance: str | float = "60s"
+    gate_window: str | float = "60s"
+    probe_interval: str | float = "10s"
+    probe_timeout: str | float = "5s"
+    failure_threshold: Annotated[int, Field(ge=1)] = 1
+    probes: list[str] = Field(default_factory=list)
+    connect_to: list[str] = Field(default_factory=list)
+    expect_text: str | None = None
+    prometheus: str | None = None
+    gates: list[str] = Field(default_factory=list)
+    insync_timeout: str | float = "10m"
+
+
+class ShiftOutputs(StepOutputs):
+    percent: int
+    weights: list[int]
+    changed: bool
+    bake_seconds: float
+    report: dict[str, Any]
+
+
+@register
+class Shift(Step[ShiftInputs, ShiftOutputs]):
+    """Both weights in ONE batch, INSYNC, then a bake watched by probes and gates."""
+
+    name = "switchover.shift"
+    Inputs = ShiftInputs
+    Outputs = ShiftOutputs
+    needs = frozenset({"route53", "http"})
+
+    def plan(self, inputs: ShiftInputs, ctx: StepContext) -> StepPlan:
+        return StepPlan(changes=(
+            Change(action="update", target=f"{inputs.name} {inputs.type}",
+                   detail=f"one batch: {inputs.source_id}={inputs.source_weight} {inputs.target_id}={inputs.target_weight} "
+                          f"({inputs.percent}% to {inputs.target_label})"),
+            Change(action="wait", target="-", detail=f"INSYNC, then bake >= {inputs.bake} with "
+                                                     f"{len(inputs.probes) * 2 + len(inputs.gates)} gate(s)"),
+        ))
+
+    def run(self, inputs: ShiftInputs, ctx: StepContext) -> ShiftOutputs:
+        r53 = route53_driver(ctx)
+        everything, current = read_group(r53, inputs.zone_id, inputs.name, inputs.type)
+        pair = weighted_pair(current, inputs.source_id, inputs.target_id)
+        wanted = (inputs.source_weight, inputs.target_weight)
+        changed = (pair[0].weight, pair[1].weight) != wanted
+        if changed:
+            batch = shift_batch(pair, wanted, comment=f"meshops: {inputs.percent}% to {inputs.target_id}")
+            send(r53, inputs.zone_id, batch, everything, ctx, timeout=parse_duration(inputs.insync_timeout))
+        ttl = max(r.effective_ttl for r in pair)
+        seconds = bake_seconds(bake=inputs.bake, ttl=ttl, allowance=inputs.propagation_allowance,
+                               gate_window=inputs.gate_window, has_gates=bool(inputs.gates))
+        gates = build_gates(ctx, probes=inputs.probes, connect_to=inputs.connect_to,
+                            source_ingress=inputs.source_ingress, target_ingress=inputs.target_ingress,
+                            source_label=inputs.source_label, target_label=inputs.target_label,
+                            probe_timeout=parse_duration(inputs.probe_timeout), expect_text=inputs.expect_text,
+                            prometheus=inputs.prometheus, gate_exprs=inputs.gates,
+                            gate_window=parse_duration(inputs.gate_window))
+        report = bake(ctx, gates, seconds=seconds, interval=parse_duration(inputs.probe_interval),
+                      failure_threshold=inputs.failure_threshold, percent=inputs.percent)
+        return ShiftOutputs(percent=inputs.percent, weights=list(wanted), changed=changed, bake_seconds=seconds,
+                            report=report.as_dict())
+
+    def undo(self, inputs: ShiftInputs, outputs: ShiftOutputs | None, ctx: StepContext) -> None:
+        """One batch back to the weights from before the switchover (later undos then find nothing to do)."""
+        r53 = route53_driver(ctx)
+        everything, current = read_group(r53, inputs.zone_id, inputs.name, inputs.type)
+        ids = {r.set_identifier for r in current}
+        if any(not r.weighted for r in current) or not {inputs.source_id, inputs.target_id} <= ids:
+            return  # not (or no longer) the weighted pair: prepare_dns's undo restores the record
+        pair = weighted_pair(current, inputs.source_id, inputs.target_id)
+        initial = (inputs.initial_weights[0], inputs.initial_weights[1])
+        if (pair[0].weight, pair[1].weight) == initial:
+            return
+        ctx.log.warning("switchover.rollback_batch", weights=list(initial))
+        batch = shift_batch(pair, initial, comment="meshops: back to the weights from before the switchover")
+        send(r53, inputs.zone_id, batch, everything, ctx, timeout=parse_duration(inputs.insync_timeout))

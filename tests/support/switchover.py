@@ -1,0 +1,381 @@
+"""Test harness for the switchover: two fake clusters, ingress HTTP servers, moto behind a recording
+proxy (that can throttle), an independent checker for every batch sent, and the engine wiring.
+
+Nothing here patches boto3 or botocore: the driver talks HTTP to the proxy, the proxy to moto.
+"""
+
+from __future__ import annotations
+
+import copy
+import http.client
+import json
+import re
+import threading
+import time
+import urllib.parse
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from meshops.domain.errors import NotFound
+from meshops.domain.weights import RecordSet
+from meshops.drivers import DriverSet
+from meshops.drivers.kube import ObjectList
+from meshops.drivers.route53_fake import FakeAwsError, FakeRoute53
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = ROOT / "playbooks" / "switchover.yaml"
+NS = "{https://route53.amazonaws.com/doc/2013-04-01/}"
+
+
+# ---- Kubernetes ---------------------------------------------------------------------------------
+
+
+def _merge(into: dict[str, Any], patch: dict[str, Any]) -> None:
+    for k, v in patch.items():
+        if v is None:
+            into.pop(k, None)
+        elif isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = copy.deepcopy(v)
+
+
+class FakeKube:
+    """A KubeApi in memory: get, list (all namespaces), merge patch. Enough for the switchover."""
+
+    def __init__(self, context: str, objects: list[dict[str, Any]], *,
+                 served: tuple[str, ...] = ("v1", "apps/v1", "networking.istio.io/v1", "security.istio.io/v1"),
+                 reachable: bool = True) -> None:
+        self.context = context
+        self.served = set(served)
+        self.reachable = reachable
+        self.objects = {self._key(o): copy.deepcopy(o) for o in objects}
+        self.patches: list[tuple[str, str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(o: dict[str, Any]) -> tuple[str, str, str, str]:
+        meta = o["metadata"]
+        return (o["apiVersion"], o["kind"], meta.get("namespace", ""), meta["name"])
+
+    def _check(self, api_version: str) -> None:
+        from meshops.domain.errors import DriverError
+
+        if not self.reachable:
+            raise DriverError(f"cannot reach the API server of {self.context}: ConnectionRefusedError", temporary=True)
+        if api_version not in self.served:
+            raise NotFound(f"the cluster {self.context} serves no {api_version}")
+
+    def server_version(self) -> str:
+        self._check("v1")
+        return "v1.30.0"
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        self._check(api_version)
+        with self._lock:
+            o = self.objects.get((api_version, kind, namespace or "", name))
+            return copy.deepcopy(o) if o else None
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None, *, label_selector: str | None = None,
+             field_selector: str | None = None) -> ObjectList:
+        self._check(api_version)
+        with self._lock:
+            items = [copy.deepcopy(o) for (av, k, ns, _), o in sorted(self.objects.items())
+                     if av == api_version and k == kind and (namespace is None or ns == namespace)]
+        return ObjectList(items=items, resource_version="1")
+
+    def patch(self, api_version: str, kind: str, name: str, patch: Any, namespace: str | None = None, *,
+              patch_type: str = "merge", subresource: str | None = None) -> dict[str, Any]:
+        self._check(api_version)
+        with self._lock:
+            o = self.objects[(api_version, kind, namespace or "", name)]
+            _merge(o, patch)
+            self.patches.append((kind, name, copy.deepcopy(patch)))
+            return copy.deepcopy(o)
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError("the switchover never creates Kubernetes objects")
+
+    def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError("the switchover never replaces Kubernetes objects")
+
+    def delete(self, *a: Any, **kw: Any) -> bool:
+        raise AssertionError("the switchover never deletes Kubernetes objects")
+
+    def watch(self, *a: Any, **kw: Any) -> Iterator[Any]:
+        raise AssertionError("the switchover never watches")
+
+
+def _deploy(ns: str, name: str, *, labels: dict[str, str] | None = None, image: str = "app:1",
+            container: str = "app", ready: bool = True, replicas: int = 2) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"namespace": ns, "name": name, "labels": labels or {"app": name}, "generation": 1},
+            "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": container, "image": image}]}}},
+            "status": {"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas if ready else 0,
+                       "updatedReplicas": replicas}}
+
+
+def _istio(kind: str, group: str, ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": f"{group}/v1", "kind": kind, "metadata": {"namespace": ns, "name": name}, "spec": spec}
+
+
+def cluster_objects(*, ingress: str, version: str = "1.23.2", mesh_mtls: str = "STRICT", shop_mtls: str | None = None,
+                    app_ready: bool = True, vs_weight: int = 100, annotations: dict[str, str] | None = None,
+                    ip: bool = False) -> list[dict[str, Any]]:
+    """One cluster of the blue-green picture: istiod, an ingress gateway with a load balancer, an app, Istio config."""
+    svc = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"namespace": "istio-system", "name": "istio-ingressgateway", "annotations": dict(annotations or {})},
+           "spec": {"type": "LoadBalancer", "selector": {"istio": "ingressgateway"}},
+           "status": {"loadBalancer": {"ingress": [{"ip": ingress} if ip else {"hostname": ingress}]}}}
+    objs = [
+        _deploy("istio-system", "istiod", labels={"app": "istiod", "istio": "pilot"},
+                image=f"docker.io/istio/pilot:{version}", container="discovery"),
+        _deploy("istio-system", "istio-ingressgateway", labels={"app": "istio-ingressgateway", "istio": "ingressgateway"},
+                image=f"docker.io/istio/proxyv2:{version}", container="istio-proxy"),
+        _deploy("shop", "frontend", ready=app_ready),
+        _deploy("shop", "cart"),
+        svc,
+        _istio("PeerAuthentication", "security.istio.io", "istio-system", "default", {"mtls": {"mode": mesh_mtls}}),
+        _istio("Gateway", "networking.istio.io", "shop", "web", {"selector": {"istio": "ingressgateway"},
+               "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["app.example.com"]}]}),
+        _istio("VirtualService", "networking.istio.io", "shop", "frontend", {"hosts": ["app.example.com"], "gateways": ["web"],
+               "http": [{"route": [{"destination": {"host": "frontend"}, "weight": vs_weight}]
+                         + ([{"destination": {"host": "frontend-v2"}, "weight": 100 - vs_weight}] if vs_weight < 100 else [])}]}),
+        _istio("DestinationRule", "networking.istio.io", "shop", "frontend", {"host": "frontend",
+               "trafficPolicy": {"outlierDetection": {"consecutive5xxErrors": 5}}}),
+        _istio("AuthorizationPolicy", "security.istio.io", "shop", "allow-web", {"action": "ALLOW", "rules": [{}]}),
+        _istio("Sidecar", "networking.istio.io", "shop", "default", {"egress": [{"hosts": ["./*", "istio-system/*"]}]}),
+        _istio("ServiceEntry", "networking.istio.io", "shop", "payments", {"hosts": ["pay.example.net"], "resolution": "DNS"}),
+    ]
+    if shop_mtls is not None:
+        objs.append(_istio("PeerAuthentication", "security.istio.io", "shop", "default", {"mtls": {"mode": shop_mtls}}))
+    return objs
+
+
+# ---- ingress endpoints ----------------------------------------------------------------------------
+
+
+class Ingress:
+    """A cluster's ingress: an HTTP server on 127.0.0.1 answering 200 (or ``status`` when set) and its name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.status = 200
+        self.requests = 0
+        self.first_failure: float | None = None
+        ingress = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                ingress.requests += 1
+                code = ingress.status
+                if code >= 400 and ingress.first_failure is None:
+                    ingress.first_failure = time.monotonic()
+                body = f"{ingress.name} {self.headers.get('Host')}\n".encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def fail(self, code: int = 503) -> None:
+        self.status = code
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ---- Route53: moto behind a recording, throttling proxy ----------------------------------------------
+
+
+@dataclass
+class Exchange:
+    at: float
+    method: str
+    path: str
+    body: bytes
+    status: int
+    response: bytes
+
+
+@dataclass
+class Route53Proxy:
+    """Forwards to moto; records every request; answers ``Throttling`` / ``PriorRequestNotComplete``
+    for the requests ``throttle(n)`` says (by position), as Route53 does with HTTP 400."""
+
+    upstream: str
+    exchanges: list[Exchange] = field(default_factory=list)
+    throttle_every: int = 0  # every n-th request is throttled (0: never)
+    throttle_code: str = "Throttling"
+    on_change: Callable[[dict[str, Any]], None] | None = None
+
+    def __post_init__(self) -> None:
+        proxy = self
+        self._lock = threading.Lock()
+        self._count = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with proxy._lock:
+                    proxy._count += 1
+                    n = proxy._count
+                now = time.monotonic()
+                if proxy.throttle_every and n % proxy.throttle_every == 0:
+                    code = proxy.throttle_code
+                    out = (f'<?xml version="1.0"?><ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/">'
+                           f"<Error><Type>Sender</Type><Code>{code}</Code><Message>Rate exceeded</Message></Error>"
+                           f"<RequestId>x</RequestId></ErrorResponse>").encode()
+                    status = 400
+                else:
+                    up = urllib.parse.urlsplit(proxy.upstream)
+                    conn = http.client.HTTPConnection(up.hostname, up.port, timeout=30)
+                    try:
+                        conn.request(self.command, self.path, body=body or None, headers=dict(self.headers.items()))
+                        resp = conn.getresponse()
+                        status, out = resp.status, resp.read()
+                    finally:
+                        conn.close()
+                    if proxy.on_change is not None and self.command == "POST" and self.path.endswith("/rrset/") \
+                            and status == 200:
+                        proxy.on_change(parse_change_batch(body))
+                with proxy._lock:
+                    proxy.exchanges.append(Exchange(now, self.command, self.path, body, status, out))
+                self.send_response(status)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST = do_DELETE = _forward
+
+            def log_message(self, *a: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def batches(self) -> list[dict[str, Any]]:
+        """Every ChangeResourceRecordSets request sent, parsed, in order (throttled ones excluded)."""
+        return [parse_change_batch(e.body) for e in self.exchanges
+                if e.method == "POST" and e.path.endswith("/rrset/") and e.status != 400]
+
+    def created_health_checks(self) -> list[str]:
+        out = []
+        for e in self.exchanges:
+            if e.method == "POST" and e.path.endswith("/healthcheck") and e.status in (200, 201):
+                el = ET.fromstring(e.response).find(f"{NS}HealthCheck/{NS}Id")
+                if el is not None and el.text:
+                    out.append(el.text)
+        return out
+
+    def max_per_second(self) -> int:
+        stamps = sorted(e.at for e in self.exchanges)
+        best, lo = 0, 0
+        for hi, t in enumerate(stamps):
+            while t - stamps[lo] >= 1.0:
+                lo += 1
+            best = max(best, hi - lo + 1)
+        return best
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _text(el: ET.Element, tag: str) -> str | None:
+    found = el.find(f"{NS}{tag}")
+    return None if found is None else (found.text or "")
+
+
+def parse_change_batch(body: bytes) -> dict[str, Any]:
+    """A ChangeResourceRecordSets XML body as the boto3-shaped ChangeBatch dict."""
+    root = ET.fromstring(body)
+    changes = []
+    for ch in root.iter(f"{NS}Change"):
+        rr = ch.find(f"{NS}ResourceRecordSet")
+        assert rr is not None
+        rec: dict[str, Any] = {"Name": _text(rr, "Name"), "Type": _text(rr, "Type")}
+        for tag in ("SetIdentifier", "HealthCheckId"):
+            if _text(rr, tag) is not None:
+                rec[tag] = _text(rr, tag)
+        if _text(rr, "Weight") is not None:
+            raw = _text(rr, "Weight") or ""
+            rec["Weight"] = int(raw) if re.fullmatch(r"-?\d+", raw) else raw
+        if _text(rr, "TTL") is not None:
+            rec["TTL"] = int(_text(rr, "TTL") or 0)
+        alias = rr.find(f"{NS}AliasTarget")
+        if alias is not None:
+            rec["AliasTarget"] = {"HostedZoneId": _text(alias, "HostedZoneId"), "DNSName": _text(alias, "DNSName"),
+                                  "EvaluateTargetHealth": _text(alias, "EvaluateTargetHealth") == "true"}
+        else:
+            rec["ResourceRecords"] = [{"Value": v.text} for v in rr.iter(f"{NS}Value")]
+        changes.append({"Action": _text(ch, "Action"), "ResourceRecordSet": rec})
+    return {"Changes": changes}
+
+
+def check_batches(batches: list[dict[str, Any]], *, zone: str, start: list[RecordSet],
+                  health_checks: list[str], name: str = "app.example.com.") -> list[RecordSet]:
+    """Replay ``batches`` on an independent strict Route53 (FakeRoute53's own rules, not meshops's
+    validator) and check meshops's invariants after each; returns the final records at ``name``."""
+    shadow = FakeRoute53(validate_client_side=False)
+    zone_id = shadow.add_zone(zone)
+    for r in start:
+        shadow.put(zone_id, r)
+    shadow._checks.update({h: None for h in health_checks})  # type: ignore[misc]
+    for i, sent in enumerate(batches):
+        try:
+            shadow._zones[zone_id].records = shadow._apply(shadow._zones[zone_id], sent)
+        except FakeAwsError as exc:
+            raise AssertionError(f"batch {i} would be refused by Route53: {exc}: {sent}") from None
+        weighted = [r for r in shadow.records(zone_id) if r.name == name and r.weighted]
+        assert not weighted or sum(r.weight or 0 for r in weighted) > 0, f"batch {i} left every weight at 0"
+        for r in weighted:
+            assert isinstance(r.weight, int) and 0 <= r.weight <= 255, f"batch {i}: weight {r.weight!r}"
+        if all(c["Action"] == "UPSERT" and "Weight" in c["ResourceRecordSet"] for c in sent["Changes"]):
+            # a shift: both weights, one batch
+            ids = {c["ResourceRecordSet"].get("SetIdentifier") for c in sent["Changes"]}
+            assert len(ids) == 2 and len(sent["Changes"]) == 2, f"batch {i} is not a two-weight shift: {sent}"
+    return [r for r in shadow.records(zone_id) if r.name == name]
+
+
+# ---- engine wiring ------------------------------------------------------------------------------------
+
+
+def drivers_for(clusters: dict[str, FakeKube], factories: dict[str, Callable[[], Any]] | None = None) -> DriverSet:
+    def kube(context: str | None) -> FakeKube:
+        if context not in clusters:
+            from meshops.domain.errors import BadInput
+
+            raise BadInput(f"cannot load kubeconfig context {context!r}")
+        return clusters[context]
+
+    return DriverSet(kube_factory=kube, factories=dict(factories or {}))  # type: ignore[arg-type]
+
+
+def params(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"from_context": "blue", "to_context": "green", "zone": "example.com",
+                            "record": "app.example.com", "bake": "0.3s", "propagation_allowance": "0s",
+                            "probe_interval": "0.1s", "probe_timeout": "2s", "gate_window": "0s"}
+    base.update(overrides)
+    return base
+
+
+def journal(state_dir: Path, run_id: str) -> list[dict[str, Any]]:
+    path = state_dir / "runs" / run_id / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
