@@ -68,12 +68,14 @@ class App:
             return LeaseLock(self.drivers.kube)
         return FileLock(os.path.join(self.state_dir, "local.lock"))
 
-    def engine(self, *, cluster: bool, assume_yes: bool = False, stop: StopFlag | None = None) -> Engine:
+    def engine(self, *, cluster: bool, assume_yes: bool = False, stop: StopFlag | None = None,
+               on_started: Callable[[str], None] | None = None) -> Engine:
         interactive = sys.stdin.isatty() and sys.stderr.isatty()
         confirm: Callable[[str], bool] | None = (lambda msg: click.confirm(msg, default=False, err=True)) if interactive else None
         return Engine(store=self.store(cluster=cluster), drivers=self.drivers, lock=self.lock(cluster=cluster),
                       options=EngineOptions(assume_yes=assume_yes, interactive=interactive, confirm=confirm,
-                                            progress=_progress_factory()), stop=stop)
+                                            progress=_progress_factory(), on_started=on_started or _announce),
+                      stop=stop)
 
 
 def app_from(ctx: click.Context) -> App:
@@ -91,6 +93,11 @@ def app_from(ctx: click.Context) -> App:
         root.meta["meshops.app"] = app
     assert isinstance(app, App)
     return app
+
+
+def _announce(run_id: str) -> None:
+    # On stderr so that it shows whatever the outcome, without mixing into a command's output.
+    click.echo(f"meshops: run {run_id} started", err=True)
 
 
 def _progress_factory() -> Callable[[str], Any] | None:

@@ -12,6 +12,7 @@ from meshops.cli.app_light import pass_app
 from meshops.engine.journal import Journal, RunState
 from meshops.engine.playbook import LoadedPlaybook, load_playbook, resolve_params
 from meshops.engine.runner import Engine, EngineOptions, PlannedStep
+from meshops.steps import registry
 
 
 def _params(loaded: LoadedPlaybook, var: tuple[str, ...], var_file: tuple[str, ...]) -> dict[str, Any]:
@@ -60,8 +61,9 @@ def run(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...]
     secret = {n for n, s in loaded.playbook.params.items() if s.secret}
     cluster = "kube" in app.needs(loaded) and loaded.playbook.metadata.lock
     with stop_on_signals() as stop:
-        result = app.engine(cluster=cluster, assume_yes=assume_yes, stop=stop).start(loaded, params, secret_params=secret)
-    click.echo(result.run_id)
+        # The run id goes to stdout as soon as the run exists, so a pipeline has it whatever the outcome.
+        engine = app.engine(cluster=cluster, assume_yes=assume_yes, stop=stop, on_started=click.echo)
+        engine.start(loaded, params, secret_params=secret)
 
 
 @click.command()
@@ -153,7 +155,9 @@ def _gate_keys(engine: Engine, run_id: str) -> list[str]:
     from meshops.engine.playbook import load_playbook_text
 
     loaded = load_playbook_text(engine.store.playbook_text(run_id), path=f"{run_id}/playbook.yaml")
-    keys = [s.id for s in loaded.playbook.steps if s.uses == "gate.approve"]
+    # gate.approve, and step types that ask for approval themselves (istio.move_wave's --approve-each-wave).
+    keys = [s.id for s in loaded.playbook.steps
+            if s.uses == "gate.approve" or getattr(registry.get(s.uses), "approval_gate", False)]
     state = RunState.replay(run_id, engine.store.records(run_id))
     keys += [k for k in state.steps if "[" in k and k.split("[")[0] in keys]
     return keys

@@ -84,6 +84,10 @@ class AwaitingApproval(Interrupted):
 
     status = "awaiting_approval"
 
+    def __init__(self, message: str, *, step_key: str) -> None:
+        super().__init__(message)
+        self.step_key = step_key
+
 
 class DriverError(MeshopsError):
     """A failure talking to a cluster, a cloud API or a subprocess."""

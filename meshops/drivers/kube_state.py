@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meshops.domain.errors import Conflict, LockHeld
+from meshops.domain.locks import holder_is_dead
 from meshops.drivers.kube import KubeApi
 
 NAMESPACE = "meshops-system"
@@ -72,7 +73,8 @@ class LeaseLock:
                     current_holder = cur.get("holderIdentity")
                     renewed = _parse_micro(cur.get("renewTime"))
                     held_for = float(cur.get("leaseDurationSeconds") or self.duration)
-                    if current_holder and current_holder != holder and renewed + held_for > now:
+                    alive = not holder_is_dead(current_holder) if current_holder else False
+                    if current_holder and current_holder != holder and alive and renewed + held_for > now:
                         since = cur.get("acquireTime") or cur.get("renewTime") or "?"
                         raise LockHeld(holder=current_holder, since=since, lock=self.name)
                     if current_holder == holder:

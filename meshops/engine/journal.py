@@ -220,6 +220,7 @@ class RunState:
     steps: dict[str, StepState] = field(default_factory=dict)
     approvals: dict[str, str] = field(default_factory=dict)
     failed_step: str | None = None
+    waiting_gate: str | None = None  # the step key `meshops approve` must name
     message: str = ""
     events: list[Record] = field(default_factory=list)
 
@@ -240,11 +241,13 @@ class RunState:
             elif t == "run_resumed":
                 state.status = "running"
                 state.finished = None
+                state.waiting_gate = None
             elif t == "run_finished":
                 state.status = r["status"]
                 state.finished = r["ts"]
                 state.message = r.get("message", "")
                 state.failed_step = r.get("failed_step", state.failed_step)
+                state.waiting_gate = r.get("waiting_gate")
             elif t == "rollback_started":
                 state.status = "rolling_back"
             elif t == "approved" and key:
@@ -284,6 +287,7 @@ class RunState:
             "started": _iso(self.started),
             "finished": _iso(self.finished),
             "failed_step": self.failed_step,
+            "waiting_gate": self.waiting_gate,
         }
 
     def to_dict(self) -> dict[str, Any]:

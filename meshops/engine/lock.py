@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -20,10 +18,9 @@ from pathlib import Path
 from typing import Protocol
 
 from meshops.domain.errors import LockHeld
+from meshops.domain.locks import holder_identity, holder_is_dead
 
-
-def holder_identity(run_id: str) -> str:
-    return f"{run_id}@{socket.gethostname()}/{os.getpid()}"
+__all__ = ["FileLock", "LockRenewer", "RunLock", "holder_identity"]
 
 
 class RunLock(Protocol):
@@ -65,7 +62,7 @@ class FileLock:
         now = self._clock()
 
         def take(cur: dict[str, object] | None) -> dict[str, object]:
-            if cur and cur.get("holder") != holder:
+            if cur and cur.get("holder") != holder and not holder_is_dead(str(cur.get("holder"))):
                 renewed = float(str(cur.get("renewed", 0)))
                 if renewed + float(str(cur.get("duration", self.duration))) > now:
                     since = datetime.fromtimestamp(float(str(cur.get("acquired", renewed))), UTC)

@@ -75,6 +75,8 @@ class EngineOptions:
     rng: random.Random = field(default_factory=random.Random)
     progress: Callable[[str], Progress] | None = None
     confirm: Callable[[str], bool] | None = None
+    # Told the run id once the run exists (the CLI prints it at once, whatever the outcome).
+    on_started: Callable[[str], None] | None = None
 
 
 class StopFlag:
@@ -141,6 +143,8 @@ class Engine:
             journal = Journal(self.store, run_id, wall=self.opts.clock)
             journal.write("run_started", playbook=loaded.path, name=loaded.playbook.metadata.name,
                           params=params, hidden_params=sorted(secret_params or ()))
+            if self.opts.on_started is not None:
+                self.opts.on_started(run_id)
             return self._execute(run_id, loaded, params, journal, RunState(run_id=run_id))
 
         return self._locked(run_id, begin)
@@ -153,8 +157,13 @@ class Engine:
             raise BadInput(f"run {run_id} is {state.status.replace('_', ' ')}; it cannot be resumed "
                            f"(to finish a rollback: meshops rollback {run_id})")
         journal = Journal(self.store, run_id, wall=self.opts.clock)
-        journal.write("run_resumed", previous_status=state.status)
-        return self._locked(run_id, lambda: self._execute(run_id, loaded, params, journal, state))
+
+        def go() -> RunResult:
+            # Journaled under the lock: a resume refused with exit 4 leaves no trace.
+            journal.write("run_resumed", previous_status=state.status)
+            return self._execute(run_id, loaded, params, journal, state)
+
+        return self._locked(run_id, go)
 
     def rollback(self, run_id: str, *, secret_values: dict[str, Any] | None = None) -> RunResult:
         state, loaded, params = self._reload(run_id, secret_values)
@@ -290,7 +299,8 @@ class Engine:
     def _interrupted(self, journal: Journal, run_id: str, step_id: str, exc: Interrupted | None) -> RunResult:
         status = exc.status if exc is not None else "interrupted"
         msg = exc.message if isinstance(exc, AwaitingApproval) else f"interrupted at {step_id}; resume with: meshops resume {run_id}"
-        journal.write("run_finished", status=status, failed_step=step_id, message=msg)
+        extra = {"waiting_gate": exc.step_key} if isinstance(exc, AwaitingApproval) else {}
+        journal.write("run_finished", status=status, failed_step=step_id, message=msg, **extra)
         if isinstance(exc, AwaitingApproval):
             raise exc
         raise Interrupted(msg)

@@ -68,7 +68,8 @@ class Approve(Step[ApproveInputs, ApproveOutputs]):
             return self._expired(inputs, ctx)
         raise AwaitingApproval(
             f"{ctx.step_key} needs approval ({inputs.message}). Approve with `{how}`, then "
-            f"`meshops resume {ctx.run_id}`; or pass --yes. The gate expires {inputs.timeout} after it opened."
+            f"`meshops resume {ctx.run_id}`; or pass --yes. The gate expires {inputs.timeout} after it opened.",
+            step_key=ctx.step_key,
         )
 
     def _expired(self, inputs: ApproveInputs, ctx: StepContext) -> ApproveOutputs:

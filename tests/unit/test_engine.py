@@ -402,3 +402,18 @@ def test_plan_runs_read_only_steps_and_predicts_the_rest(h: Harness, tmp_path: P
     assert planned[1].changes[0].target.endswith("/planned")
     assert not (tmp_path / "planned").exists()
     assert h.store.run_ids() == []
+
+
+def test_a_dead_local_holder_is_taken_over_at_once(tmp_path: Path) -> None:
+    """A lock held by a process that no longer exists on this host does not block a resume."""
+    import socket
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead = f"run-x@{socket.gethostname()}/{proc.stdout.strip()}"
+    clock = FakeClock()
+    FileLock(tmp_path / "l", duration=30, clock=clock).acquire(dead)
+    FileLock(tmp_path / "l", duration=30, clock=clock).acquire("run-y@elsewhere/1")
+    with pytest.raises(LockHeld, match="run-y"):
+        FileLock(tmp_path / "l", duration=30, clock=clock).acquire("run-z@elsewhere/2")

@@ -1,0 +1,29 @@
+"""Who holds a run lock, and whether that holder can still be alive."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def holder_identity(run_id: str) -> str:
+    return f"{run_id}@{socket.gethostname()}/{os.getpid()}"
+
+
+def holder_is_dead(holder: str) -> bool:
+    """Whether ``holder`` names a process on this host that no longer exists.
+
+    Such a holder can never renew again, so waiting out its lease would only delay the
+    resume of a killed run; a holder on another host is judged by its lease alone.
+    """
+    _, _, where = holder.rpartition("@")
+    host, _, pid_text = where.partition("/")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
