@@ -1,0 +1,148 @@
+"""`meshops tune` over 2,000 workloads against a local Prometheus (target <= 10 s, fixed query count).
+
+    python bench/tune.py [--workloads 2000] [--pods 1] [--window 1d] [--scrape 60] [--resolution 5m]
+                         [--runs 3] [--cache DIR]
+
+Builds cadvisor-like usage (CPU counters and memory gauges for every istio-proxy, plus istiod
+and a gateway) and kube-state-metrics requests/limits, backfills them with promtool into a
+fresh data dir, starts Debian's prometheus on 127.0.0.1 (tests/integration/prom_fixture.py),
+then times `python -m meshops tune` end to end, as a user runs it (interpreter start-up
+included), and the in-process gather. Prints the figures; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from meshops.domain.durations import parse_duration  # noqa: E402
+from meshops.domain.tuning import Policy, Recommendation  # noqa: E402
+from meshops.drivers.prometheus import PrometheusClient  # noqa: E402
+from meshops.steps.tune_gather import Scope, gather  # noqa: E402
+from tests.integration import prom_fixture  # noqa: E402
+
+SAFE = "bcdfghjklmnpqrstvwxz2456789"
+MIB = 1024 * 1024
+
+
+def suffix(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice(SAFE) for _ in range(n))
+
+
+def pods(workloads: int, per: int, seed: int = 7) -> list[tuple[str, str, str, float, float]]:
+    """(namespace, pod, container, cpu cores, memory MiB) for every container tune looks at."""
+    rng = random.Random(seed)
+    out = [("istio-system", f"istiod-{suffix(rng, 9)}-{suffix(rng, 5)}", "discovery", 0.4, 600.0),
+           ("istio-system", f"istio-ingressgateway-{suffix(rng, 9)}-{suffix(rng, 5)}", "istio-proxy", 0.8, 200.0)]
+    for w in range(workloads):
+        rs = suffix(rng, 9)
+        cpu = rng.choice([0.005, 0.01, 0.02, 0.03, 0.05, 0.2])
+        mem = rng.choice([30.0, 40.0, 50.0, 60.0, 120.0])
+        for _ in range(per):
+            out.append((f"ns{w % 50}", f"app{w}-{rs}-{suffix(rng, 5)}", "istio-proxy", cpu, mem))
+    return out
+
+
+def shard_text(items: list[tuple[str, str, str, float, float]], start: int, end: int, scrape: int, seed: int) -> str:
+    rng = random.Random(seed)
+    cpu_lines, mem_lines, req_lines, lim_lines = [], [], [], []
+    times = list(range(start + 15, end, scrape))
+    for ns, pod, container, cpu, mem in items:
+        labels = f'container="{container}",namespace="{ns}",pod="{pod}"'
+        total = 1000.0
+        prev = times[0]
+        for t in times:
+            total += cpu * (0.6 + 0.8 * rng.random()) * (t - prev)
+            prev = t
+            cpu_lines.append(f"container_cpu_usage_seconds_total{{{labels}}} {total:.3f} {t}")
+        for t in times:
+            mem_lines.append(f"container_memory_working_set_bytes{{{labels}}} {int(mem * MIB * (0.8 + 0.4 * rng.random()))} {t}")
+        for t in times[-20:]:
+            req_lines.append(f'kube_pod_container_resource_requests{{{labels},resource="cpu",unit="core"}} 0.1 {t}')
+            lim_lines.append(f'kube_pod_container_resource_limits{{{labels},resource="memory",unit="byte"}} {1024 * MIB} {t}')
+    return "\n".join([
+        "# TYPE container_cpu_usage_seconds counter", *cpu_lines,
+        "# TYPE container_memory_working_set_bytes gauge", *mem_lines,
+        "# TYPE kube_pod_container_resource_requests gauge", *req_lines,
+        "# TYPE kube_pod_container_resource_limits gauge", *lim_lines,
+        "# EOF", ""])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workloads", type=int, default=2000)
+    ap.add_argument("--pods", type=int, default=1, help="pods per workload")
+    ap.add_argument("--window", default="1d")
+    ap.add_argument("--scrape", type=int, default=60, help="seconds between samples")
+    ap.add_argument("--shards", type=int, default=2, help="promtool processes in parallel")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--resolution", default="5m", help="passed to meshops tune --resolution")
+    ap.add_argument("--cache", default=None, help="keep the backfilled blocks here and reuse them on the next run")
+    args = ap.parse_args()
+
+    window = int(parse_duration(args.window))
+    items = pods(args.workloads, args.pods)
+    key = f"w{args.workloads}-p{args.pods}-{window}s-{args.scrape}s"
+    with tempfile.TemporaryDirectory(prefix="meshops-bench-tune-") as tmp:
+        work = Path(args.cache) / key if args.cache else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        if (work / "end").exists() and (work / "data").is_dir():
+            end = int((work / "end").read_text())
+            print(f"data: reusing {work} ({len(items)} containers over {args.window} every {args.scrape}s)")
+        else:
+            end = (int(time.time()) // 3600) * 3600
+            t0 = time.perf_counter()
+            shards = [shard_text(items[i::args.shards], end - window, end, args.scrape, seed=i)
+                      for i in range(args.shards)]
+            gen_s = time.perf_counter() - t0
+            samples = sum(s.count("\n") for s in shards) - 5 * args.shards
+            t0 = time.perf_counter()
+            prom_fixture.backfill("", work, shards=shards)
+            del shards
+            backfill_s = time.perf_counter() - t0
+            (work / "end").write_text(str(end))
+            print(f"data: {args.workloads} workloads x {args.pods} pod(s) + istiod + gateway = {len(items)} containers, "
+                  f"{samples:,} samples over {args.window} every {args.scrape}s "
+                  f"(generated in {gen_s:.1f}s, backfilled in {backfill_s:.1f}s)")
+        # Prometheus writes wal/, chunks_head/ and a lock into its data dir: run over a fresh copy.
+        run_dir = Path(tmp) / "run"
+        shutil.copytree(work / "data", run_dir / "data", ignore=shutil.ignore_patterns("wal", "chunks_head", "lock",
+                                                                                      "queries.active"))
+        server = prom_fixture.start(run_dir / "data", run_dir)
+        try:
+            client = PrometheusClient(server.url, timeout=120)
+            scope = Scope(window_seconds=window, until=end, step_seconds=int(parse_duration(args.resolution)))
+            for i in range(args.runs):
+                report = gather(client, scope, Policy())
+                ok = sum(1 for r in report.rows if isinstance(r.result, Recommendation))
+                print(f"in-process gather #{i + 1}: {report.seconds:.2f}s, {report.queries} queries, "
+                      f"{len(report.rows)} workloads, {ok} with a recommendation, "
+                      f"{sum(1 for r in report.rows if r.annotate)} annotated")
+            for i in range(args.runs):
+                t0 = time.perf_counter()
+                proc = subprocess.run([sys.executable, "-m", "meshops", "tune", "--prometheus", server.url,
+                                       "--window", args.window, "--until", str(end), "-o", "yaml", "--timeout", "120s",
+                                       "--resolution", args.resolution],
+                                      capture_output=True, text=True, cwd=ROOT)
+                cli_s = time.perf_counter() - t0
+                if proc.returncode != 0:
+                    print(proc.stderr)
+                    return 1
+                print(f"meshops tune (CLI, end to end) #{i + 1}: {cli_s:.2f}s target<=10s "
+                      f"ratio_to_target={cli_s / 10:.2f} output={len(proc.stdout):,} bytes")
+        finally:
+            prom_fixture.stop(server)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
