@@ -10,7 +10,9 @@ every undo can restore it even when the step that changed it never finished.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import PermanentStepError, PreconditionFailed, TemporaryStepError
@@ -18,7 +20,7 @@ from meshops.domain.redact import REDACTED
 from meshops.domain.weights import InvalidBatch, RecordSet
 from meshops.drivers.http_probe import parse_connect_to, split_url
 from meshops.drivers.route53 import ChangeInfo, Route53Api
-from meshops.steps.base import StepContext
+from meshops.steps.base import StepContext, StepInputs
 from meshops.steps.health import (
     Gate,
     GateFailed,
@@ -33,6 +35,28 @@ from meshops.steps.health import (
 
 INSYNC_FIRST_POLL = 1.0
 INSYNC_MAX_POLL = 15.0
+
+
+class ShiftSettings(StepInputs):
+    """How one weight step is carried out and watched: shared by the Route53 and external-dns shifts."""
+
+    source_ingress: str
+    target_ingress: str
+    percent: Annotated[int, Field(ge=0, le=100)]
+    source_weight: Annotated[int, Field(ge=0, le=255)]
+    target_weight: Annotated[int, Field(ge=0, le=255)]
+    initial_weights: Annotated[list[int], Field(min_length=2, max_length=2)]
+    bake: str | float = "5m"
+    propagation_allowance: str | float = "60s"
+    gate_window: str | float = "60s"
+    probe_interval: str | float = "10s"
+    probe_timeout: str | float = "5s"
+    failure_threshold: Annotated[int, Field(ge=1)] = 1
+    probes: list[str] = Field(default_factory=list)
+    connect_to: list[str] = Field(default_factory=list)
+    expect_text: str | None = None
+    prometheus: str | None = None
+    gates: list[str] = Field(default_factory=list)
 
 
 def route53_driver(ctx: StepContext) -> Route53Api:

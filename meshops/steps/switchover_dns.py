@@ -30,6 +30,7 @@ from meshops.drivers.route53 import HealthCheck, HealthCheckSpec, Route53Api
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.registry import register
 from meshops.steps.switchover_common import (
+    ShiftSettings,
     bake,
     bake_seconds,
     build_gates,
@@ -254,31 +255,14 @@ class PrepareDns(Step[PrepareInputs, PrepareOutputs]):
 # ---- switchover.shift ----------------------------------------------------------------------
 
 
-class ShiftInputs(StepInputs):
+class ShiftInputs(ShiftSettings):
     zone_id: str
     name: str
     type: str
     source_id: str
     target_id: str
-    percent: Annotated[int, Field(ge=0, le=100)]
-    source_weight: Annotated[int, Field(ge=0, le=255)]
-    target_weight: Annotated[int, Field(ge=0, le=255)]
-    initial_weights: Annotated[list[int], Field(min_length=2, max_length=2)]
     source_label: str
     target_label: str
-    source_ingress: str
-    target_ingress: str
-    bake: str | float = "5m"
-    propagation_allowance: str | float = "60s"
-    gate_window: str | float = "60s"
-    probe_interval: str | float = "10s"
-    probe_timeout: str | float = "5s"
-    failure_threshold: Annotated[int, Field(ge=1)] = 1
-    probes: list[str] = Field(default_factory=list)
-    connect_to: list[str] = Field(default_factory=list)
-    expect_text: str | None = None
-    prometheus: str | None = None
-    gates: list[str] = Field(default_factory=list)
     insync_timeout: str | float = "10m"
 
 

@@ -24,7 +24,14 @@ from meshops.domain.errors import DriverError, PermanentStepError, TemporaryStep
 from meshops.domain.weights import RecordSet
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.registry import register
-from meshops.steps.switchover_common import bake, bake_seconds, build_gates, describe, route53_driver
+from meshops.steps.switchover_common import (
+    ShiftSettings,
+    bake,
+    bake_seconds,
+    build_gates,
+    describe,
+    route53_driver,
+)
 
 PREFIX = "external-dns.alpha.kubernetes.io/"
 HOSTNAME, SET_ID, WEIGHT = PREFIX + "hostname", PREFIX + "set-identifier", PREFIX + "aws-weight"
@@ -190,25 +197,8 @@ class ExtDnsPrepare(Step[ExtPrepareInputs, ExtPrepareOutputs]):
 # ---- switchover.extdns_shift ----------------------------------------------------------------
 
 
-class ExtShiftInputs(_Route53Wait):
-    percent: Annotated[int, Field(ge=0, le=100)]
-    source_weight: Annotated[int, Field(ge=0, le=255)]
-    target_weight: Annotated[int, Field(ge=0, le=255)]
-    initial_weights: Annotated[list[int], Field(min_length=2, max_length=2)]
-    source_ingress: str
-    target_ingress: str
+class ExtShiftInputs(ShiftSettings, _Route53Wait):
     ttl: Annotated[int, Field(ge=0)] = 60
-    bake: str | float = "5m"
-    propagation_allowance: str | float = "60s"
-    gate_window: str | float = "60s"
-    probe_interval: str | float = "10s"
-    probe_timeout: str | float = "5s"
-    failure_threshold: Annotated[int, Field(ge=1)] = 1
-    probes: list[str] = Field(default_factory=list)
-    connect_to: list[str] = Field(default_factory=list)
-    expect_text: str | None = None
-    prometheus: str | None = None
-    gates: list[str] = Field(default_factory=list)
 
 
 class ExtShiftOutputs(StepOutputs):
