@@ -1,0 +1,101 @@
+"""``meshops demo``: a canary upgrade rehearsed end to end on a throwaway sandbox, told as a story.
+
+It starts a sandbox (the ``default`` scenario: one cluster, unrevisioned Istio, a bookinfo
+spread over namespaces with the awkward cases a real mesh has), shows the mesh, upgrades
+it with the same code path as ``meshops upgrade``, shows it again, and stops the sandbox.
+The sandbox runs as its own program (``meshops sandbox up``), as a user would run it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from meshops.cli.app import App
+from meshops.cli.app_light import pass_app
+
+_EXPORT = re.compile(r'^export ([A-Z0-9_]+)="(.*)"$')
+
+
+def _say(text: str) -> None:
+    click.echo(click.style(f"\n== {text}", bold=True))
+
+
+def _sandbox(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meshops", "sandbox", *args], capture_output=True, text=True,
+                          check=False, timeout=300)
+
+
+def _load_env(path: Path) -> None:
+    for line in path.read_text().splitlines():
+        m = _EXPORT.match(line.strip())
+        if m:
+            os.environ[m.group(1)] = m.group(2).replace("$PATH", os.environ.get("PATH", ""))
+
+
+@click.command()
+@click.option("--from-version", default="1.24.1", show_default=True, help="Istio the sandbox starts with.")
+@click.option("--to", "to_version", default="1.25.2", show_default=True, help="Istio to upgrade to.")
+@click.option("--dir", "directory", default=None, type=click.Path(file_okay=False),
+              help="Sandbox directory (default: a new temporary one).")
+@click.option("--keep", is_flag=True, help="Leave the sandbox running afterwards.")
+@pass_app
+def demo(app: App, from_version: str, to_version: str, directory: str | None, keep: bool) -> None:
+    """Start a sandbox, canary-upgrade its Istio, show the mesh before and after, stop the sandbox."""
+    from meshops.cli.upgrade_cmds import finalize_run, run_upgrade
+    from meshops.cli.upgrade_status import collect_status, render_status
+
+    d = Path(directory or tempfile.mkdtemp(prefix="meshops-demo-"))
+    _say(f"Starting a sandbox cluster with Istio {from_version} in {d}")
+    up = _sandbox("up", "--dir", str(d), "--scenario", "default", "--istio", from_version,
+                  "--istio-versions", f"{from_version},{to_version}")
+    if up.returncode != 0:
+        raise click.ClickException(f"the sandbox did not start:\n{up.stderr or up.stdout}")
+    try:
+        _load_env(d / "env")
+        demo_app = App(kube_context=None, kubeconfig=str(d / "kubeconfig"), state_dir=str(d / "state"))
+        click.echo("It is a local Kubernetes API with Istio's webhooks and istioctl programs for both versions.\n"
+                   "The app is bookinfo over four namespaces labelled istio-injection=enabled, with what real\n"
+                   "meshes have: a StatefulSet, a DaemonSet, a finished Job, a naked pod, a pod that opts out.")
+        _say("The mesh before (meshops status)")
+        click.echo(render_status(collect_status(demo_app)))
+        _say(f"meshops upgrade --strategy canary --to {to_version}")
+        click.echo(f"Checks first, before any write: skew, Kubernetes support, istioctl {to_version}, `istioctl x "
+                   "precheck`,\nthe lock. Then istiod of the new revision beside the old one, the default tag moved, "
+                   "every\nworkload restarted (K at a time, waited on through watches) and verified, the ingress "
+                   "gateway\nmoved, and the old revision removed once nothing runs on it.")
+        state = run_upgrade(demo_app, "canary", {"to": to_version, "concurrency": 20}, assume_yes=True)
+        assert state is not None
+        out = {k: (s.outputs or {}) for k, s in state.steps.items()}
+        moved = [w for k, o in out.items() if k.startswith("waves[") for w in o.get("restarted", [])]
+        click.echo(f"run {state.run_id}: {state.status}; {len(moved)} workload(s) moved: {', '.join(moved)}")
+        fin = out.get("finalize", {})
+        click.echo(fin.get("message", ""))
+        if not fin.get("complete"):
+            holders = fin.get("holders", [])
+            _say("What meshops will not do for you")
+            click.echo(f"{', '.join(holders)} still run(s) the old proxy. meshops does not delete pods that no "
+                       "controller would\nrecreate, so the old revision stays, and the run said exactly why. The "
+                       "owner deletes them\n(here the demo plays the owner), then finishes with `meshops upgrade "
+                       f"finalize {state.run_id}`.")
+            kube = demo_app.drivers.kube
+            for ref in holders:
+                ns, name = ref.split("/", 1)
+                kube.delete("v1", "Pod", name, ns)
+            click.echo(finalize_run(demo_app, state.run_id))
+        _say("The mesh after (meshops status)")
+        click.echo(render_status(collect_status(demo_app)))
+        click.echo(f"\nEverything meshops did is in the journal: meshops --state-dir {d / 'state'} runs show "
+                   f"{state.run_id}")
+    finally:
+        if keep:
+            _say(f"The sandbox keeps running: source {d / 'env'}; stop it with meshops sandbox down --dir {d}")
+        else:
+            _sandbox("down", "--dir", str(d))
+            _say("Sandbox stopped")
