@@ -40,10 +40,13 @@ log = structlog.get_logger("meshops.engine")
 
 
 class StepFailed(MeshopsError):
-    def __init__(self, key: str, message: str) -> None:
+    def __init__(self, key: str, message: str, *, refused: bool = False) -> None:
         super().__init__(f"step {key} failed: {message}")
         self.key = key
         self.reason = message
+        # The step refused its input (BadInput) before acting: if nothing before it changed
+        # anything either, the run ends as bad input (exit 2), not as a failure to roll back.
+        self.refused = refused
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,6 +273,10 @@ class Engine:
             except (StepFailed, templating.TemplateError) as exc:
                 reason = exc.reason if isinstance(exc, StepFailed) else str(exc)
                 key = exc.key if isinstance(exc, StepFailed) else spec.id
+                if isinstance(exc, StepFailed) and exc.refused and self._nothing_changed(run_id, pb):
+                    journal.write("step_failed", step=spec.id, error=reason)
+                    journal.write("run_finished", status="refused", failed_step=spec.id, message=reason)
+                    raise BadInput(f"run {run_id} refused at {key}, before any change: {reason}") from None
                 policy = spec.on_failure or pb.on_failure
                 bound.error("step.failed", step=key, error=reason, on_failure=policy)
                 if policy == "continue":
@@ -289,6 +296,20 @@ class Engine:
         journal.write("run_finished", status="succeeded")
         bound.info("run.done", status="succeeded")
         return RunResult(run_id=run_id, status="succeeded")
+
+    def _nothing_changed(self, run_id: str, pb: Any) -> bool:
+        """Whether every step that ran so far only read (so there is nothing to undo)."""
+        state = RunState.replay(run_id, self.store.records(run_id))
+        for key, s in state.steps.items():
+            if s.status not in ("succeeded", "started", "failed"):
+                continue
+            try:
+                cls = registry.get(pb.step(key.split("[", 1)[0]).uses)
+            except KeyError:
+                return False
+            if cls is None or not (cls.read_only or cls.side_effect_free):
+                return False
+        return True
 
     def _half_done(self, run_id: str) -> str:
         state = RunState.replay(run_id, self.store.records(run_id))
@@ -375,6 +396,9 @@ class Engine:
                 raise
             except (StepError, DriverError) as exc:
                 temporary, delay, message = exc.temporary, getattr(exc, "delay", None), exc.message
+            except BadInput as exc:
+                journal.write("attempt_failed", step=key, attempt=attempt, error=exc.message, temporary=False)
+                raise StepFailed(key, exc.message, refused=True) from None
             except MeshopsError as exc:
                 temporary, delay, message = False, None, exc.message
             except Exception as exc:  # a bug in a step; fail it permanently, keep the type for the journal

@@ -99,9 +99,10 @@ def test_off_a_terminal_a_gate_pauses_at_once_and_names_the_command_that_answers
     assert proc.returncode == 130 and elapsed < 15
     run_id = json.loads(err.splitlines()[0])["run_id"]
     assert f"Approve with `meshops approve {run_id} ship-it`, then `meshops resume {run_id}`; or pass --yes" in err
-    assert "[y/N]" not in err and out == ""
+    assert "[y/N]" not in err
+    assert out == f"{run_id}\n"  # stdout carries the run id alone, printed as the run starts
     shown = json.loads(meshops(state, "runs", "show", run_id, "-o", "json").stdout)
-    assert (shown["status"], shown["failed_step"]) == ("awaiting_approval", "ship-it")
+    assert (shown["status"], shown["failed_step"], shown["waiting_gate"]) == ("awaiting_approval", "ship-it", "ship-it")
 
 
 def test_stdin_not_a_terminal_is_enough_to_never_prompt(tmp_path: Path) -> None:
@@ -245,7 +246,7 @@ steps:
 
 
 # The jq filter the CI templates (and docs/ci/README.md) use to find the gate waiting for a yes.
-GATE_FILTER = '[.steps[] | select(.status == "started")] | last | .key // empty'
+GATE_FILTER = ".waiting_gate // empty"
 
 
 def waiting_gate(shown: dict[str, Any]) -> str:
@@ -255,12 +256,11 @@ def waiting_gate(shown: dict[str, Any]) -> str:
     if shutil.which("jq"):
         return subprocess.run(["jq", "-r", GATE_FILTER], input=json.dumps(shown), capture_output=True, text=True,
                               check=True).stdout.strip()
-    started = [s["key"] for s in shown["steps"] if s["status"] == "started"]
-    return started[-1] if started else ""
+    return str(shown.get("waiting_gate") or "")
 
 
 def test_the_templates_find_a_foreach_gate_to_approve_wave_after_wave(tmp_path: Path) -> None:
-    """A gate per wave: failed_step names the foreach, the templates' filter names the item to approve."""
+    """A gate per wave: failed_step names the foreach, waiting_gate (the templates' filter) the item to approve."""
     for template in ("github/meshops-runbook.yml", "gitlab/.gitlab-ci.yml"):
         assert GATE_FILTER in (ROOT / "docs" / "ci" / template).read_text()
     pb = write(tmp_path, "pb.yaml", """apiVersion: meshops.dev/v1

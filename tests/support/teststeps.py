@@ -165,3 +165,24 @@ class Echo(Step[EchoInputs, EchoOutputs]):
 
     def undo(self, inputs: EchoInputs, outputs: EchoOutputs | None, ctx: StepContext) -> None:
         return None
+
+
+class RefuseInputs(StepInputs):
+    message: str = "refused"
+
+
+@register
+class Refuse(Step[RefuseInputs, NoOutputs]):
+    """A read-only check that refuses (BadInput), as a precheck does."""
+
+    name = "test.refuse"
+    Inputs = RefuseInputs
+    read_only = True
+
+    def run(self, inputs: RefuseInputs, ctx: StepContext) -> NoOutputs:
+        from meshops.domain.errors import BadInput
+
+        raise BadInput(inputs.message)
+
+    def undo(self, inputs: RefuseInputs, outputs: NoOutputs | None, ctx: StepContext) -> None:
+        return None

@@ -417,3 +417,33 @@ def test_a_dead_local_holder_is_taken_over_at_once(tmp_path: Path) -> None:
     FileLock(tmp_path / "l", duration=30, clock=clock).acquire("run-y@elsewhere/1")
     with pytest.raises(LockHeld, match="run-y"):
         FileLock(tmp_path / "l", duration=30, clock=clock).acquire("run-z@elsewhere/2")
+
+
+def test_bad_input_found_before_any_change_is_a_refusal(h: Harness) -> None:
+    """A step refusing its input (BadInput) after only read-only steps ends the run as refused, nothing undone."""
+    from meshops.domain.errors import BadInput
+
+    with pytest.raises(BadInput, match="before any change: no such version"):
+        h.run(playbook("""
+            - id: look
+              uses: core.noop
+            - id: check
+              uses: test.refuse
+              with: {message: no such version}
+        """))
+    state = h.last_state()
+    assert state.status == "refused"
+    assert not any(e["type"] == "rollback_started" for e in state.events)
+
+
+def test_bad_input_after_a_change_still_rolls_back(h: Harness, tmp_path: Path) -> None:
+    """Once something changed, a refusal is a failure like any other: rolled back, exit 1."""
+    with pytest.raises(RunFailed, match="rolled back"):
+        h.run(playbook(f"""
+            - id: write
+              uses: test.write_file
+              with: {{path: "{tmp_path}/w"}}
+            - id: check
+              uses: test.refuse
+        """))
+    assert not (tmp_path / "w").exists()
