@@ -39,6 +39,17 @@ def _load_env(path: Path) -> None:
             os.environ[m.group(1)] = m.group(2).replace("$PATH", os.environ.get("PATH", ""))
 
 
+def _quiet_logs_for_the_story() -> None:
+    """The demo narrates; step-by-step events would drown it. Warnings (blockers, held pods) stay,
+    in console form even off a terminal; -v brings every event back."""
+    from meshops.cli import logs
+    from meshops.cli.main import Settings
+
+    settings = click.get_current_context().find_object(Settings)
+    if settings is not None and settings.verbosity == 0:
+        logs.configure(fmt="console" if settings.log_format == "auto" else settings.log_format, verbosity=-1)
+
+
 @click.command()
 @click.option("--from-version", default="1.24.1", show_default=True, help="Istio the sandbox starts with.")
 @click.option("--to", "to_version", default="1.25.2", show_default=True, help="Istio to upgrade to.")
@@ -51,6 +62,7 @@ def demo(app: App, from_version: str, to_version: str, directory: str | None, ke
     from meshops.cli.upgrade_cmds import finalize_run, run_upgrade
     from meshops.cli.upgrade_status import collect_status, render_status
 
+    _quiet_logs_for_the_story()
     d = Path(directory or tempfile.mkdtemp(prefix="meshops-demo-"))
     _say(f"Starting a sandbox cluster with Istio {from_version} in {d}")
     up = _sandbox("up", "--dir", str(d), "--scenario", "default", "--istio", from_version,
