@@ -11,10 +11,10 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from meshops.domain.errors import Conflict, LockHeld
+from meshops.domain.k8stime import format_micro, parse_time
 from meshops.domain.locks import holder_is_dead
 from meshops.drivers.kube import KubeApi
 
@@ -26,21 +26,6 @@ def _ensure_namespace(kube: KubeApi) -> None:
     if kube.get("v1", "Namespace", NAMESPACE) is None:
         with contextlib.suppress(Conflict):  # created by a concurrent run
             kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-
-
-def _micro(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_micro(text: str | None) -> float:
-    if not text:
-        return 0.0
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            continue
-    return 0.0
 
 
 class LeaseLock:
@@ -62,7 +47,7 @@ class LeaseLock:
             lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
             spec: dict[str, Any] = {
                 "holderIdentity": holder, "leaseDurationSeconds": int(self.duration),
-                "acquireTime": _micro(now), "renewTime": _micro(now), "leaseTransitions": 0,
+                "acquireTime": format_micro(now), "renewTime": format_micro(now), "leaseTransitions": 0,
             }
             try:
                 if lease is None:
@@ -71,7 +56,7 @@ class LeaseLock:
                 else:
                     cur = lease.get("spec") or {}
                     current_holder = cur.get("holderIdentity")
-                    renewed = _parse_micro(cur.get("renewTime"))
+                    renewed = parse_time(cur.get("renewTime"))
                     held_for = float(cur.get("leaseDurationSeconds") or self.duration)
                     alive = not holder_is_dead(current_holder) if current_holder else False
                     if current_holder and current_holder != holder and alive and renewed + held_for > now:
@@ -86,7 +71,7 @@ class LeaseLock:
                 return
             except Conflict:
                 continue
-        raise LockHeld(holder="(contended)", since=_micro(self._clock()), lock=self.name)
+        raise LockHeld(holder="(contended)", since=format_micro(self._clock()), lock=self.name)
 
     def renew(self) -> None:
         if self._holder is None:
@@ -94,7 +79,7 @@ class LeaseLock:
         lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self._holder:
             return
-        lease["spec"]["renewTime"] = _micro(self._clock())
+        lease["spec"]["renewTime"] = format_micro(self._clock())
         self.kube.replace(lease)
 
     def release(self) -> None:

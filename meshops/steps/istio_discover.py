@@ -11,10 +11,10 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from datetime import UTC, datetime
 from typing import Any
 
 from meshops.domain.errors import LockHeld
+from meshops.domain.k8stime import parse_time
 from meshops.domain.mesh import INJECTION_LABEL, REV_LABEL, MeshSnapshot
 from meshops.drivers.istioctl import installed_istioctls
 from meshops.drivers.kube import KubeApi
@@ -93,17 +93,6 @@ def summarize(snap: MeshSnapshot, *, from_revision: str = "") -> dict[str, Any]:
     }
 
 
-def _parse_time(text: str | None) -> float:
-    if not text:
-        return 0.0
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            continue
-    return 0.0
-
-
 def lock_holder(kube: KubeApi, *, now: float | None = None) -> dict[str, Any] | None:
     """The live holder of the run lock (Lease), or None when it is free or expired."""
     lease = kube.get("coordination.k8s.io/v1", "Lease", LOCK_NAME, LOCK_NAMESPACE)
@@ -111,7 +100,7 @@ def lock_holder(kube: KubeApi, *, now: float | None = None) -> dict[str, Any] | 
     holder = spec.get("holderIdentity")
     if not holder:
         return None
-    renewed = _parse_time(spec.get("renewTime"))
+    renewed = parse_time(spec.get("renewTime"))
     duration = float(spec.get("leaseDurationSeconds") or 30)
     if renewed + duration <= (time.time() if now is None else now):
         return None

@@ -84,7 +84,8 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _fields(buf: bytes) -> list[tuple[int, int, Any]]:
+def wire_fields(buf: bytes) -> list[tuple[int, int, Any]]:
+    """(field number, wire type, value) of every field in one protobuf message."""
     out: list[tuple[int, int, Any]] = []
     i = 0
     while i < len(buf):
@@ -137,7 +138,7 @@ def _scalar(kind: int, wire: int, value: Any) -> Any:
 
 
 def _special(type_name: str, raw: bytes) -> Any:
-    fields = {n: v for n, _, v in _fields(raw)}
+    fields = {n: v for n, _, v in wire_fields(raw)}
     if type_name in _TIME:
         seconds = _signed(fields.get(1, 0))
         nanos = fields.get(2, 0)
@@ -174,7 +175,7 @@ def decode_message(type_name: str, raw: bytes) -> Any:
         raise ValueError(f"unknown protobuf message {type_name}")
     table = message["fields"]
     out: Obj = {}
-    for number, wire, value in _fields(raw):
+    for number, wire, value in wire_fields(raw):
         spec = table.get(str(number))
         if spec is None:
             continue  # a field newer than our table: ignore, as decoders do
@@ -182,7 +183,7 @@ def decode_message(type_name: str, raw: bytes) -> Any:
         if kind == 11:
             child_msg = schema.get(child)
             if child_msg is not None and child_msg.get("map"):
-                entry = {n: v for n, _, v in _fields(value)}
+                entry = {n: v for n, _, v in wire_fields(value)}
                 key_spec, value_spec = child_msg["fields"]["1"], child_msg["fields"]["2"]
                 key = _scalar(key_spec[1], 2, entry.get(1, b"")) if key_spec[1] in (9, 12) else _scalar(key_spec[1], 0, entry.get(1, 0))
                 if value_spec[1] == 11:
@@ -218,8 +219,8 @@ def decode(body: bytes) -> Obj:
     if not body.startswith(MAGIC):
         raise errors.bad_request("protobuf body does not start with the k8s\\0 magic")
     try:
-        unknown = {n: v for n, _, v in _fields(body[len(MAGIC):])}
-        type_meta = {n: v.decode() for n, _, v in _fields(unknown.get(1, b""))}
+        unknown = {n: v for n, _, v in wire_fields(body[len(MAGIC):])}
+        type_meta = {n: v.decode() for n, _, v in wire_fields(unknown.get(1, b""))}
         api_version, kind = type_meta.get(1, ""), type_meta.get(2, "")
         group, _, version = api_version.rpartition("/")
         package = _GROUP_PACKAGES.get(group)

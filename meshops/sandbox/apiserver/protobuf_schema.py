@@ -20,6 +20,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from meshops.sandbox.apiserver.protobuf import wire_fields
+
 # The packages whose kinds the sandbox serves (and what they embed).
 PACKAGES = (
     "k8s.io/api/core/v1/",
@@ -40,37 +42,9 @@ _GZIP = re.compile(rb"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff")
 OUTPUT = Path(__file__).with_name("data") / "protobuf-schema.json"
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, i
-        shift += 7
-
-
 def _fields(buf: bytes) -> list[tuple[int, Any]]:
-    out: list[tuple[int, Any]] = []
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        number, wire = key >> 3, key & 7
-        value: Any
-        if wire == 0:
-            value, i = _varint(buf, i)
-        elif wire == 2:
-            length, i = _varint(buf, i)
-            value, i = buf[i : i + length], i + length
-        elif wire == 1:
-            value, i = buf[i : i + 8], i + 8
-        elif wire == 5:
-            value, i = buf[i : i + 4], i + 4
-        else:
-            raise ValueError(f"wire type {wire}")
-        out.append((number, value))
-    return out
+    """(field number, value) pairs: the request decoder's wire reader, without wire types."""
+    return [(number, value) for number, _, value in wire_fields(buf)]
 
 
 def _message(buf: bytes, prefix: str, schema: dict[str, Any]) -> None:
