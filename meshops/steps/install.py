@@ -19,13 +19,14 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from meshops.domain import overlays
-from meshops.domain.errors import DriverError, PermanentStepError, TemporaryStepError
+from meshops.domain.errors import PermanentStepError, TemporaryStepError
 from meshops.domain.iop_schema import SPEC
 from meshops.drivers.istioctl import IstioctlApi, IstioctlFailed, find_istioctl
 from meshops.drivers.kube import KubeApi, Obj
 from meshops.steps import install_record as record
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.install_overlay import sha256
+from meshops.steps.k8s_watch import watch_until
 from meshops.steps.registry import register
 
 NAMESPACE = overlays.RECORD_NAMESPACE
@@ -267,26 +268,21 @@ def _deployment_ready(dep: Obj) -> bool:
 def wait_ready(ctx: StepContext, kube: KubeApi, namespace: str, revision: str, default_timeout: float) -> list[str]:
     """Wait (with a watch) until every Deployment of the revision's components is available."""
     selector = f"istio.io/rev={rev_label(revision)},operator.istio.io/component"
-    end = ctx.clock() + ctx.wait_budget(default_timeout)
-    while True:
-        listed = kube.list("apps/v1", "Deployment", namespace, label_selector=selector)
-        pending = sorted(d["metadata"]["name"] for d in listed.items if not _deployment_ready(d))
-        names = sorted(d["metadata"]["name"] for d in listed.items)
-        if not names:
+    pending: list[str] = []
+
+    def evaluate(items: list[Obj]) -> list[str] | None:
+        nonlocal pending
+        if not items:
             raise PermanentStepError(f"no Deployment of revision {rev_label(revision)} in {namespace} "
                                      "after istioctl install")
-        if not pending:
-            return names
-        left = end - ctx.clock()
-        if left <= 0:
-            raise TemporaryStepError(f"not ready after {default_timeout:g}s: Deployments {', '.join(pending)}")
-        ctx.check()
-        try:
-            for _ in kube.watch("apps/v1", "Deployment", namespace, label_selector=selector,
-                                resource_version=listed.resource_version, timeout=min(left, 30.0)):
-                break  # any change: list again
-        except DriverError:
-            ctx.sleep(min(1.0, max(0.0, left)))
+        pending = sorted(d["metadata"]["name"] for d in items if not _deployment_ready(d))
+        return None if pending else sorted(d["metadata"]["name"] for d in items)
+
+    names = watch_until(ctx, kube, "apps/v1", "Deployment", namespace, evaluate=evaluate,
+                        timeout=default_timeout, label_selector=selector)
+    if names is None:
+        raise TemporaryStepError(f"not ready after {default_timeout:g}s: Deployments {', '.join(pending)}")
+    return names
 
 
 # ---- record -------------------------------------------------------------------------------

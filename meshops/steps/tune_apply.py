@@ -19,10 +19,11 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field
 
-from meshops.domain.errors import DriverError, PermanentStepError, TemporaryStepError
+from meshops.domain.errors import PermanentStepError, TemporaryStepError
 from meshops.domain.tuning import parse_cpu, parse_memory
 from meshops.drivers.kube import KubeApi, Obj
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
+from meshops.steps.k8s_watch import watch_until
 from meshops.steps.registry import register
 from meshops.steps.tune_report import ANNOTATIONS_API, ANNOTATIONS_KIND
 
@@ -131,24 +132,13 @@ def rollout_done(obj: Obj) -> bool:
 
 
 def wait_rollout(ctx: StepContext, kube: KubeApi, kind: str, namespace: str, name: str, default: float) -> None:
-    end = ctx.clock() + ctx.wait_budget(default)
-    while True:
-        obj = kube.get("apps/v1", kind, name, namespace)
-        if obj is None:
-            return  # deleted meanwhile: nothing left to wait for
-        obj.setdefault("kind", kind)
-        if rollout_done(obj):
-            return
-        left = end - ctx.clock()
-        if left <= 0:
-            raise TemporaryStepError(f"{kind} {namespace}/{name}: rollout not finished after {default:g}s")
-        ctx.check()
-        try:
-            for _ in kube.watch("apps/v1", kind, namespace, field_selector=f"metadata.name={name}",
-                                resource_version=obj["metadata"].get("resourceVersion"), timeout=min(left, 30.0)):
-                break
-        except DriverError:
-            ctx.sleep(min(1.0, max(0.0, left)))
+    def evaluate(items: list[Obj]) -> bool | None:
+        # Deleted meanwhile: nothing left to wait for.
+        return True if not items or rollout_done(items[0]) else None
+
+    if watch_until(ctx, kube, "apps/v1", kind, namespace, evaluate=evaluate, timeout=default,
+                   name=name) is None:
+        raise TemporaryStepError(f"{kind} {namespace}/{name}: rollout not finished after {default:g}s")
 
 
 @register
