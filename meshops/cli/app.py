@@ -38,6 +38,15 @@ class App:
                                                      qps=self.qps, burst=self.burst))
         return self._drivers
 
+    def run_status(self, run_id: str) -> tuple[str, str]:
+        """A run's (status, message) from whichever journal holds it (for the result document)."""
+        from meshops.engine.journal import RunState
+
+        local = self.store(cluster=False)
+        store = local if local.exists(run_id) or not self.cluster_configured() else self.store(cluster=True)
+        state = RunState.replay(run_id, store.records(run_id))
+        return state.status, state.message or ""
+
     def cluster_configured(self) -> bool:
         """Whether a cluster was named: a context or kubeconfig given, or a default kubeconfig exists."""
         if self.kube_context or self.kubeconfig:
@@ -82,22 +91,23 @@ def app_from(ctx: click.Context) -> App:
     root = ctx.find_root()
     app = root.meta.get("meshops.app")
     if app is None:
-        from meshops.cli import logs
-        from meshops.cli.main import Settings
+        from meshops.cli import logs, output
+        from meshops.cli.main import settings_of
 
-        settings = ctx.find_object(Settings)
-        if settings is None:
-            raise click.UsageError("meshops commands run under the meshops group")
+        settings = settings_of(ctx)
         logs.configure(fmt=settings.log_format, verbosity=settings.verbosity)
         app = App(kube_context=settings.kube_context, kubeconfig=settings.kubeconfig, state_dir=settings.state_dir)
         root.meta["meshops.app"] = app
+        output.SESSION.status_of = app.run_status
     assert isinstance(app, App)
     return app
 
 
 def _announce(run_id: str) -> None:
     # On stderr so that it shows whatever the outcome, without mixing into a command's output.
-    click.echo(f"meshops: run {run_id} started", err=True)
+    from meshops.cli import output
+
+    output.started(run_id)
 
 
 def _progress_factory() -> Callable[[str], Any] | None:

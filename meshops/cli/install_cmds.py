@@ -100,8 +100,17 @@ def install(app: object, profiles: tuple[str, ...], version: str | None, revisio
         click.echo(diff_text(rendered, version=version, revision=revision, recorded=recorded,
                              installed_spec=spec if isinstance(spec, dict) else None))
         return
+    from meshops.cli import idempotent, output
     from meshops.drivers.istioctl import find_istioctl
 
+    fmt = output.fmt_of()
+    output.run_command(fmt)
+    idempotent.refuse_if_unfinished(app, ("install",))
+    done = idempotent.install_done(app, overlay=rendered.text, version=version, revision=revision)
+    if done is not None:
+        output.notice(done, event="install.nothing_to_do")
+        output.finish(fmt, run_id=None, status="nothing_to_do", summary=done, table=done)
+        return
     find_istioctl(version, explicit=istioctl_path)  # BadInput (exit 2) before anything runs
     loaded = load_playbook(playbook_path("install.yaml"))
     params = resolve_params(loaded.playbook, {
@@ -110,8 +119,10 @@ def install(app: object, profiles: tuple[str, ...], version: str | None, revisio
         "istioctl": os.path.abspath(istioctl_path) if istioctl_path else ""})
     with stop_on_signals() as stop:
         result = app.engine(cluster=True, assume_yes=assume_yes, stop=stop).start(loaded, params)
-    click.echo(f"{result.run_id} {result.status}: Istio {version} revision {revision or 'default'} installed "
-               f"from {', '.join(profiles)}; overlay recorded in istio-system/meshops-install-overlay")
+    summary = (f"Istio {version} revision {revision or 'default'} installed from {', '.join(profiles)}; "
+               "overlay recorded in istio-system/meshops-install-overlay")
+    output.finish(fmt, run_id=result.run_id, status=result.status, summary=summary,
+                  table=f"{result.run_id} {result.status}: {summary}")
 
 
 def header_comment(text: str) -> str:
@@ -145,9 +156,9 @@ def _until(text: str | None) -> float | None:
               help="Fewer usage points (one per --resolution) than this is 'not enough data'.")
 @click.option("--resolution", default="5m", show_default=True,
               help="One usage point per this much time (the rate window too); coarser is cheaper, smoother.")
-@click.option("--namespace", "namespaces", multiple=True, help="Sidecars in this namespace only (repeatable).")
+@click.option("-n", "--namespace", "namespaces", multiple=True, help="Sidecars in this namespace only (repeatable).")
 @click.option("--istio-namespace", default="istio-system", show_default=True)
-@click.option("-o", "--output", type=click.Choice(["table", "yaml"]), default="table", show_default=True)
+@click.option("-o", "--output", type=click.Choice(["table", "text", "json", "yaml"]), default="table", show_default=True)
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
               help="Also write tuning-overlay.yaml and proxy-annotations.yaml here.")
 @click.option("--timeout", default="60s", show_default=True,
@@ -184,5 +195,10 @@ def tune(url: str, window: str, until: str | None, percentile: float, limit_perc
             tune_report.dump([tune_report.annotations_document(report, url)]), encoding="utf-8")
     if output == "yaml":
         click.echo(tune_report.render_yaml(report, url), nl=False)
+    elif output == "json":
+        import json
+
+        docs = [tune_report.overlay_document(report, url), tune_report.annotations_document(report, url)]
+        click.echo(json.dumps(docs, indent=2, default=str))
     else:
         click.echo(tune_report.render_table(report))

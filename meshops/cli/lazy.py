@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 
 class LazyGroup(click.Group):
@@ -21,6 +23,7 @@ class LazyGroup(click.Group):
             module, _, attr = self.lazy[cmd_name].partition(":")
             cmd = getattr(importlib.import_module(module), attr)
             assert isinstance(cmd, click.Command)
+            attach_globals(cmd)
             return cmd
         return super().get_command(ctx, cmd_name)
 
@@ -38,6 +41,53 @@ class LazyGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Global options given after the subcommand override those given before it (kubectl's rule)."""
+    if param.name and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE:
+        overrides = ctx.find_root().meta.setdefault("meshops.overrides", {})
+        overrides[param.name] = value
+        if param.name == "output":
+            from meshops.cli import output
+
+            output.SESSION.output = value
+        if param.name == "log_format":
+            from meshops.cli import output
+
+            output.SESSION.log_format = value
+    return value
+
+
+# The root group's options, accepted after any subcommand too: `meshops status --context blue`.
+GLOBAL_OPTIONS: list[Callable[[], click.Option]] = [
+    lambda: click.Option(["--context", "kube_context"], hidden=True, expose_value=False, callback=_remember),
+    lambda: click.Option(["--kubeconfig"], hidden=True, expose_value=False, callback=_remember),
+    lambda: click.Option(["--state-dir"], hidden=True, expose_value=False, callback=_remember),
+    lambda: click.Option(["--log-format"], type=click.Choice(["auto", "console", "json"]), hidden=True,
+                         expose_value=False, callback=_remember),
+    lambda: click.Option(["-v", "--verbose", "verbose"], count=True, hidden=True, expose_value=False,
+                         callback=_remember),
+    lambda: click.Option(["-q", "--quiet"], is_flag=True, hidden=True, expose_value=False, callback=_remember),
+    lambda: click.Option(["-o", "--output"], type=click.Choice(["table", "text", "json", "yaml"]),
+                         expose_value=False, callback=_remember,
+                         help="Result format on stdout (logs go to stderr)."),
+]
+
+
+def attach_globals(cmd: click.Command) -> None:
+    """Add the global options a command does not define itself (its own -o, say, wins)."""
+    if getattr(cmd, "_meshops_globals", False):
+        return
+    taken = {opt for p in cmd.params for opt in (*p.opts, *getattr(p, "secondary_opts", []))}
+    for make in GLOBAL_OPTIONS:
+        option = make()
+        if not (set(option.opts) & taken):
+            cmd.params.append(option)
+    cmd._meshops_globals = True  # type: ignore[attr-defined]
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            attach_globals(sub)
 
 
 HELP = {

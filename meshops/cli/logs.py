@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -10,6 +11,27 @@ from typing import Any
 import structlog
 
 from meshops.domain.redact import SECRETS
+
+# Events that say the same thing about the same object whenever a step re-reads the mesh
+# (the upgrade's checks run once to plan and once for real): logged once per process.
+ONCE = frozenset({"upgrade.blocker"})
+_IDENTITY_SKIP = frozenset({"timestamp", "run_id", "level", "playbook", "step", "attempt"})
+
+
+def _once(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    if event_dict.get("event") in ONCE:
+        from meshops.cli import output
+
+        key = repr(sorted((k, str(v)) for k, v in event_dict.items() if k not in _IDENTITY_SKIP))
+        if key in output.SESSION.seen:
+            raise structlog.DropEvent
+        output.SESSION.seen.add(key)
+    return event_dict
+
+
+def no_color() -> bool:
+    """https://no-color.org: any non-empty NO_COLOR turns colour off."""
+    return bool(os.environ.get("NO_COLOR"))
 
 
 def _scrub(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
@@ -34,13 +56,14 @@ def configure(*, fmt: str = "auto", verbosity: int = 0) -> None:
         fmt = "console" if stream.isatty() else "json"
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.dev.ConsoleRenderer(colors=stream.isatty() and not no_color())
         if fmt == "console"
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _once,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info if fmt == "json" else structlog.dev.set_exc_info,

@@ -25,6 +25,27 @@ class Settings:
     state_dir: str
     log_format: str = "auto"
     verbosity: int = 0
+    output: str = "table"
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    """The root group's settings with any global option given after the subcommand applied."""
+    import dataclasses
+
+    settings = ctx.find_object(Settings)
+    if settings is None:
+        raise click.UsageError("meshops commands run under the meshops group")
+    over = dict(ctx.find_root().meta.get("meshops.overrides") or {})
+    if "quiet" in over:
+        over["verbosity"] = -1 if over.pop("quiet") else settings.verbosity
+    if "verbose" in over:
+        over["verbosity"] = over.pop("verbose")
+    if over.get("kubeconfig"):
+        over["kubeconfig"] = str(over["kubeconfig"])
+    return dataclasses.replace(settings, **{k: v for k, v in over.items() if k in _FIELDS})
+
+
+_FIELDS = {"kube_context", "kubeconfig", "state_dir", "log_format", "verbosity", "output"}
 
 
 LAZY = {
@@ -56,52 +77,74 @@ LAZY = {
               envvar="MESHOPS_LOG_FORMAT", help="auto: console on a terminal, JSON lines otherwise.")
 @click.option("-v", "--verbose", count=True, help="More detail (repeatable).")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+@click.option("-o", "--output", type=click.Choice(["table", "text", "json", "yaml"]), default="table",
+              help="Result format on stdout; logs go to stderr.")
 @click.version_option(__version__, prog_name="meshops")
 @click.pass_context
 def cli(ctx: click.Context, kube_context: str | None, kubeconfig: str | None, state_dir: str | None,
-        log_format: str, verbose: int, quiet: bool) -> None:
+        log_format: str, verbose: int, quiet: bool, output: str) -> None:
     """Install, tune and upgrade Istio, and move live traffic between clusters.
 
     \b
+    Global options may also follow the subcommand (meshops status --context blue).
     Exit codes: 0 done; 1 failed and rolled back (or frozen); 2 bad input, nothing
     changed; 3 failed and the rollback failed too (a human is needed); 4 another run
     holds the lock; 130 interrupted or waiting for approval (resumable).
     """
+    from meshops.cli import output as out
+
+    out.SESSION.output = output
+    out.SESSION.log_format = log_format
     if state_dir is None:
         base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
         state_dir = os.path.join(base, "meshops")
     # Only settings here: logging, drivers and the engine are built by the commands that
     # need them (meshops.cli.app.pass_app), so `--help` and `playbook validate` stay light.
     ctx.obj = Settings(kube_context=kube_context, kubeconfig=kubeconfig or None, state_dir=state_dir,
-                       log_format=log_format, verbosity=-1 if quiet else verbose)
+                       log_format=log_format, verbosity=-1 if quiet else verbose, output=output)
 
 
 def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; map every outcome to a documented exit code."""
+    from meshops.cli import output
+
+    output.reset(argv)
     try:
         cli.main(args=argv, prog_name="meshops", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(ExitCode.INTERRUPTED)
+        _fail("aborted", ExitCode.INTERRUPTED)
     except click.ClickException as exc:
+        if output.json_mode():
+            _fail(exc.format_message(), ExitCode.BAD_INPUT, usage=True)
         exc.show()
         sys.exit(ExitCode.BAD_INPUT)
     except MeshopsError as exc:
-        click.echo(f"meshops: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(ExitCode.INTERRUPTED)
+        _fail("interrupted", ExitCode.INTERRUPTED)
     except Exception:
         # A bug, not a refusal: the run's journal (if any) says how far it got.
         import traceback
 
+        if output.json_mode():
+            _fail("internal error (a bug); a human is needed. See `meshops runs list`.", ExitCode.NEEDS_HUMAN,
+                  traceback=traceback.format_exc())
         traceback.print_exc()
-        click.echo("meshops: internal error (a bug); a human is needed. See `meshops runs list`.", err=True)
-        sys.exit(ExitCode.NEEDS_HUMAN)
+        _fail("internal error (a bug); a human is needed. See `meshops runs list`.", ExitCode.NEEDS_HUMAN)
     sys.exit(ExitCode.OK)
+
+
+def _fail(message: str, code: int, **fields: Any) -> None:
+    """The last word of a failed command: its result on stdout (-o json|yaml), the error on stderr."""
+    from meshops.cli import output
+
+    doc = output.failure_result(message, int(code))
+    if doc is not None:
+        click.echo(output.render(doc, output.fmt_of()))
+    output.notice(message, event="meshops.error", level="error", exit_code=int(code), **fields)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

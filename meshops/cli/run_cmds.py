@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
+from meshops.cli import output
 from meshops.cli.app import App, env_params, parse_vars, stop_on_signals
 from meshops.cli.app_light import pass_app
 from meshops.engine.journal import Journal, RunState
@@ -22,8 +22,8 @@ def _params(loaded: LoadedPlaybook, var: tuple[str, ...], var_file: tuple[str, .
 
 
 def _print_plan(planned: list[PlannedStep], fmt: str) -> None:
-    if fmt == "json":
-        click.echo(json.dumps([{**p.__dict__, "changes": [c.__dict__ for c in p.changes]} for p in planned], indent=2))
+    if fmt in ("json", "yaml"):
+        click.echo(output.render([{**p.__dict__, "changes": [c.__dict__ for c in p.changes]} for p in planned], fmt))
         return
     for p in planned:
         head = f"{p.step_id}  ({p.uses})"
@@ -52,32 +52,33 @@ var_file_option = click.option("--var-file", multiple=True, type=click.Path(dir_
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Answer yes to approval gates.")
 @pass_app
 def run(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...], dry_run: bool, assume_yes: bool) -> None:
-    """Run PLAYBOOK. Prints the run id; the journal makes it resumable."""
+    """Run PLAYBOOK. Prints the run id (-o json|yaml: the result); the journal makes it resumable."""
+    fmt = output.fmt_of()
     loaded = load_playbook(playbook)
     params = _params(loaded, var, var_file)
     if dry_run:
-        _print_plan(Engine(store=app.store(cluster=False), drivers=app.drivers).plan(loaded, params), "text")
+        _print_plan(Engine(store=app.store(cluster=False), drivers=app.drivers).plan(loaded, params), fmt)
         return
     secret = {n for n, s in loaded.playbook.params.items() if s.secret}
     cluster = "kube" in app.needs(loaded) and loaded.playbook.metadata.lock
     with stop_on_signals() as stop:
         # The run id goes to stdout as soon as the run exists, so a pipeline has it whatever the outcome.
-        engine = app.engine(cluster=cluster, assume_yes=assume_yes, stop=stop, on_started=click.echo)
-        engine.start(loaded, params, secret_params=secret)
+        engine = app.engine(cluster=cluster, assume_yes=assume_yes, stop=stop, on_started=output.run_command(fmt))
+        result = engine.start(loaded, params, secret_params=secret)
+    output.finish(fmt, run_id=result.run_id, status=result.status, summary=result.message)
 
 
 @click.command()
 @click.argument("playbook", type=click.Path(dir_okay=False))
 @var_option
 @var_file_option
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @pass_app
-def plan(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...], output: str) -> None:
+def plan(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...]) -> None:
     """Every step of PLAYBOOK with its resolved inputs and what it would change."""
     loaded = load_playbook(playbook)
     params = _params(loaded, var, var_file)
     engine = Engine(store=app.store(cluster=False), drivers=app.drivers, options=EngineOptions())
-    _print_plan(engine.plan(loaded, params), output)
+    _print_plan(engine.plan(loaded, params), output.fmt_of())
 
 
 def _engine_for_run(app: App, run_id: str, assume_yes: bool, stop: Any) -> Engine:
@@ -103,11 +104,15 @@ def _run_needs_cluster(app: App, run_id: str) -> bool:
 @pass_app
 def resume(app: App, run_id: str, var: tuple[str, ...], assume_yes: bool) -> None:
     """Resume RUN_ID: finished steps are skipped, the interrupted one is checked and continued."""
+    fmt = output.fmt_of()
+    output.run_command(fmt)
+    output.SESSION.run_id = run_id
     with stop_on_signals() as stop:
         engine = _engine_for_run(app, run_id, assume_yes, stop)
         secrets = {**_secret_env(), **parse_vars(var)}
         result = engine.resume(run_id, secret_values=secrets)
-    click.echo(f"{result.run_id} {result.status}{': ' + result.message if result.message else ''}")
+    output.finish(fmt, run_id=result.run_id, status=result.status, summary=result.message,
+                  table=f"{result.run_id} {result.status}{': ' + result.message if result.message else ''}")
 
 
 @click.command()
@@ -116,10 +121,14 @@ def resume(app: App, run_id: str, var: tuple[str, ...], assume_yes: bool) -> Non
 @pass_app
 def rollback(app: App, run_id: str, var: tuple[str, ...]) -> None:
     """Undo RUN_ID's finished steps, newest first (also for a run that succeeded)."""
+    fmt = output.fmt_of()
+    output.run_command(fmt)
+    output.SESSION.run_id = run_id
     with stop_on_signals() as stop:
         engine = _engine_for_run(app, run_id, False, stop)
         result = engine.rollback(run_id, secret_values={**_secret_env(), **parse_vars(var)})
-    click.echo(f"{result.run_id} {result.status}: {result.message}")
+    output.finish(fmt, run_id=result.run_id, status=result.status, summary=result.message,
+                  table=f"{result.run_id} {result.status}: {result.message}")
 
 
 def _secret_env() -> dict[str, str]:
@@ -144,11 +153,14 @@ def approve(app: App, run_id: str, step: str, by: str | None) -> None:
     gates = _gate_keys(engine, run_id)
     if step not in gates:
         raise BadInput(f"run {run_id} has no approval gate {step!r}" + (f" (gates: {', '.join(gates)})" if gates else ""))
+    fmt = output.fmt_of()
     if step in state.approvals:
-        click.echo(f"{run_id} {step}: already approved by {state.approvals[step]}")
+        output.emit({"run_id": run_id, "step": step, "approved_by": state.approvals[step], "already": True}, fmt,
+                    f"{run_id} {step}: already approved by {state.approvals[step]}")
         return
-    Journal(engine.store, run_id).write("approved", step=step, by=by or getpass.getuser())
-    click.echo(f"{run_id} {step}: approved")
+    who = by or getpass.getuser()
+    Journal(engine.store, run_id).write("approved", step=step, by=who)
+    output.emit({"run_id": run_id, "step": step, "approved_by": who, "already": False}, fmt, f"{run_id} {step}: approved")
 
 
 def _gate_keys(engine: Engine, run_id: str) -> list[str]:

@@ -28,14 +28,16 @@ def _store(app: App, cluster: bool) -> StateStore:
 
 @runs.command("list")
 @click.option("--cluster", is_flag=True, help="Also list runs journaled in the cluster (meshops-system).")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.option("-o", "--output", type=click.Choice(["table", "text", "json", "yaml"]), default="table")
 @pass_app
 def runs_list(app: App, cluster: bool, output: str) -> None:
     """Runs, newest last."""
     store = _store(app, cluster)
     rows = [RunState.replay(r, store.records(r)).summary() for r in store.run_ids()]
-    if output == "json":
-        click.echo(json.dumps(rows, indent=2))
+    if output in ("json", "yaml"):
+        from meshops.cli.output import render
+
+        click.echo(render(rows, output))
         return
     if not rows:
         click.echo("no runs")
@@ -48,7 +50,7 @@ def runs_list(app: App, cluster: bool, output: str) -> None:
 
 @runs.command("show")
 @click.argument("run_id")
-@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text")
+@click.option("-o", "--output", type=click.Choice(["table", "text", "json", "yaml"]), default="text")
 @click.option("--cluster", is_flag=True, help="Look in the cluster's journal too.")
 @pass_app
 def runs_show(app: App, run_id: str, output: str, cluster: bool) -> None:

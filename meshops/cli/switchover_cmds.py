@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from meshops.cli import output
 from meshops.cli.app import App, stop_on_signals
 from meshops.cli.app_light import pass_app
 from meshops.cli.run_cmds import _print_plan
@@ -98,13 +99,27 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
     params = resolve_params(loaded.playbook, {k: v for k, v in given.items() if v is not None})
     # The run locks, and keeps its journal in, the cluster that takes the traffic.
     app.kube_context = app.kube_context or to_context
-    preflight(Engine(store=app.store(cluster=False), drivers=app.drivers), loaded, params,
-              show=dry_run)
+    fmt = output.fmt_of()
+    output.run_command(fmt)
+    from meshops.cli import idempotent
+
+    idempotent.refuse_if_unfinished(app, (loaded.playbook.metadata.name,))
+    planned = preflight(Engine(store=app.store(cluster=False), drivers=app.drivers), loaded, params,
+                        show=dry_run and fmt == "table")
+    done = idempotent.switchover_done(planned, to_context)
+    if done is not None:
+        output.notice(done, event="switchover.nothing_to_do")
+        output.finish(fmt, run_id=None, status="nothing_to_do", summary=done, table=done)
+        return
     if dry_run:
+        if fmt != "table":
+            _print_plan(planned, fmt)
         return
     with stop_on_signals() as stop:
         result = app.engine(cluster=loaded.playbook.metadata.lock, stop=stop).start(loaded, params)
-    click.echo(result.run_id)
+    output.finish(fmt, run_id=result.run_id, status=result.status,
+                  summary=result.message or f"traffic of {record} moved from {from_context} to {to_context}",
+                  table=result.run_id)
 
 
 def preflight(engine: Engine, loaded: LoadedPlaybook, params: dict[str, Any], *, show: bool = False) -> list[PlannedStep]:

@@ -9,12 +9,12 @@ run holding the lock exits 4.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import click
 
+from meshops.cli import output
 from meshops.cli.app import App, stop_on_signals
 from meshops.cli.app_light import pass_app
 from meshops.cli.install_cmds import playbook_path
@@ -63,8 +63,8 @@ def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_y
     planned = preflight(Engine(store=app.store(cluster=False), drivers=app.drivers), loaded, params, show=dry_run)
     check = next((p for p in planned if p.step_id == "check" and not p.skipped), None)
     if check is not None:
-        click.echo(f"meshops: plan checked ({len([p for p in planned if p.step_id.startswith('waves')])} wave(s)); "
-                   "nothing changed yet", err=True)
+        output.notice(f"plan checked ({len([p for p in planned if p.step_id.startswith('waves')])} wave(s)); "
+                      "nothing changed yet", event="upgrade.plan_checked")
     if dry_run:
         return None
     with stop_on_signals() as stop:
@@ -73,29 +73,33 @@ def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_y
     return RunState.replay(result.run_id, engine.store.records(result.run_id))
 
 
-def _report(state: RunState, soak: str) -> None:
+def _report(state: RunState, soak: str, fmt: str = "table") -> None:
     out = {k: (s.outputs or {}) for k, s in state.steps.items()}
     check = out.get("check", {})
+    lines: list[str] = []
     if check:
-        click.echo(f"upgraded {check.get('from_revision')} ({check.get('from_version')}) -> "
-                   f"{check.get('to_revision')} ({check.get('to_version')})")
+        lines.append(f"upgraded {check.get('from_revision')} ({check.get('from_version')}) -> "
+                     f"{check.get('to_revision')} ({check.get('to_version')})")
     moved = [w for key, o in out.items() if key.startswith("waves[") for w in o.get("restarted", [])]
     if check:
-        click.echo(f"  {len(moved)} workload(s) restarted in {len([k for k in out if k.startswith('waves[')])} wave(s)")
-    for _, o in sorted(out.items()):
-        for w, why in (o.get("not_moved") or {}).items():
-            click.echo(f"  not moved: {w}: {why}")
+        lines.append(f"  {len(moved)} workload(s) restarted in {len([k for k in out if k.startswith('waves[')])} wave(s)")
+    not_moved = {w: why for _, o in sorted(out.items()) for w, why in (o.get("not_moved") or {}).items()}
+    lines += [f"  not moved: {w}: {why}" for w, why in not_moved.items()]
     holding = sorted({p for key, o in out.items() if key.startswith("waves[") for p in o.get("holding_old", [])})
     if holding:
-        click.echo(f"  still on the old proxy (meshops does not restart these): {', '.join(holding)}")
+        lines.append(f"  still on the old proxy (meshops does not restart these): {', '.join(holding)}")
     fin = out.get("finalize")
     if fin:
-        click.echo(f"  {fin.get('message')}")
+        lines.append(f"  {fin.get('message')}")
     elif check and state.steps.get("finalize") is not None:
         until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((state.finished or time.time()) + parse_duration(soak)))
-        click.echo(f"  soaking: the old revision stays until `meshops upgrade finalize {state.run_id}` "
-                   f"(after {until})")
-    click.echo(state.run_id)
+        lines.append(f"  soaking: the old revision stays until `meshops upgrade finalize {state.run_id}` "
+                     f"(after {until})")
+    lines.append(state.run_id)
+    summary = lines[0] if check else state.message
+    output.finish(fmt, run_id=state.run_id, status=state.status, summary=summary, table="\n".join(lines),
+                  from_revision=check.get("from_revision"), to_revision=check.get("to_revision"),
+                  restarted=len(moved), not_moved=not_moved, holding_old=holding)
 
 
 @click.group(invoke_without_command=True)
@@ -157,6 +161,8 @@ def upgrade(cctx: click.Context, strategy: str, to_version: str | None, revision
 
     app = app_from(cctx)
     app.qps, app.burst = qps, burst
+    fmt = output.fmt_of()
+    output.run_command(fmt)
     exprs = list(gates)
     if max_error_rate is not None:
         exprs.append(ERROR_RATE_GATE.format(rate=max_error_rate))
@@ -177,10 +183,19 @@ def upgrade(cctx: click.Context, strategy: str, to_version: str | None, revision
         if revision:
             raise BadInput("--revision: an in-place upgrade keeps the current revision")
         given.update(protect=list(protect))
+    from meshops.cli import idempotent
+
+    # A scheduled run pinned to a version: after the first success every later one is a no-op.
+    idempotent.refuse_if_unfinished(app, ("canary-upgrade", "inplace-upgrade"))
+    done = idempotent.upgrade_done(app, to_version)
+    if done is not None:
+        output.notice(done, event="upgrade.nothing_to_do")
+        output.finish(fmt, run_id=None, status="nothing_to_do", summary=done, table=done)
+        return
     state = run_upgrade(app, strategy, given, playbook=playbook, on_failure=on_failure, assume_yes=assume_yes,
                         dry_run=dry_run)
     if state is not None:
-        _report(state, soak)
+        _report(state, soak, fmt)
 
 
 def run_upgrade(app: App, strategy: str, given: dict[str, Any], *, playbook: str | None = None,
@@ -200,7 +215,12 @@ def run_upgrade(app: App, strategy: str, given: dict[str, Any], *, playbook: str
 @pass_app
 def finalize(app: App, run_id: str, force: bool, playbook: str | None) -> None:
     """Finish RUN_ID's canary upgrade: default tag and validator to the new revision, old one removed."""
-    click.echo(finalize_run(app, run_id, force=force, playbook=playbook))
+    fmt = output.fmt_of()
+    output.run_command(fmt)
+    text = finalize_run(app, run_id, force=force, playbook=playbook)
+    *message, last = text.splitlines()
+    output.finish(fmt, run_id=last if message else run_id, status="succeeded",
+                  summary=" ".join(message) or last, table=text)
 
 
 def finalize_run(app: App, run_id: str, *, force: bool = False, playbook: str | None = None) -> str:
@@ -237,18 +257,10 @@ def _none() -> Any:
 
 
 @click.command()
-@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text")
 @pass_app
-def status(app: App, output: str) -> None:
+def status(app: App) -> None:
     """The mesh: revisions, tags, default revision, namespaces, proxies, webhooks, gateways, runs."""
     from meshops.cli.upgrade_status import collect_status, render_status
 
     data = collect_status(app)
-    if output == "json":
-        click.echo(json.dumps(data, indent=2, sort_keys=False))
-    elif output == "yaml":
-        import yaml
-
-        click.echo(yaml.safe_dump(data, sort_keys=False))
-    else:
-        click.echo(render_status(data))
+    output.emit(data, output.fmt_of(), lambda: render_status(data))

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 import urllib3
 
-from meshops.domain.errors import BadInput, Conflict, DriverError, NotFound
+from meshops.domain.errors import Conflict, DriverError, NotFound
 from meshops.domain.redact import SECRETS
 from meshops.drivers.ratelimit import TokenBucket
 
@@ -99,15 +99,15 @@ class KubeClient:
     def __init__(self, *, kubeconfig: str | None = None, context: str | None = None, qps: float = 50.0,
                  burst: int = 100, max_retries: int = 6, request_timeout: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        from kubernetes import config as kconfig
+        from meshops.drivers.kube_config import load_api_client
 
-        try:
-            self._api = kconfig.new_client_from_config(config_file=kubeconfig, context=context, persist_config=False)  # type: ignore[no-untyped-call]
-            _, active = kconfig.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-        except Exception as exc:  # the loader raises ConfigException, FileNotFoundError, ValueError...
-            raise BadInput(f"cannot load kubeconfig{f' context {context!r}' if context else ''}: {exc}") from None
-        self.context = context or active.get("name", "")
+        # A kubeconfig, or the ServiceAccount inside a cluster; BadInput naming what was tried.
+        self._api, self.context = load_api_client(kubeconfig, context)
         conf = self._api.configuration
+        self.server = str(conf.host)
+        # Until the API server has answered once, a connection error is a wrong address or a
+        # cluster that is down, not a blip: say so at once instead of retrying for 13 s.
+        self._reached = False
         for key in ("authorization", "BearerToken"):
             if conf.api_key.get(key):
                 SECRETS.add(conf.api_key[key])
@@ -142,14 +142,19 @@ class KubeClient:
             try:
                 with self._lock:
                     self.requests += 1
+                # (connect, read): an address that drops packets fails in seconds, not after the read timeout.
+                read = timeout or self._timeout
                 resp = self._api.call_api(method_, url, header_params=hdrs, body=body_,
-                                          _request_timeout=timeout or self._timeout)
+                                          _request_timeout=(min(10.0, read), read))
             except Exception as exc:  # urllib3 connection errors surface raw
-                if attempt <= self._max_retries:
+                if attempt <= (self._max_retries if self._reached else 1):
                     self._sleep(min(8.0, 0.2 * 2 ** (attempt - 1)))
                     continue
-                raise DriverError(f"{method} {path}: cannot reach the API server of {self.context}: "
-                                  f"{type(exc).__name__}", temporary=True) from None
+                cause = getattr(exc, "reason", None) or exc
+                raise DriverError(f"{method} {path}: cannot reach the API server {self.server} of context "
+                                  f"{self.context}: {cause}", temporary=self._reached,
+                                  hint=None if self._reached else "is the cluster up, and is this the right context?") from None
+            self._reached = True
             if 200 <= resp.status < 300:
                 if stream:
                     return resp.response

@@ -361,7 +361,8 @@ class Engine:
         Read-only steps really run, so later steps are planned from real findings; a step
         whose inputs depend on what an earlier, changing step would output says so.
         """
-        run_id = "plan"
+        # A real, unique id (not a constant): a dry run's events must not mix with another's.
+        run_id = new_run_id(f"{loaded.playbook.metadata.name}-dry-run", self.opts.clock())
         ctx: dict[str, Any] = {"params": params, "steps": {}, "run": {"id": run_id}}
         planned: list[PlannedStep] = []
         for spec in loaded.playbook.steps:
@@ -383,7 +384,7 @@ class Engine:
                     if step.read_only:
                         out = step.run(inputs, sctx).model_dump(mode="json")
                         planned.append(PlannedStep(step_id=key, uses=spec.uses, inputs=inputs.model_dump(mode="json"),
-                                                   note="read-only: ran to plan the steps after it"))
+                                                   note="read-only: ran to plan the steps after it", outputs=out))
                         ctx["steps"][spec.id] = {"outputs": out, "status": "succeeded"}
                     else:
                         p = step.plan(inputs, sctx)

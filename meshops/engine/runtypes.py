@@ -42,6 +42,8 @@ class PlannedStep:
     skipped: bool = False
     note: str = ""
     error: str | None = None
+    # What a read-only step found when it ran to plan (the CLI tells "nothing to do" from it).
+    outputs: dict[str, Any] | None = None
 
 
 @dataclass(kw_only=True)

@@ -126,20 +126,24 @@ def test_at_a_terminal_the_gate_asks_and_yes_carries_on(tmp_path: Path) -> None:
     assert shown["status"] == "succeeded" and ship["outputs"] == {"approved": True, "by": "terminal"}
 
 
-def test_logs_are_json_lines_off_a_terminal_with_one_plain_summary_at_the_end(tmp_path: Path) -> None:
-    """Every stderr line is a JSON event bound to the run, except one last `meshops:` line on failure."""
+def test_logs_are_json_lines_off_a_terminal_ending_with_one_error_event(tmp_path: Path) -> None:
+    """Every stderr line is a JSON event bound to the run (so `2>&1 | jq` works); a failure's last
+    line is the error event with its exit code, not a plain `meshops:` line."""
     pb = write(tmp_path, "pb.yaml", "apiVersion: meshops.dev/v1\nkind: Playbook\nmetadata: {name: j}\n"
                                     "steps:\n  - {id: a, uses: test.echo}\n  - {id: b, uses: core.fail}\n")
     for playbook, code in ((str(ROOT / "playbooks/hello.yaml"), 0), (pb, 1)):
         done = meshops(tmp_path / "s", "run", playbook)
         assert done.returncode == code
         lines = done.stderr.splitlines()
-        plain = [line for line in lines if line.startswith("meshops: ")]
-        assert plain == ([] if code == 0 else [lines[-1]])
-        events = [json.loads(line) for line in lines if line not in plain]
+        assert not [line for line in lines if not line.startswith("{")]
+        events = [json.loads(line) for line in lines]
         assert len(events) >= 4
         assert all({"event", "level", "timestamp", "run_id"} <= set(e) for e in events)
         assert len({e["run_id"] for e in events}) == 1
+        errors = [e for e in events if e["event"] == "meshops.error"]
+        assert errors == ([] if code == 0 else [events[-1]])
+        if code:
+            assert errors[0]["exit_code"] == 1 and "failed on purpose" in errors[0]["message"]
 
 
 @pytest.fixture(scope="module")
