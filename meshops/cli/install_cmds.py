@@ -117,6 +117,8 @@ def install(app: object, profiles: tuple[str, ...], version: str | None, revisio
         "overlay": rendered.text, "profiles": list(profiles) + ([f"tuning:{tuning}"] if tuning else []),
         "version": version, "revision": revision, "readiness_timeout": timeout,
         "istioctl": os.path.abspath(istioctl_path) if istioctl_path else ""})
+    output.confirm_change(f"install Istio {version} revision {revision or 'default'} on context "
+                          f"{app.kube_context or 'current'}", assume_yes=assume_yes)
     with stop_on_signals() as stop:
         result = app.engine(cluster=True, assume_yes=assume_yes, stop=stop).start(loaded, params)
     summary = (f"Istio {version} revision {revision or 'default'} installed from {', '.join(profiles)}; "

@@ -20,6 +20,7 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
+            _require_extra(cmd_name)
             module, _, attr = self.lazy[cmd_name].partition(":")
             cmd = getattr(importlib.import_module(module), attr)
             assert isinstance(cmd, click.Command)
@@ -41,6 +42,25 @@ class LazyGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+# Commands that need an optional extra, and the modules that extra brings.
+EXTRAS = {"sandbox": ("sandbox", ("moto", "flask", "flask_cors")), "demo": ("sandbox", ("moto", "flask", "flask_cors"))}
+
+
+def _require_extra(cmd_name: str) -> None:
+    """Say how to get a missing extra instead of failing later with an ImportError."""
+    if cmd_name not in EXTRAS:
+        return
+    import importlib.util
+
+    extra, modules = EXTRAS[cmd_name]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        from meshops.domain.errors import BadInput
+
+        raise BadInput(f"`meshops {cmd_name}` needs the {extra} extra ({', '.join(missing)} not installed)",
+                       hint=f"pip install 'meshops[{extra}]' (in a checkout: pip install -e '.[{extra}]')")
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

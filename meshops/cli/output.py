@@ -164,3 +164,17 @@ def finish(fmt: str, *, run_id: str | None, status: str, summary: str, table: Ca
            **extra: Any) -> None:
     """A run command's result when it ended without an error (exit 0)."""
     emit(result_doc(run_id=run_id, status=status, summary=summary, exit_code=0, **extra), fmt, table)
+
+
+def confirm_change(what: str, *, assume_yes: bool) -> None:
+    """On a terminal, a y/N question before a command changes a cluster or DNS; -y skips it.
+
+    Off a terminal (CI, cron, a pipe) it never asks: a question nobody can answer would hang
+    the job, and the pipeline already said yes by running the command.
+    """
+    if assume_yes or not (_isatty(sys.stdin) and _isatty(sys.stderr)):
+        return
+    if not click.confirm(f"meshops: {what}. Go ahead?", default=False, err=True):
+        from meshops.domain.errors import BadInput
+
+        raise BadInput("not confirmed; nothing was changed")

@@ -61,6 +61,8 @@ def run(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...]
         return
     secret = {n for n, s in loaded.playbook.params.items() if s.secret}
     cluster = "kube" in app.needs(loaded) and loaded.playbook.metadata.lock
+    if app.needs(loaded) & {"kube", "route53"}:
+        output.confirm_change(f"run {loaded.playbook.metadata.name} ({playbook})", assume_yes=assume_yes)
     with stop_on_signals() as stop:
         # The run id goes to stdout as soon as the run exists, so a pipeline has it whatever the outcome.
         engine = app.engine(cluster=cluster, assume_yes=assume_yes, stop=stop, on_started=output.run_command(fmt))
@@ -107,6 +109,7 @@ def resume(app: App, run_id: str, var: tuple[str, ...], assume_yes: bool) -> Non
     fmt = output.fmt_of()
     output.run_command(fmt)
     output.SESSION.run_id = run_id
+    output.confirm_change(f"resume run {run_id}", assume_yes=assume_yes)
     with stop_on_signals() as stop:
         engine = _engine_for_run(app, run_id, assume_yes, stop)
         secrets = {**_secret_env(), **parse_vars(var)}
@@ -118,12 +121,14 @@ def resume(app: App, run_id: str, var: tuple[str, ...], assume_yes: bool) -> Non
 @click.command()
 @click.argument("run_id")
 @var_option
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
 @pass_app
-def rollback(app: App, run_id: str, var: tuple[str, ...]) -> None:
+def rollback(app: App, run_id: str, var: tuple[str, ...], assume_yes: bool) -> None:
     """Undo RUN_ID's finished steps, newest first (also for a run that succeeded)."""
     fmt = output.fmt_of()
     output.run_command(fmt)
     output.SESSION.run_id = run_id
+    output.confirm_change(f"roll back run {run_id}", assume_yes=assume_yes)
     with stop_on_signals() as stop:
         engine = _engine_for_run(app, run_id, False, stop)
         result = engine.rollback(run_id, secret_values={**_secret_env(), **parse_vars(var)})

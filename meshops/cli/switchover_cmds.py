@@ -66,13 +66,14 @@ def playbook_path(explicit: str | None) -> str:
 @click.option("--health-check-interval", type=click.Choice(["10", "30"]), default="30", show_default=True)
 @click.option("--playbook", default=None, type=click.Path(dir_okay=False, exists=True), help="A copy to run instead.")
 @click.option("--dry-run", is_flag=True, help="Check everything and show the plan; change nothing.")
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
 @pass_app
 def switchover(app: App, from_context: str, to_context: str, zone: str, record: str, steps: str, bake: str,
                probes: tuple[str, ...], connect_to: tuple[str, ...], expect_text: str | None, probe_interval: str,
                probe_timeout: str, failure_threshold: int, prometheus: str | None, gates: tuple[str, ...],
                gate_window: str, dns_owner: str, propagation_allowance: str, ttl: int | None,
                set_identifiers: str | None, gateway: str, allow_weaker_mtls: bool, health_check: str,
-               health_check_interval: str, playbook: str | None, dry_run: bool) -> None:
+               health_check_interval: str, playbook: str | None, dry_run: bool, assume_yes: bool) -> None:
     """Move live traffic from --from to --to with Route53 weighted records, step by step.
 
     Exit 0 when done; 1 when a probe or gate failed and the traffic went back; 2 on bad
@@ -103,9 +104,9 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
     output.run_command(fmt)
     from meshops.cli import idempotent
 
-    idempotent.refuse_if_unfinished(app, (loaded.playbook.metadata.name,))
     planned = preflight(Engine(store=app.store(cluster=False), drivers=app.drivers), loaded, params,
                         show=dry_run and fmt == "table")
+    idempotent.refuse_if_unfinished(app, (loaded.playbook.metadata.name,))
     done = idempotent.switchover_done(planned, to_context)
     if done is not None:
         output.notice(done, event="switchover.nothing_to_do")
@@ -115,6 +116,8 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
         if fmt != "table":
             _print_plan(planned, fmt)
         return
+    output.confirm_change(f"move the traffic of {record} from {from_context} to {to_context} in steps {steps}",
+                          assume_yes=assume_yes)
     with stop_on_signals() as stop:
         result = app.engine(cluster=loaded.playbook.metadata.lock, stop=stop).start(loaded, params)
     output.finish(fmt, run_id=result.run_id, status=result.status,

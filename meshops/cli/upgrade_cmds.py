@@ -59,7 +59,8 @@ def _with_on_failure(loaded: LoadedPlaybook, on_failure: str) -> LoadedPlaybook:
     return load_playbook_text(yaml.safe_dump(doc, sort_keys=False), path=loaded.path)
 
 
-def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_yes: bool, dry_run: bool) -> RunState | None:
+def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_yes: bool, dry_run: bool,
+           confirm: bool = True) -> RunState | None:
     planned = preflight(Engine(store=app.store(cluster=False), drivers=app.drivers), loaded, params, show=dry_run)
     check = next((p for p in planned if p.step_id == "check" and not p.skipped), None)
     if check is not None:
@@ -67,6 +68,8 @@ def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_y
                       "nothing changed yet", event="upgrade.plan_checked")
     if dry_run:
         return None
+    output.confirm_change(f"{loaded.playbook.metadata.name} to Istio {params.get('to')} on context "
+                          f"{app.kube_context or 'current'}", assume_yes=assume_yes or not confirm)
     with stop_on_signals() as stop:
         engine = app.engine(cluster=True, assume_yes=assume_yes, stop=stop)
         result = engine.start(loaded, params)
@@ -212,18 +215,20 @@ def run_upgrade(app: App, strategy: str, given: dict[str, Any], *, playbook: str
 @click.argument("run_id")
 @click.option("--force", is_flag=True, help="Uninstall even if pods still use the old revision, or before the soak ends.")
 @click.option("--playbook", default=None, type=click.Path(dir_okay=False, exists=True))
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
 @pass_app
-def finalize(app: App, run_id: str, force: bool, playbook: str | None) -> None:
+def finalize(app: App, run_id: str, force: bool, playbook: str | None, assume_yes: bool) -> None:
     """Finish RUN_ID's canary upgrade: default tag and validator to the new revision, old one removed."""
     fmt = output.fmt_of()
     output.run_command(fmt)
-    text = finalize_run(app, run_id, force=force, playbook=playbook)
+    text = finalize_run(app, run_id, force=force, playbook=playbook, assume_yes=assume_yes)
     *message, last = text.splitlines()
     output.finish(fmt, run_id=last if message else run_id, status="succeeded",
                   summary=" ".join(message) or last, table=text)
 
 
-def finalize_run(app: App, run_id: str, *, force: bool = False, playbook: str | None = None) -> str:
+def finalize_run(app: App, run_id: str, *, force: bool = False, playbook: str | None = None,
+                 assume_yes: bool = True) -> str:
     store = app.store(cluster=app.cluster_configured() and not app.store(cluster=False).exists(run_id))
     state = RunState.replay(run_id, store.records(run_id))
     check = (state.steps.get("check") or _none()).outputs or {}
@@ -244,7 +249,8 @@ def finalize_run(app: App, run_id: str, *, force: bool = False, playbook: str | 
         "to": check["to_version"], "phase": "finalize", "old_revision": check["from_revision"],
         "new_revision": check["to_revision"], "istioctl": p.get("istioctl", ""), "mode": p.get("mode", "tags"),
         "stable_tag": p.get("stable_tag", "prod-stable"), "force": force})
-    new_state = _start(app, loaded, params, assume_yes=False, dry_run=False)
+    output.confirm_change(f"finalize run {run_id}: remove revision {check['from_revision']}", assume_yes=assume_yes)
+    new_state = _start(app, loaded, params, assume_yes=False, dry_run=False, confirm=False)
     assert new_state is not None
     fin = (new_state.steps.get("finalize") or _none()).outputs or {}
     return f"{fin.get('message', new_state.status)}\n{new_state.run_id}"

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 import urllib3
 
-from meshops.domain.errors import Conflict, DriverError, NotFound
+from meshops.domain.errors import Conflict, DriverError, ExitCode, NotFound
 from meshops.domain.redact import SECRETS
 from meshops.drivers.ratelimit import TokenBucket
 
@@ -93,6 +93,13 @@ def status_reason(body: str | bytes | None) -> tuple[str, str]:
     return str(data.get("reason", "")), str(data.get("message", ""))[:500]
 
 
+class Unreachable(DriverError):
+    """The API server never answered this client: a wrong address or a cluster that is down.
+    Nothing can have been changed through it, so this is exit 2 like other bad input."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class KubeClient:
     """``KubeApi`` over the official client. One per context; thread-safe."""
 
@@ -111,7 +118,7 @@ class KubeClient:
         for key in ("authorization", "BearerToken"):
             if conf.api_key.get(key):
                 SECRETS.add(conf.api_key[key])
-                SECRETS.add(str(conf.api_key[key]).removeprefix("Bearer ").strip())
+                SECRETS.add(str(conf.api_key[key]).split(" ", 1)[-1].strip())  # "Bearer x" and in-cluster "bearer x"
         self._api.user_agent = "meshops/0.1"
         self.limiter = TokenBucket(qps=qps, burst=burst)
         self._sleep = sleep
@@ -151,9 +158,10 @@ class KubeClient:
                     self._sleep(min(8.0, 0.2 * 2 ** (attempt - 1)))
                     continue
                 cause = getattr(exc, "reason", None) or exc
-                raise DriverError(f"{method} {path}: cannot reach the API server {self.server} of context "
-                                  f"{self.context}: {cause}", temporary=self._reached,
-                                  hint=None if self._reached else "is the cluster up, and is this the right context?") from None
+                text = f"{method} {path}: cannot reach the API server {self.server} of context {self.context}: {cause}"
+                if not self._reached:
+                    raise Unreachable(text, hint="is the cluster up, and is this the right context?") from None
+                raise DriverError(text, temporary=True) from None
             self._reached = True
             if 200 <= resp.status < 300:
                 if stream:

@@ -18,7 +18,8 @@ from typing import Any
 
 from meshops.domain.errors import BadInput
 
-SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path, not a secret
+# Where kubelet mounts the Pod's ServiceAccount (token, ca.crt).
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 IN_CLUSTER = "in-cluster"
 
 
@@ -33,7 +34,7 @@ def kubeconfig_paths(explicit: str | None) -> list[str]:
 
 
 def in_cluster_available() -> bool:
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(SERVICE_ACCOUNT_TOKEN)
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(os.path.join(SERVICE_ACCOUNT_DIR, "token"))
 
 
 def load_api_client(kubeconfig: str | None, context: str | None) -> tuple[Any, str]:
@@ -45,12 +46,17 @@ def load_api_client(kubeconfig: str | None, context: str | None) -> tuple[Any, s
     existing = [p for p in paths if os.path.isfile(p)]
     if not existing:
         if in_cluster_available() and context in (None, "", IN_CLUSTER):
+            from kubernetes.config.incluster_config import InClusterConfigLoader
+
             conf = kclient.Configuration()
-            kconfig.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
+            # try_refresh_token: the token is re-read before it would go stale (kubelet rotates it).
+            InClusterConfigLoader(token_filename=os.path.join(SERVICE_ACCOUNT_DIR, "token"),  # type: ignore[no-untyped-call]
+                                  cert_filename=os.path.join(SERVICE_ACCOUNT_DIR, "ca.crt"),
+                                  try_refresh_token=True).load_and_set(conf)
             return kclient.ApiClient(conf), IN_CLUSTER
         raise BadInput(f"no kubeconfig found: tried {', '.join(paths)}",
                        hint="pass --kubeconfig PATH or set KUBECONFIG; inside a cluster, mount the Pod's "
-                            f"ServiceAccount token ({SERVICE_ACCOUNT_TOKEN} was not there)")
+                            f"ServiceAccount token ({SERVICE_ACCOUNT_DIR}/token was not there)")
     config_file = existing[0] if len(existing) == 1 else os.pathsep.join(existing)
     try:
         contexts, active = kconfig.list_kube_config_contexts(config_file=config_file)  # type: ignore[no-untyped-call]

