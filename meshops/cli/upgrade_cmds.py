@@ -64,6 +64,10 @@ def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_y
     planned = preflight(Engine(store=app.store(cluster=False), drivers=app.drivers), loaded, params, show=dry_run)
     check = next((p for p in planned if p.step_id == "check" and not p.skipped), None)
     if check is not None:
+        from meshops.cli import dry_run_checks
+
+        # Prometheus, each gate once, each probe: what the waves will need, before the first change.
+        dry_run_checks.upgrade(params)
         output.notice(f"plan checked ({len([p for p in planned if p.step_id.startswith('waves')])} wave(s)); "
                       "nothing changed yet", event="upgrade.plan_checked")
     if dry_run:

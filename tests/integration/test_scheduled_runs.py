@@ -56,3 +56,20 @@ def test_a_half_finished_run_is_named_with_resume_and_rollback(sandbox: Sandbox)
     assert doc["run_id"] == run_id and doc["status"] == "rolled_back" and doc["exit_code"] == 0
     # Back where it started: at 1.24.1 everywhere, so the schedule is a no-op again.
     assert sandbox.meshops("dev", "upgrade", "--to", "1.24.1").returncode == 0
+
+
+def test_dry_run_checks_what_the_run_will_need(sandbox: Sandbox) -> None:
+    """--dry-run reaches Prometheus (refused: exit 2, URL and cause) and hits each probe (an unresolvable
+    host: exit 2); a probe that answers passes. Nothing is written either way."""
+    mark = len(sandbox.audit("dev"))
+    dead = sandbox.meshops("dev", "upgrade", "--to", "1.24.2", "--dry-run", "--prometheus", "http://127.0.0.1:1",
+                           "--max-error-rate", "0.01")
+    assert dead.returncode == 2, dead.stderr[-2000:]
+    assert "cannot reach Prometheus at http://127.0.0.1:1: connection refused" in dead.stderr
+    nohost = sandbox.meshops("dev", "upgrade", "--to", "1.24.2", "--dry-run", "--probe", "http://nohost.invalid/")
+    assert nohost.returncode == 2 and "--probe http://nohost.invalid/" in nohost.stderr, nohost.stderr[-2000:]
+    ingress = sandbox.env["MESHOPS_SANDBOX_INGRESS_DEV"] + "/productpage"
+    ok = sandbox.meshops("dev", "upgrade", "--to", "1.24.2", "--dry-run", "--probe", ingress)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert [json.loads(line)["ok"] for line in ok.stderr.splitlines() if '"dryrun.probe"' in line] == [True]
+    assert sandbox.writes_since("dev", mark) == []

@@ -3,6 +3,7 @@ clusters over HTTP, real ingress endpoints, the sandbox's moto Route53 (behind a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -141,6 +142,9 @@ def test_dry_run_shows_the_plan_and_changes_nothing(world: dict[str, Any]) -> No
     assert "one batch: blue=75 green=25 (25% to green)" in planned.stdout
     assert world["proxy"].batches() == [] and world["proxy"].created_health_checks() == []
     assert records(world) == [world["original"]]
+    # The AWS identity (sts get-caller-identity) is asked once, before any change (issue 17).
+    who = [json.loads(line) for line in planned.stderr.splitlines() if '"dryrun.aws_identity"' in line]
+    assert len(who) == 1 and who[0]["account"] and who[0]["arn"].startswith("arn:aws:")
 
 
 @pytest.mark.parametrize(("extra", "why"), [

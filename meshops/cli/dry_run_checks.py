@@ -1,0 +1,96 @@
+"""What a run will need, checked for real before anything changes (``--dry-run`` and every run).
+
+A plan that only validates its input says yes to ``--prometheus http://127.0.0.1:1``; the real
+run then installs a revision, restarts a wave and rolls back at its first gate. So before the
+first change: Prometheus answers and every gate is evaluated once (its result shown), every
+probe URL resolves and answers, and for DNS work the AWS identity is known. A failure is exit 2,
+with every problem listed. A gate that is merely false now is reported, not refused: it may be
+written to hold only once traffic flows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from meshops.cli import output
+from meshops.domain.errors import BadInput
+
+# Upgrade gates are written per wave ({namespaces}); before the first wave, all namespaces.
+ALL_NAMESPACES = ".+"
+
+
+def check_gates(prometheus: str, exprs: Sequence[str], *, timeout: float = 10.0) -> list[str]:
+    """Each gate evaluated once; problems for an unreachable Prometheus or a query it rejects."""
+    if not exprs or not prometheus:
+        return []
+    import os
+
+    from meshops.drivers.prometheus import NoData, PrometheusClient
+    from meshops.steps.health import promql_gate
+
+    client = PrometheusClient(prometheus, timeout=timeout,
+                              bearer_token=os.environ.get("MESHOPS_PROMETHEUS_TOKEN") or None)
+    problems = []
+    try:
+        for expr in exprs:
+            concrete = expr.replace("{namespaces}", ALL_NAMESPACES)
+            try:
+                client.query(concrete)
+            except NoData:
+                pass  # answered, nothing matches yet: the gate decides below
+            except Exception as exc:  # DriverError and BadQuery: unreachable, refused, not PromQL
+                problems.append(f"--prometheus {prometheus}: {getattr(exc, 'message', exc)}")
+                if "reach" in str(exc) or "connect" in str(exc).lower():
+                    break  # the server is not there: one line says it
+                continue
+            result = promql_gate(client, concrete).check(0.0)
+            output.notice(f"gate {'holds' if result.ok else 'does not hold now'}: {result.name}: {result.detail}",
+                          event="dryrun.gate", level="info" if result.ok else "warning", gate=expr, ok=result.ok,
+                          detail=result.detail)
+    finally:
+        client.close()
+    return problems
+
+
+def check_probes(urls: Sequence[str], *, timeout: float = 5.0) -> list[str]:
+    """Each probe URL resolved and hit once, as the gates will."""
+    if not urls:
+        return []
+    from meshops.drivers.http_probe import HttpProber
+
+    prober = HttpProber()
+    problems = []
+    try:
+        for url in urls:
+            result = prober.probe(url, timeout=timeout, expect_status=(200, 399), expect_text=None)
+            output.notice(f"probe {url}: {'HTTP ' + str(result.status) if result.ok else result.error}",
+                          event="dryrun.probe", level="info" if result.ok else "warning", url=url, ok=result.ok)
+            if not result.ok:
+                problems.append(f"--probe {url}: {result.error}")
+    finally:
+        prober.close()
+    return problems
+
+
+def check_aws_identity() -> list[str]:
+    from meshops.drivers.aws_identity import caller_identity
+
+    try:
+        who = caller_identity()
+    except BadInput as exc:
+        return [str(exc)]
+    output.notice(f"AWS identity {who.arn} (account {who.account})", event="dryrun.aws_identity",
+                  account=who.account, arn=who.arn)
+    return []
+
+
+def require(problems: list[str], what: str) -> None:
+    if problems:
+        raise BadInput(f"{what} cannot start; nothing was changed:\n  - " + "\n  - ".join(problems))
+
+
+def upgrade(params: dict[str, Any]) -> None:
+    problems = check_gates(str(params.get("prometheus") or ""), list(params.get("gates") or []))
+    problems += check_probes(list(params.get("probes") or []))
+    require(problems, "the upgrade")
