@@ -79,11 +79,17 @@ class App:
 
     def engine(self, *, cluster: bool, assume_yes: bool = False, stop: StopFlag | None = None,
                on_started: Callable[[str], None] | None = None) -> Engine:
+        from meshops.cli import progress
+
         interactive = sys.stdin.isatty() and sys.stderr.isatty()
-        confirm: Callable[[str], bool] | None = (lambda msg: click.confirm(msg, default=False, err=True)) if interactive else None
+        def ask(msg: str) -> bool:
+            progress.stop()  # a live display must not redraw over the question
+            return click.confirm(msg, default=False, err=True)
+
+        confirm: Callable[[str], bool] | None = ask if interactive else None
         return Engine(store=self.store(cluster=cluster), drivers=self.drivers, lock=self.lock(cluster=cluster),
                       options=EngineOptions(assume_yes=assume_yes, interactive=interactive, confirm=confirm,
-                                            progress=_progress_factory(), on_started=on_started or _announce),
+                                            progress=progress.factory(), on_started=on_started or _announce),
                       stop=stop)
 
 
@@ -108,25 +114,6 @@ def _announce(run_id: str) -> None:
     from meshops.cli import output
 
     output.started(run_id)
-
-
-def _progress_factory() -> Callable[[str], Any] | None:
-    if not sys.stderr.isatty():
-        return None
-
-    class TerminalProgress:
-        def __init__(self, key: str) -> None:
-            self.key = key
-
-        def update(self, *, done: int, total: int, label: str = "") -> None:
-            width = 24
-            filled = int(width * done / total) if total else width
-            sys.stderr.write(f"\r{self.key} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:40]:<40}")
-            if done >= total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-
-    return TerminalProgress
 
 
 @contextmanager

@@ -29,6 +29,14 @@ def _once(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mapping[str,
     return event_dict
 
 
+def _feed_progress(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    # The live display shows gate results and DNS changes as they are logged.
+    from meshops.cli import progress
+
+    progress.observe(event_dict)
+    return event_dict
+
+
 def no_color() -> bool:
     """https://no-color.org: any non-empty NO_COLOR turns colour off."""
     return bool(os.environ.get("NO_COLOR"))
@@ -64,6 +72,7 @@ def configure(*, fmt: str = "auto", verbosity: int = 0) -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             _once,
+            _feed_progress,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info if fmt == "json" else structlog.dev.set_exc_info,

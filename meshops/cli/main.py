@@ -128,18 +128,25 @@ def main(argv: list[str] | None = None) -> Any:
         # A bug, not a refusal: the run's journal (if any) says how far it got.
         import traceback
 
+        from meshops.cli import progress
+
+        progress.stop()
         if output.json_mode():
             _fail("internal error (a bug); a human is needed. See `meshops runs list`.", ExitCode.NEEDS_HUMAN,
                   traceback=traceback.format_exc())
         traceback.print_exc()
         _fail("internal error (a bug); a human is needed. See `meshops runs list`.", ExitCode.NEEDS_HUMAN)
+    from meshops.cli import progress
+
+    progress.stop()
     sys.exit(ExitCode.OK)
 
 
 def _fail(message: str, code: int, **fields: Any) -> None:
     """The last word of a failed command: its result on stdout (-o json|yaml), the error on stderr."""
-    from meshops.cli import output
+    from meshops.cli import output, progress
 
+    progress.stop()  # the live display goes before the last words are printed
     doc = output.failure_result(message, int(code))
     if doc is not None:
         click.echo(output.render(doc, output.fmt_of()))

@@ -163,6 +163,9 @@ def run_command(fmt: str) -> Callable[[str], None]:
 def finish(fmt: str, *, run_id: str | None, status: str, summary: str, table: Callable[[], str] | str | None = None,
            **extra: Any) -> None:
     """A run command's result when it ended without an error (exit 0)."""
+    from meshops.cli import progress
+
+    progress.stop()
     emit(result_doc(run_id=run_id, status=status, summary=summary, exit_code=0, **extra), fmt, table)
 
 

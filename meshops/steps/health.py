@@ -191,10 +191,19 @@ def _check(gate: Gate, *, now: float) -> GateResult:
     return gate.check(now)
 
 
+# While a bake waits, one ``bake.heartbeat`` event at least this often (people and CI logs
+# watching a 30-minute bake must see it is alive, how long is left, and what the gates said).
+HEARTBEAT_SECONDS = 10.0
+
+
 def watch(gates: Sequence[Gate], *, duration: float, interval: float, clock: Callable[[], float],
           sleep: Callable[[float], None], failure_threshold: int = 1,
-          on_result: Callable[[GateResult], None] | None = None) -> WatchReport:
-    """Evaluate ``gates`` for ``duration`` seconds (see the module docstring); raise GateFailed on failure."""
+          on_result: Callable[[GateResult], None] | None = None, log: Any = None,
+          heartbeat: float = HEARTBEAT_SECONDS) -> WatchReport:
+    """Evaluate ``gates`` for ``duration`` seconds (see the module docstring); raise GateFailed on failure.
+
+    With ``log``: one ``gate.evaluated`` event per evaluation and a ``bake.heartbeat`` at least
+    every ``heartbeat`` seconds while waiting."""
     if interval <= 0:
         raise BadInput("a gate interval must be > 0")
     if failure_threshold < 1:
@@ -205,6 +214,7 @@ def watch(gates: Sequence[Gate], *, duration: float, interval: float, clock: Cal
     streak: dict[str, int] = {}
     first_fail: dict[str, float] = {}
     tick = 0
+    last_beat = float("-inf")
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(gates))), thread_name_prefix="gate") as pool:
         while True:
             now = clock()
@@ -214,6 +224,8 @@ def watch(gates: Sequence[Gate], *, duration: float, interval: float, clock: Cal
             for g, r in zip(due, results, strict=True):
                 report.evaluations += 1
                 report.last[g.name] = r.detail
+                if log is not None:
+                    log.info("gate.evaluated", gate=r.name, ok=r.ok, detail=r.detail, critical=r.critical)
                 if on_result is not None:
                     on_result(r)
                 if r.ok:
@@ -238,7 +250,18 @@ def watch(gates: Sequence[Gate], *, duration: float, interval: float, clock: Cal
             while nxt <= clock():
                 tick += 1
                 nxt = start + tick * interval
-            sleep(max(0.0, min(nxt, end) - clock()))
+            until = min(nxt, end)
+            while True:
+                now = clock()
+                if log is not None and now - last_beat >= heartbeat:
+                    last_beat = now
+                    log.info("bake.heartbeat", elapsed=round(now - start, 1), left=round(max(0.0, end - now), 1),
+                             evaluations=report.evaluations, failures=dict(report.failures), last=dict(report.last))
+                left = until - now
+                if left <= heartbeat or log is None:
+                    sleep(max(0.0, left))
+                    break
+                sleep(heartbeat)
 
 
 # ---- drivers ---------------------------------------------------------------------------------
@@ -328,7 +351,7 @@ class HttpProbeStep(Step[HttpProbeInputs, WatchOutputs]):
         gates = [http_gate(prober, ProbeTarget(url=u, connect_to=inputs.connect_to, expect_text=inputs.expect_text,
                                                timeout=parse_duration(inputs.timeout))) for u in inputs.urls]
         report = watch(gates, duration=parse_duration(inputs.duration), interval=parse_duration(inputs.interval),
-                       clock=ctx.clock, sleep=ctx.sleep, failure_threshold=inputs.failure_threshold,
+                       clock=ctx.clock, sleep=ctx.sleep, log=ctx.log, failure_threshold=inputs.failure_threshold,
                        on_result=lambda r: None if r.ok else ctx.log.warning("gate.failed", gate=r.name, detail=r.detail))
         return WatchOutputs(report=report.as_dict())
 
@@ -368,7 +391,7 @@ class PromQLStep(Step[PromQLInputs, WatchOutputs]):
         window = parse_duration(inputs.window)
         gates = [promql_gate(client, e, window=window) for e in inputs.exprs]
         report = watch(gates, duration=max(parse_duration(inputs.duration), window),
-                       interval=parse_duration(inputs.interval), clock=ctx.clock, sleep=ctx.sleep,
+                       interval=parse_duration(inputs.interval), clock=ctx.clock, sleep=ctx.sleep, log=ctx.log,
                        failure_threshold=inputs.failure_threshold,
                        on_result=lambda r: None if r.ok else ctx.log.warning("gate.failed", gate=r.name, detail=r.detail))
         return WatchOutputs(report=report.as_dict())

@@ -219,7 +219,7 @@ class MoveWave(Step[WaveInputs, WaveOutputs]):
 
             gate_report = watch(gates, duration=parse_duration(inputs.gate_duration),
                                 interval=parse_duration(inputs.gate_interval), clock=ctx.clock, sleep=ctx.sleep,
-                                on_result=lambda r: None if r.ok else ctx.log.warning("gate.failed", gate=r.name,
+                                log=ctx.log, on_result=lambda r: None if r.ok else ctx.log.warning("gate.failed", gate=r.name,
                                                                                        detail=r.detail)).as_dict()
         if inputs.approve:
             Approve().run(ApproveInputs(message=f"wave {wave.index} ({', '.join(wave.namespaces)}) moved; "

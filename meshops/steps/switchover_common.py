@@ -127,7 +127,11 @@ def wait_insync(r53: Route53Api, info: ChangeInfo, ctx: StepContext, *, timeout:
     """Poll GetChange with growing gaps (1 s, 2 s, 4 s ... 15 s) until INSYNC, bounded by ``timeout``."""
     deadline = ctx.clock() + timeout
     delay = INSYNC_FIRST_POLL
+    began = ctx.clock()
     while info.status != "INSYNC":
+        # A heartbeat per poll (at most 15 s apart): the wait is visible, with its deadline.
+        ctx.log.info("route53.insync_wait", change=info.id, status=info.status,
+                     elapsed=round(ctx.clock() - began, 1), deadline_in=round(deadline - ctx.clock(), 1))
         if ctx.clock() + delay > deadline:
             raise TemporaryStepError(f"Route53 change {info.id} is still {info.status} after {timeout:g}s")
         ctx.sleep(delay)
@@ -185,7 +189,7 @@ def bake(ctx: StepContext, gates: Sequence[Gate], *, seconds: float, interval: f
                             critical=result.critical)
 
     try:
-        return watch(gates, duration=seconds, interval=interval, clock=ctx.clock, sleep=ctx.sleep,
+        return watch(gates, duration=seconds, interval=interval, clock=ctx.clock, sleep=ctx.sleep, log=ctx.log,
                      failure_threshold=failure_threshold, on_result=seen)
     except GateFailed as exc:
         ctx.log.error("switchover.gate_tripped", percent=percent, gate=exc.report.failed_gate, error=exc.message)

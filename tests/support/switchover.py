@@ -285,7 +285,9 @@ class Route53Proxy:
         return out
 
     def max_per_second(self) -> int:
-        stamps = sorted(e.at for e in self.exchanges)
+        # Route53's own API only (its paths start with the API version); the dry-run's one STS
+        # GetCallerIdentity (POST /) goes to another service with its own limits.
+        stamps = sorted(e.at for e in self.exchanges if e.path.startswith("/20"))
         best, lo = 0, 0
         for hi, t in enumerate(stamps):
             while t - stamps[lo] >= 1.0:
