@@ -156,7 +156,6 @@ def tune(url: str, window: str, until: str | None, percentile: float, limit_perc
          resolution: str, namespaces: tuple[str, ...], istio_namespace: str, output: str, out_dir: str | None, timeout: str) -> None:
     """Recommend requests and limits for istiod, gateways and sidecars from what Prometheus saw."""
     from meshops.domain.tuning import Policy
-    from meshops.drivers.prometheus import PrometheusClient
     from meshops.steps import tune_report
     from meshops.steps.tune_gather import Scope, gather
 
@@ -173,8 +172,12 @@ def tune(url: str, window: str, until: str | None, percentile: float, limit_perc
         raise BadInput(f"--percentile/--limit-percentile/--min-samples: {exc}") from None
     scope = Scope(window_seconds=window_s, until=_until(until), namespaces=tuple(namespaces),
                   istio_namespace=istio_namespace, step_seconds=int(step))
-    prom = PrometheusClient(url, timeout=_duration(timeout, "--timeout"),
-                            bearer_token=os.environ.get("MESHOPS_PROMETHEUS_TOKEN") or None)
+    from meshops.cli.app import app_from
+    from meshops.drivers.live import LiveDrivers
+
+    # The per-query timeout is this command's own; the token comes from the one settings builder.
+    settings = app_from(click.get_current_context()).driver_settings(prometheus_timeout=_duration(timeout, "--timeout"))
+    prom = LiveDrivers(settings).prometheus(url)
     report = gather(prom, scope, policy, clock=time.time)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from meshops.domain.errors import Conflict, DriverError, NotFound
-from meshops.drivers.kube import Obj, ObjectList, PatchType, WatchEvent
+from meshops.drivers.kube_api import Obj, ObjectList, PatchType, WatchEvent
 
 CLUSTER_SCOPED = frozenset({
     "Namespace", "Node", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",

@@ -20,7 +20,7 @@ from typing import Any
 
 from meshops.domain.errors import Conflict, DriverError
 from meshops.domain.mesh import Pod, as_int, pod_from_object
-from meshops.drivers.kube import KubeApi, Obj
+from meshops.drivers.kube_api import KubeApi, Obj
 
 API_VERSIONS = {"Deployment": "apps/v1", "StatefulSet": "apps/v1", "DaemonSet": "apps/v1", "Pod": "v1"}
 WATCH_SECONDS = 120.0

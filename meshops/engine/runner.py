@@ -25,6 +25,7 @@ from meshops.domain.errors import (
     StepError,
 )
 from meshops.domain.redact import SECRETS
+from meshops.drivers.api import Drivers, NoDrivers
 from meshops.engine import templating
 from meshops.engine.journal import Journal, RunState, StateStore, new_run_id
 from meshops.engine.lock import LockRenewer, RunLock, holder_identity
@@ -50,13 +51,14 @@ class Engine:
         self,
         *,
         store: StateStore,
-        drivers: Any = None,
+        drivers: Drivers | None = None,
         lock: RunLock | None = None,
         options: EngineOptions | None = None,
         stop: StopFlag | None = None,
     ) -> None:
         self.store = store
-        self.drivers = drivers
+        # Without drivers (engine tests, local-only playbooks) a step that reaches out fails clearly.
+        self.drivers: Drivers = drivers if drivers is not None else NoDrivers()
         self.lock = lock
         self.opts = options or EngineOptions()
         self.stop = stop or StopFlag()

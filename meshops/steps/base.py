@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from meshops.domain.errors import Interrupted, StepError
+from meshops.drivers.api import Drivers
 
 
 class StepInputs(BaseModel):
@@ -102,7 +103,7 @@ class StepContext:
     sleep_fn: Callable[[float], None]
     deadline: float | None
     stop_requested: Callable[[], bool]
-    drivers: Any  # meshops.drivers.DriverSet; typed loosely so steps need not import drivers to be tested
+    drivers: Drivers
     approvals: Approvals
     interactive: bool = False
     assume_yes: bool = False

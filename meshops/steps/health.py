@@ -23,9 +23,8 @@ ones for its wave gates. The public API, stable for other steps:
     once (carrying the report, with the time of the first failure). Non-critical gates (e.g.
     the cluster traffic is moving away from) are reported, never fatal. ``sleep`` should be
     ``StepContext.sleep`` so a watch honours step timeouts and SIGINT/SIGTERM.
-``probe_driver(ctx)``, ``prometheus_driver(ctx, url)``
-    The drivers from ``ctx.drivers`` ("http", "prometheus"), built on first use when a test
-    has not registered fakes.
+The prober and the Prometheus clients come from ``ctx.drivers.http()`` and
+``ctx.drivers.prometheus(url)`` (one client per URL, with that URL's token).
 
 Step types ``health.http_probe`` and ``health.promql`` run a watch as a playbook step.
 """
@@ -43,8 +42,8 @@ from pydantic import Field, field_validator
 
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import BadInput, DriverError, PermanentStepError
-from meshops.drivers.http_probe import HttpProbeApi, HttpProber, ProbeResult, parse_address, split_url
-from meshops.drivers.prometheus import NoData
+from meshops.drivers.http_api import HttpProbeApi, ProbeResult, parse_address, split_url
+from meshops.drivers.prometheus_api import NoData
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.registry import register
 
@@ -244,29 +243,6 @@ def watch(gates: Sequence[Gate], *, duration: float, interval: float, clock: Cal
 # ---- drivers ---------------------------------------------------------------------------------
 
 
-def _driver(ctx: StepContext, name: str, factory: Callable[[], Any]) -> Any:
-    try:
-        return ctx.drivers.get(name)
-    except KeyError:
-        ctx.drivers.register(name, factory)
-        return ctx.drivers.get(name)
-
-
-def probe_driver(ctx: StepContext) -> HttpProbeApi:
-    prober: HttpProbeApi = _driver(ctx, "http", HttpProber)
-    return prober
-
-
-def prometheus_driver(ctx: StepContext, url: str) -> PromQLApi:
-    def build() -> PromQLApi:
-        from meshops.drivers.prometheus import PrometheusClient
-
-        return PrometheusClient(url)
-
-    client: PromQLApi = _driver(ctx, "prometheus", build)
-    return client
-
-
 def check_prometheus(client: PromQLApi, exprs: Sequence[str]) -> None:
     """Before any change: every expression is valid and the server answers (BadInput otherwise)."""
     for expr in exprs:
@@ -324,7 +300,7 @@ class HttpProbeStep(Step[HttpProbeInputs, WatchOutputs]):
                                         detail=f"probe for {inputs.duration} every {inputs.interval}"),))
 
     def run(self, inputs: HttpProbeInputs, ctx: StepContext) -> WatchOutputs:
-        prober = probe_driver(ctx)
+        prober = ctx.drivers.http()
         gates = [http_gate(prober, ProbeTarget(url=u, connect_to=inputs.connect_to, expect_text=inputs.expect_text,
                                                timeout=parse_duration(inputs.timeout))) for u in inputs.urls]
         report = watch(gates, duration=parse_duration(inputs.duration), interval=parse_duration(inputs.interval),
@@ -364,7 +340,7 @@ class PromQLStep(Step[PromQLInputs, WatchOutputs]):
                                         detail=f"{len(inputs.exprs)} condition(s) for {inputs.duration}"),))
 
     def run(self, inputs: PromQLInputs, ctx: StepContext) -> WatchOutputs:
-        client = prometheus_driver(ctx, inputs.prometheus)
+        client = ctx.drivers.prometheus(inputs.prometheus)
         window = parse_duration(inputs.window)
         gates = [promql_gate(client, e, window=window) for e in inputs.exprs]
         report = watch(gates, duration=max(parse_duration(inputs.duration), window),

@@ -29,7 +29,6 @@ from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutput
 from meshops.steps.istio_common import (
     ISTIO_NAMESPACE,
     collect,
-    istioctl_for,
     kube_of,
     restore,
     retarget_tags,
@@ -93,7 +92,7 @@ class Finalize(Step[FinalizeInputs, FinalizeOutputs]):
                                    uninstalled=old, dangling_webhooks=[], message=f"revision {old} is already gone")
         if new not in snap.revisions or not snap.revisions[new].ready:
             raise PermanentStepError(f"revision {new} is not installed and ready: refusing to finalize onto it")
-        ictl = istioctl_for(ctx, inputs.to_version, inputs.istioctl or None)
+        ictl = ctx.drivers.istioctl(inputs.to_version, path=inputs.istioctl or None)
         flips = {tag: new for tag, rev in snap.tags().items() if rev == old}
         if snap.default_revision() != new or snap.validator_revision() != new:
             flips["default"] = new

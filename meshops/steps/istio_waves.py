@@ -24,7 +24,7 @@ from meshops.domain.durations import parse_duration
 from meshops.domain.errors import PermanentStepError
 from meshops.domain.mesh import INJECT_LABEL, REV_LABEL, WORKLOAD_KINDS, MeshSnapshot, Pod
 from meshops.domain.mesh_plan import WavePlan, wave_from_dict
-from meshops.drivers.kube import KubeApi
+from meshops.drivers.kube_api import KubeApi
 from meshops.steps import k8s_restart as restarts
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.gates import Approve, ApproveInputs
@@ -33,7 +33,6 @@ from meshops.steps.istio_common import (
     ISTIO_NAMESPACE,
     MWC,
     RESTARTED_BY,
-    istioctl_for,
     kube_of,
     restore,
     retarget_tags,
@@ -138,15 +137,15 @@ def _targets(snap: MeshSnapshot, wave: WavePlan, *, new: str, on_old: Any, mark:
 
 
 def _gates(ctx: StepContext, inputs: WaveInputs, namespaces: list[str]) -> list[Any]:
-    from meshops.steps.health import ProbeTarget, http_gate, probe_driver, prometheus_driver, promql_gate
+    from meshops.steps.health import ProbeTarget, http_gate, promql_gate
 
     gates: list[Any] = []
     regex = "|".join(namespaces)
     if inputs.gate_exprs and inputs.prometheus:
-        client = prometheus_driver(ctx, inputs.prometheus)
+        client = ctx.drivers.prometheus(inputs.prometheus)
         gates += [promql_gate(client, expr.replace("{namespaces}", regex)) for expr in inputs.gate_exprs]
     if inputs.probes:
-        prober = probe_driver(ctx)
+        prober = ctx.drivers.http()
         gates += [http_gate(prober, ProbeTarget(url=u)) for u in inputs.probes]
     return gates
 
@@ -191,7 +190,7 @@ class MoveWave(Step[WaveInputs, WaveOutputs]):
             raise PermanentStepError(f"revision {inputs.new_revision} is not installed: a wave cannot move to it")
         flipped: list[str] = []
         if wave.flip:
-            ictl = istioctl_for(ctx, inputs.to_version, inputs.istioctl or None)
+            ictl = ctx.drivers.istioctl(inputs.to_version, path=inputs.istioctl or None)
             flipped = retarget_tags(ctx, ictl, kube, wave.flip)
         relabelled = [ns for ns, labels in sorted(wave.relabel.items()) if set_namespace_labels(kube, ns, labels)]
         ctx.log.info("wave.selected", wave=wave.index, flipped=flipped, relabelled=relabelled)

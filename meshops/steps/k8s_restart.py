@@ -25,7 +25,7 @@ from typing import Any
 
 from meshops.domain.errors import NotFound
 from meshops.domain.mesh import RESTARTED_AT, Pod, as_int
-from meshops.drivers.kube import KubeApi, Obj
+from meshops.drivers.kube_api import KubeApi, Obj
 from meshops.drivers.kube_waits import Cache, rollout_state
 from meshops.steps.base import StepContext
 from meshops.steps.istio_common import RESTARTED_BY

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from meshops.domain.errors import DriverError
-from meshops.drivers.kube import KubeApi, Obj
+from meshops.drivers.kube_api import KubeApi, Obj
 from meshops.steps.base import StepContext
 
 T = TypeVar("T")

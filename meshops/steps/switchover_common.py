@@ -18,8 +18,8 @@ from meshops.domain.durations import parse_duration
 from meshops.domain.errors import PermanentStepError, PreconditionFailed, TemporaryStepError
 from meshops.domain.redact import REDACTED
 from meshops.domain.weights import InvalidBatch, RecordSet
-from meshops.drivers.http_probe import parse_connect_to, split_url
-from meshops.drivers.route53 import ChangeInfo, Route53Api
+from meshops.drivers.http_api import parse_connect_to, split_url
+from meshops.drivers.route53_api import ChangeInfo, Route53Api
 from meshops.steps.base import StepContext, StepInputs
 from meshops.steps.health import (
     Gate,
@@ -27,8 +27,6 @@ from meshops.steps.health import (
     ProbeTarget,
     WatchReport,
     http_gate,
-    probe_driver,
-    prometheus_driver,
     promql_gate,
     watch,
 )
@@ -57,18 +55,6 @@ class ShiftSettings(StepInputs):
     expect_text: str | None = None
     prometheus: str | None = None
     gates: list[str] = Field(default_factory=list)
-
-
-def route53_driver(ctx: StepContext) -> Route53Api:
-    """``ctx.drivers.get("route53")``; boto3 from the environment when no test registered a fake."""
-    try:
-        r53: Route53Api = ctx.drivers.get("route53")
-    except KeyError:
-        from meshops.drivers.route53 import from_environment
-
-        ctx.drivers.register("route53", from_environment)
-        r53 = ctx.drivers.get("route53")
-    return r53
 
 
 def group(records: Sequence[RecordSet], rtype: str) -> list[RecordSet]:
@@ -160,7 +146,7 @@ def build_gates(ctx: StepContext, *, probes: Sequence[str], connect_to: Sequence
     mapping = parse_connect_to(list(connect_to))
     gates: list[Gate] = []
     if probes:
-        prober = probe_driver(ctx)
+        prober = ctx.drivers.http()
         for url in probes:
             for label, ingress, critical in ((target_label, target_ingress, True), (source_label, source_ingress, False)):
                 target = ProbeTarget(url=url, connect_to=connect_address(url, ingress, mapping), label=label,
@@ -169,7 +155,7 @@ def build_gates(ctx: StepContext, *, probes: Sequence[str], connect_to: Sequence
     if gate_exprs:
         if not prometheus:
             raise PreconditionFailed("--gate-promql needs --prometheus URL")
-        client = prometheus_driver(ctx, prometheus)
+        client = ctx.drivers.prometheus(prometheus)
         gates += [promql_gate(client, expr, window=gate_window) for expr in gate_exprs]
     return gates
 

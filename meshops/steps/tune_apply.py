@@ -21,7 +21,7 @@ from pydantic import Field
 
 from meshops.domain.errors import PermanentStepError, TemporaryStepError
 from meshops.domain.tuning import parse_cpu, parse_memory
-from meshops.drivers.kube import KubeApi, Obj
+from meshops.drivers.kube_api import KubeApi, Obj
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.k8s_watch import watch_until
 from meshops.steps.registry import register

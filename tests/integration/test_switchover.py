@@ -103,7 +103,7 @@ def run(state: Path, kube: dict[str, FakeKube], given: dict[str, Any], r53: Rout
     loaded = load_playbook(str(PLAYBOOK))
     p = resolve_params(loaded.playbook, given)
     engine = Engine(store=LocalStateStore(state),
-                    drivers=drivers_for(kube, {"route53": lambda: r53} if r53 is not None else None))
+                    drivers=drivers_for(kube, route53=r53))
     preflight(engine, loaded, p)
     return engine.start(loaded, p)
 

@@ -102,7 +102,7 @@ def world(tmp_path: Path) -> Any:
     r53.controller = controller
     r53.validate_client_side = True  # meshops's own requests are validated as the real driver does
     prober = FakeProber(clock)
-    drivers = drivers_for(clusters, {"route53": lambda: r53, "http": lambda: prober})
+    drivers = drivers_for(clusters, route53=r53, http=prober)
     return {"clock": clock, "r53": r53, "zone": zone, "kube": clusters, "controller": controller,
             "prober": prober, "drivers": drivers, "state": tmp_path}
 

@@ -22,9 +22,11 @@ from typing import Any
 
 from meshops.domain.errors import NotFound
 from meshops.domain.weights import RecordSet
-from meshops.drivers import DriverSet
+from meshops.drivers.http_api import HttpProbeApi
 from meshops.drivers.kube import ObjectList
+from meshops.drivers.route53_api import Route53Api
 from meshops.drivers.route53_fake import FakeAwsError, FakeRoute53
+from meshops.testing import FakeDrivers
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "switchover.yaml"
@@ -357,15 +359,15 @@ def check_batches(batches: list[dict[str, Any]], *, zone: str, start: list[Recor
 # ---- engine wiring ------------------------------------------------------------------------------------
 
 
-def drivers_for(clusters: dict[str, FakeKube], factories: dict[str, Callable[[], Any]] | None = None) -> DriverSet:
-    def kube(context: str | None) -> FakeKube:
-        if context not in clusters:
-            from meshops.domain.errors import BadInput
+def drivers_for(clusters: dict[str, FakeKube], *, route53: Route53Api | None = None, http: HttpProbeApi | None = None,
+                **planned: Any) -> FakeDrivers:
+    """Fake clusters by context (an unknown context is BadInput, as with a real kubeconfig); Route53
+    from the environment (moto in these tests) and real HTTP probes unless fakes are given."""
+    from meshops.drivers.http_probe import HttpProber
+    from meshops.drivers.route53 import Route53Client
 
-            raise BadInput(f"cannot load kubeconfig context {context!r}")
-        return clusters[context]
-
-    return DriverSet(kube_factory=kube, factories=dict(factories or {}))  # type: ignore[arg-type]
+    return FakeDrivers(clusters=clusters, route53=Route53Client() if route53 is None else route53,
+                       http=HttpProber() if http is None else http, **planned)
 
 
 def params(**overrides: Any) -> dict[str, Any]:
