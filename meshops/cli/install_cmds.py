@@ -71,7 +71,7 @@ def install(app: object, profiles: tuple[str, ...], version: str | None, revisio
     """Install Istio from composed profiles with the istioctl of that version, and record the overlay."""
     from meshops.cli.app import App, stop_on_signals
     from meshops.engine.playbook import load_playbook, resolve_params
-    from meshops.steps.install_overlay import render_install_overlay
+    from meshops.ops.install_overlay import render_install_overlay
 
     assert isinstance(app, App)
     if revision and (not REVISION.match(revision) or revision == "default"):
@@ -90,8 +90,8 @@ def install(app: object, profiles: tuple[str, ...], version: str | None, revisio
     if version is None:
         version = _default_version(istioctl_path)
     if diff:
-        from meshops.steps import install_record
-        from meshops.steps.install_overlay import diff_text
+        from meshops.ops import install_record
+        from meshops.ops.install_overlay import diff_text
 
         kube = app.drivers.kube
         recorded = install_record.read_recorded(kube)
@@ -156,8 +156,8 @@ def tune(url: str, window: str, until: str | None, percentile: float, limit_perc
          resolution: str, namespaces: tuple[str, ...], istio_namespace: str, output: str, out_dir: str | None, timeout: str) -> None:
     """Recommend requests and limits for istiod, gateways and sidecars from what Prometheus saw."""
     from meshops.domain.tuning import Policy
-    from meshops.steps import tune_report
-    from meshops.steps.tune_gather import Scope, gather
+    from meshops.ops import tune_report
+    from meshops.ops.tune_gather import Scope, gather
 
     window_s = _duration(window, "--window")
     step = _duration(resolution, "--resolution")

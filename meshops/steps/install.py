@@ -23,10 +23,10 @@ from meshops.domain.errors import PermanentStepError, TemporaryStepError
 from meshops.domain.iop_schema import SPEC
 from meshops.drivers.istioctl_api import IstioctlFailed
 from meshops.drivers.kube_api import KubeApi, Obj
-from meshops.steps import install_record as record
+from meshops.ops import install_record as record
+from meshops.ops.install_overlay import sha256
+from meshops.ops.k8s_watch import watch_until
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.install_overlay import sha256
-from meshops.steps.k8s_watch import watch_until
 from meshops.steps.registry import register
 
 NAMESPACE = overlays.RECORD_NAMESPACE

@@ -17,8 +17,8 @@ from meshops.domain.errors import LockHeld
 from meshops.domain.k8stime import parse_time
 from meshops.domain.mesh import INJECTION_LABEL, REV_LABEL, MeshSnapshot
 from meshops.drivers.kube_api import KubeApi
+from meshops.ops.istio_common import ISTIO_NAMESPACE, collect, kube_of
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.istio_common import ISTIO_NAMESPACE, collect, kube_of
 from meshops.steps.registry import register
 
 LOCK_NAMESPACE = "meshops-system"

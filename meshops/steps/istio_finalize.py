@@ -25,8 +25,7 @@ from pydantic import Field
 
 from meshops.domain.errors import PermanentStepError
 from meshops.domain.mesh import INJECTION_LABEL, REV_LABEL
-from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.istio_common import (
+from meshops.ops.istio_common import (
     ISTIO_NAMESPACE,
     collect,
     kube_of,
@@ -36,6 +35,7 @@ from meshops.steps.istio_common import (
     run_istioctl,
     set_namespace_labels,
 )
+from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.registry import register
 
 

@@ -26,9 +26,9 @@ from meshops.domain.durations import parse_duration
 from meshops.domain.errors import PermanentStepError
 from meshops.domain.mesh import REV_LABEL, Workload, image_tag
 from meshops.drivers.kube_api import KubeApi, Obj
-from meshops.steps import k8s_restart as restarts
+from meshops.ops import k8s_restart as restarts
+from meshops.ops.istio_common import ISTIO_NAMESPACE, RESTARTED_BY, collect, kube_of
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.istio_common import ISTIO_NAMESPACE, RESTARTED_BY, collect, kube_of
 from meshops.steps.registry import register
 
 ORIGINAL_GATEWAY = "meshops.dev/original-gateway"

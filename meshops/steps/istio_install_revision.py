@@ -16,9 +16,9 @@ from pydantic import Field
 
 from meshops.domain.errors import PermanentStepError
 from meshops.domain.mesh import INJECTION_LABEL, REV_LABEL
+from meshops.ops.istio_common import ISTIO_NAMESPACE, collect, kube_of, run_istioctl
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.install import overlay_file, wait_ready
-from meshops.steps.istio_common import ISTIO_NAMESPACE, collect, kube_of, run_istioctl
 from meshops.steps.registry import register
 
 

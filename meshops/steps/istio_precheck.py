@@ -36,9 +36,9 @@ from meshops.domain.versions import (
     tag_problem,
 )
 from meshops.drivers.istioctl_api import IstioctlFailed
-from meshops.steps import install_record as record
+from meshops.ops import install_record as record
+from meshops.ops.istio_common import ISTIO_NAMESPACE, kube_of, tag_backup
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.istio_common import ISTIO_NAMESPACE, kube_of, tag_backup
 from meshops.steps.istio_discover import check_lock, snapshot
 from meshops.steps.registry import register
 
@@ -258,7 +258,7 @@ class UpgradeCheck(Step[CheckInputs, CheckOutputs]):
 
     @staticmethod
     def _gate_problems(inputs: CheckInputs) -> list[str]:
-        from meshops.steps.health import ProbeTarget, check_promql
+        from meshops.ops.health import ProbeTarget, check_promql
 
         problems = []
         for expr in inputs.gate_exprs:

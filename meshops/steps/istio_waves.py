@@ -25,10 +25,8 @@ from meshops.domain.errors import PermanentStepError
 from meshops.domain.mesh import INJECT_LABEL, REV_LABEL, WORKLOAD_KINDS, MeshSnapshot, Pod
 from meshops.domain.mesh_plan import WavePlan, wave_from_dict
 from meshops.drivers.kube_api import KubeApi
-from meshops.steps import k8s_restart as restarts
-from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.gates import Approve, ApproveInputs
-from meshops.steps.istio_common import (
+from meshops.ops import k8s_restart as restarts
+from meshops.ops.istio_common import (
     ADMISSION,
     ISTIO_NAMESPACE,
     MWC,
@@ -39,6 +37,8 @@ from meshops.steps.istio_common import (
     revision_exists,
     set_namespace_labels,
 )
+from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
+from meshops.steps.gates import Approve, ApproveInputs
 from meshops.steps.registry import register
 
 UNDO_SECONDS = 300.0
@@ -137,7 +137,7 @@ def _targets(snap: MeshSnapshot, wave: WavePlan, *, new: str, on_old: Any, mark:
 
 
 def _gates(ctx: StepContext, inputs: WaveInputs, namespaces: list[str]) -> list[Any]:
-    from meshops.steps.health import ProbeTarget, http_gate, promql_gate
+    from meshops.ops.health import ProbeTarget, http_gate, promql_gate
 
     gates: list[Any] = []
     regex = "|".join(namespaces)
@@ -214,7 +214,7 @@ class MoveWave(Step[WaveInputs, WaveOutputs]):
         gate_report: dict[str, Any] = {}
         gates = _gates(ctx, inputs, wave.namespaces)
         if gates:
-            from meshops.steps.health import watch
+            from meshops.ops.health import watch
 
             gate_report = watch(gates, duration=parse_duration(inputs.gate_duration),
                                 interval=parse_duration(inputs.gate_interval), clock=ctx.clock, sleep=ctx.sleep,

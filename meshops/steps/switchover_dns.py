@@ -27,10 +27,7 @@ from meshops.domain.errors import DriverError
 from meshops.domain.weights import Change as RChange
 from meshops.domain.weights import ChangeBatch, RecordSet, replace_batch, shift_batch
 from meshops.drivers.route53_api import HealthCheck, HealthCheckSpec, Route53Api
-from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.registry import register
-from meshops.steps.switchover_common import (
-    ShiftSettings,
+from meshops.ops.switchover_common import (
     bake,
     bake_seconds,
     build_gates,
@@ -40,6 +37,9 @@ from meshops.steps.switchover_common import (
     send,
     weighted_pair,
 )
+from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
+from meshops.steps.registry import register
+from meshops.steps.switchover_inputs import ShiftSettings
 
 RUN_TAG = "meshops-run"
 

@@ -22,15 +22,15 @@ from pydantic import Field
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import DriverError, PermanentStepError, TemporaryStepError
 from meshops.domain.weights import RecordSet
-from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.registry import register
-from meshops.steps.switchover_common import (
-    ShiftSettings,
+from meshops.ops.switchover_common import (
     bake,
     bake_seconds,
     build_gates,
     describe,
 )
+from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
+from meshops.steps.registry import register
+from meshops.steps.switchover_inputs import ShiftSettings
 
 PREFIX = "external-dns.alpha.kubernetes.io/"
 HOSTNAME, SET_ID, WEIGHT = PREFIX + "hostname", PREFIX + "set-identifier", PREFIX + "aws-weight"

@@ -18,10 +18,10 @@ from meshops.domain.durations import parse_duration
 from meshops.domain.errors import BadInput, DriverError, NotFound, PreconditionFailed
 from meshops.domain.weights import AliasTarget, RecordSet, fqdn, parse_steps, schedule
 from meshops.drivers.http_api import parse_connect_to, split_url
+from meshops.ops.health import check_prometheus, check_promql
+from meshops.ops.switchover_common import describe
 from meshops.steps.base import Step, StepContext, StepInputs, StepOutputs
-from meshops.steps.health import check_prometheus, check_promql
 from meshops.steps.registry import register
-from meshops.steps.switchover_common import describe
 
 DnsOwner = Literal["meshops", "external-dns"]
 _SET_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")

@@ -1,4 +1,4 @@
-"""The reusable health gates (meshops.steps.health): the watch schedule, thresholds, windows, the HTTP
+"""The reusable health gates (meshops.ops.health): the watch schedule, thresholds, windows, the HTTP
 prober against real local servers, and the gate step types in a playbook."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from meshops.drivers.prometheus_fake import FakePrometheus
 from meshops.engine.journal import LocalStateStore
 from meshops.engine.playbook import load_playbook_text
 from meshops.engine.runner import Engine, EngineOptions
-from meshops.steps.health import (
+from meshops.ops.health import (
     GateFailed,
     GateResult,
     ProbeTarget,

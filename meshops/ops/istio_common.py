@@ -18,7 +18,7 @@ from meshops.domain.errors import Conflict, NotFound, PermanentStepError, Tempor
 from meshops.domain.mesh import INJECTION_LABEL, REV_LABEL, TAG_LABEL, MeshSnapshot
 from meshops.drivers.istioctl_api import IstioctlApi, IstioctlFailed
 from meshops.drivers.kube_api import KubeApi, Obj
-from meshops.steps.base import StepContext
+from meshops.ops.context import StepContext
 
 ADMISSION = "admissionregistration.k8s.io/v1"
 MWC = "MutatingWebhookConfiguration"

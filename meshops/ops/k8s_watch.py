@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from meshops.domain.errors import DriverError
 from meshops.drivers.kube_api import KubeApi, Obj
-from meshops.steps.base import StepContext
+from meshops.ops.context import StepContext
 
 T = TypeVar("T")
 

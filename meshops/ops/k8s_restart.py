@@ -27,8 +27,8 @@ from meshops.domain.errors import NotFound
 from meshops.domain.mesh import RESTARTED_AT, Pod, as_int
 from meshops.drivers.kube_api import KubeApi, Obj
 from meshops.drivers.kube_waits import Cache, rollout_state
-from meshops.steps.base import StepContext
-from meshops.steps.istio_common import RESTARTED_BY
+from meshops.ops.context import StepContext
+from meshops.ops.istio_common import RESTARTED_BY
 
 # The pod label value a move replaced, kept on the workload so a rollback can put it back
 # even when the run died before journaling its outputs ("-" = there was no label).

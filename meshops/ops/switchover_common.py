@@ -1,4 +1,4 @@
-"""What the switchover steps share: drivers, reading the weighted pair, INSYNC waits, the bake.
+"""What the switchover steps share: reading the weighted pair, sends, INSYNC waits, the bake.
 
 A switchover moves a DNS name from the ``source`` cluster to the ``target`` cluster by
 Route53 weights (see ``playbooks/switchover.yaml``). The record
@@ -10,9 +10,7 @@ every undo can restore it even when the step that changed it never finished.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
-
-from pydantic import Field
+from typing import Any
 
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import PermanentStepError, PreconditionFailed, TemporaryStepError
@@ -20,8 +18,8 @@ from meshops.domain.redact import REDACTED
 from meshops.domain.weights import InvalidBatch, RecordSet
 from meshops.drivers.http_api import parse_connect_to, split_url
 from meshops.drivers.route53_api import ChangeInfo, Route53Api
-from meshops.steps.base import StepContext, StepInputs
-from meshops.steps.health import (
+from meshops.ops.context import StepContext
+from meshops.ops.health import (
     Gate,
     GateFailed,
     ProbeTarget,
@@ -33,28 +31,6 @@ from meshops.steps.health import (
 
 INSYNC_FIRST_POLL = 1.0
 INSYNC_MAX_POLL = 15.0
-
-
-class ShiftSettings(StepInputs):
-    """How one weight step is carried out and watched: shared by the Route53 and external-dns shifts."""
-
-    source_ingress: str
-    target_ingress: str
-    percent: Annotated[int, Field(ge=0, le=100)]
-    source_weight: Annotated[int, Field(ge=0, le=255)]
-    target_weight: Annotated[int, Field(ge=0, le=255)]
-    initial_weights: Annotated[list[int], Field(min_length=2, max_length=2)]
-    bake: str | float = "5m"
-    propagation_allowance: str | float = "60s"
-    gate_window: str | float = "60s"
-    probe_interval: str | float = "10s"
-    probe_timeout: str | float = "5s"
-    failure_threshold: Annotated[int, Field(ge=1)] = 1
-    probes: list[str] = Field(default_factory=list)
-    connect_to: list[str] = Field(default_factory=list)
-    expect_text: str | None = None
-    prometheus: str | None = None
-    gates: list[str] = Field(default_factory=list)
 
 
 def group(records: Sequence[RecordSet], rtype: str) -> list[RecordSet]:
