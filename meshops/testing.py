@@ -13,6 +13,7 @@ what was asked and what was planned, so a test can never reach a real system by 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 
 from meshops.domain.errors import BadInput
@@ -20,6 +21,7 @@ from meshops.drivers.api import prometheus_key
 from meshops.drivers.http_api import HttpProbeApi
 from meshops.drivers.istioctl_api import IstioctlApi
 from meshops.drivers.kube_api import KubeApi
+from meshops.drivers.kube_waits import Cache
 from meshops.drivers.prometheus_api import PrometheusApi
 from meshops.drivers.route53_api import Route53Api
 
@@ -46,7 +48,8 @@ class FakeDrivers:
                  http: HttpProbeApi | None = None) -> None:
         self._kube = kube
         self._clusters = dict(clusters or {})
-        self._istioctl = dict(istioctl or {})
+        # Kept, not copied: a test may plan another version later.
+        self._istioctl: Mapping[str, IstioctlApi] = istioctl if istioctl is not None else {}
         self._route53 = route53
         self._http = http
         self._prometheus: dict[str, PrometheusApi] = {}
@@ -58,6 +61,8 @@ class FakeDrivers:
             self._prometheus = {prometheus_key(p.url): p for p in fakes}
         # What steps asked for, in order: lets a test assert on the seam itself.
         self.requests: list[str] = []
+        self._caches: dict[int, Cache] = {}
+        self._lock = threading.Lock()
 
     def _unplanned(self, what: str, planned: Iterable[str]) -> UnplannedDriver:
         listed = ", ".join(sorted(planned)) or "nothing"
@@ -78,6 +83,19 @@ class FakeDrivers:
         if not self._clusters and self._kube is None:
             raise self._unplanned(f"Kubernetes context {context!r}", ())
         raise BadInput(f"cannot load kubeconfig context {context!r}")
+
+    def workload_cache(self, context: str | None = None) -> Cache:
+        kube = self.kube_for(context)
+        with self._lock:
+            # Keyed by the planned cluster object, which this set keeps alive.
+            cache = self._caches.get(id(kube))
+            if cache is None:
+                cache = self._caches[id(kube)] = Cache(kube)
+        return cache.start()
+
+    def close(self) -> None:
+        for cache in self._caches.values():
+            cache.stop()
 
     def istioctl(self, version: str | None = None, *, path: str | None = None) -> IstioctlApi:
         self.requests.append(f"istioctl:{version or ''}")

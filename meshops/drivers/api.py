@@ -18,6 +18,7 @@ from meshops.domain.errors import DriverError
 from meshops.drivers.http_api import HttpProbeApi
 from meshops.drivers.istioctl_api import IstioctlApi
 from meshops.drivers.kube_api import KubeApi
+from meshops.drivers.kube_waits import Cache
 from meshops.drivers.prometheus_api import PrometheusApi
 from meshops.drivers.route53_api import Route53Api
 
@@ -65,6 +66,11 @@ class Drivers(Protocol):
         """The cluster behind ``context`` (the default context when None)."""
         ...
 
+    def workload_cache(self, context: str | None = None) -> Cache:
+        """The running informers (workloads and their pods) of ``context``'s cluster, one per cluster
+        for the life of this set: every wave and undo of an upgrade shares one list and one watch per kind."""
+        ...
+
     def istioctl(self, version: str | None = None, *, path: str | None = None) -> IstioctlApi:
         """The istioctl whose client version is exactly ``version`` (``path`` when given and of that
         version, else ``istioctl-<version>`` or ``istioctl`` on PATH); any istioctl on PATH when None."""
@@ -94,6 +100,9 @@ class NoDrivers:
         raise self._refuse("Kubernetes")
 
     def kube_for(self, context: str | None = None) -> KubeApi:
+        raise self._refuse(f"Kubernetes context {context or '(default)'}")
+
+    def workload_cache(self, context: str | None = None) -> Cache:
         raise self._refuse(f"Kubernetes context {context or '(default)'}")
 
     def istioctl(self, version: str | None = None, *, path: str | None = None) -> IstioctlApi:

@@ -17,6 +17,7 @@ from meshops.drivers.api import DriverSettings, prometheus_key
 from meshops.drivers.http_api import HttpProbeApi
 from meshops.drivers.istioctl_api import IstioctlApi
 from meshops.drivers.kube_api import KubeApi
+from meshops.drivers.kube_waits import Cache
 from meshops.drivers.prometheus_api import PrometheusApi
 from meshops.drivers.route53_api import Route53Api
 
@@ -54,6 +55,18 @@ class LiveDrivers:
     @property
     def kube(self) -> KubeApi:
         return self.kube_for(None)
+
+    def workload_cache(self, context: str | None = None) -> Cache:
+        ctx = context or self.settings.context
+        return self._once(("cache", ctx or ""), lambda: Cache(self.kube_for(context))).start()
+
+    def close(self) -> None:
+        """Stop the informers this set started (the CLI's process ends anyway; tests call it)."""
+        with self._lock:
+            caches = [c for k, c in self._cache.items() if k[0] == "cache"]
+        for cache in caches:
+            assert isinstance(cache, Cache)
+            cache.stop()
 
     # ---- istioctl --------------------------------------------------------------------------
 

@@ -61,7 +61,6 @@ class StepContext:
     approvals: Approvals
     interactive: bool = False
     assume_yes: bool = False
-    dry_run: bool = False
     progress: Progress = field(default_factory=_NoProgress)
     # When this step (or foreach item) was first started, across resumes: gates expire from it.
     first_started: float | None = None

@@ -194,7 +194,7 @@ class MoveWave(Step[WaveInputs, WaveOutputs]):
             flipped = retarget_tags(ctx, ictl, kube, wave.flip)
         relabelled = [ns for ns, labels in sorted(wave.relabel.items()) if set_namespace_labels(kube, ns, labels)]
         ctx.log.info("wave.selected", wave=wave.index, flipped=flipped, relabelled=relabelled)
-        cache = restarts.shared_cache(kube)
+        cache = ctx.drivers.workload_cache()
         accept_new = self._accept_new(inputs)
         snap = _wave_snapshot(kube, cache, wave.namespaces)
         mark = _mark(ctx, wave)
@@ -275,7 +275,7 @@ class MoveWave(Step[WaveInputs, WaveOutputs]):
             ctx.log.info("wave.undo.tags", wave=wave.index, changed=changed)
         if inputs.mode == "restart":
             return  # in place: the install's undo reinstalls the old version; its restarts follow
-        cache = restarts.shared_cache(kube)
+        cache = ctx.drivers.workload_cache()
         snap = _wave_snapshot(kube, cache, wave.namespaces)
         forward = _mark(ctx, wave)
         back = _mark(ctx, wave, undo=True)
@@ -332,7 +332,7 @@ class RestartBack(Step[RestartBackInputs, StepOutputs]):
 
     def undo(self, inputs: RestartBackInputs, outputs: StepOutputs | None, ctx: StepContext) -> None:
         kube = kube_of(ctx)
-        cache = restarts.shared_cache(kube)
+        cache = ctx.drivers.workload_cache()
         wanted = set(inputs.namespaces)
         with cache.cond:
             owners = {(p.owner_kind, p.namespace, p.owner_name) for (ns, _), p in cache.pods.items.items()

@@ -267,7 +267,13 @@ class FakeWorld:
         from meshops.steps.base import StepContext
         from meshops.testing import FakeDrivers
 
-        drivers = FakeDrivers(kube=self.kube, istioctl=self.istioctl, **(extra or {}))
+        # One driver set for the world, as one command has one: its informers serve every wave.
+        if extra:
+            drivers = FakeDrivers(kube=self.kube, istioctl=self.istioctl, **extra)
+        else:
+            if getattr(self, "_drivers", None) is None:
+                self._drivers = FakeDrivers(kube=self.kube, istioctl=self.istioctl)
+            drivers = self._drivers
 
         class NoApprovals:
             def is_approved(self, key: str) -> bool:

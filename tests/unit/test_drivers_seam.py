@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from meshops.cli.app import App, parse_prometheus_tokens
-from meshops.domain.errors import BadInput, DriverError
+from meshops.domain.errors import BadInput, DriverError, NotFound
 from meshops.drivers.api import DriverSettings, NoDrivers
-from meshops.drivers.istioctl_fake import FakeIstioctl
+from meshops.drivers.dry_run import DryRunDrivers, istioctl_reads
+from meshops.drivers.istioctl_fake import FakeIstioctl, ok
 from meshops.drivers.kube_fake import FakeKube
 from meshops.drivers.live import LiveDrivers
 from meshops.drivers.prometheus_fake import FakePrometheus
@@ -125,3 +126,38 @@ def test_cli_driver_settings_come_from_one_place(monkeypatch: pytest.MonkeyPatch
     assert isinstance(app.drivers, LiveDrivers) and app.drivers is app.drivers
     with pytest.raises(BadInput, match="MESHOPS_PROMETHEUS_TOKENS"):
         parse_prometheus_tokens("http://a:9090")
+
+
+def test_plan_runs_steps_on_dry_run_drivers_that_record_writes(tmp_path: Path) -> None:
+    kube = FakeKube(context="c")
+    ictl = FakeIstioctl(version="1.24.1").on("version", ok("1.24.1"))
+    text = """apiVersion: meshops.dev/v1
+kind: Playbook
+metadata: {name: sneaky, lock: false}
+steps:
+  - id: look
+    uses: test.sneaky_read
+"""
+    engine = Engine(store=LocalStateStore(tmp_path), drivers=FakeDrivers(kube=kube, istioctl={"1.24.1": ictl}))
+    [planned] = engine.plan(load_playbook_text(text, path="sneaky.yaml"), {})
+    assert planned.error is None, planned.error
+    assert "tried 2 write(s), not made" in planned.note
+    assert "kube create c: ConfigMap default/sneaky" in planned.note
+    assert "istioctl install -y 1.24.1" in planned.note
+    assert kube.get("v1", "ConfigMap", "sneaky", "default") is None  # nothing was created
+    assert [c[0] for c in ictl.calls] == ["version"]  # the read ran, the install did not
+
+
+def test_dry_run_drivers_pass_reads_and_answer_writes() -> None:
+    kube = FakeKube(context="c")
+    kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "n"}, "data": {"k": "1"}})
+    dry = DryRunDrivers(FakeDrivers(kube=kube))
+    patched = dry.kube.patch("v1", "ConfigMap", "a", {"data": {"k": "2"}}, "n")
+    assert patched["data"] == {"k": "1"}  # the object as it is: the patch was not sent
+    assert dry.kube.delete("v1", "ConfigMap", "a", "n") is True
+    assert kube.get("v1", "ConfigMap", "a", "n") is not None
+    with pytest.raises(NotFound):
+        dry.kube.patch("v1", "ConfigMap", "missing", {}, "n")
+    assert [w.action for w in dry.writes] == ["patch", "delete", "patch"]
+    assert istioctl_reads(["x", "precheck", "--revision", "r"]) and istioctl_reads(["manifest", "generate", "-f", "o"])
+    assert not istioctl_reads(["install", "-y"]) and not istioctl_reads(["tag", "set", "default"])
