@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from meshops.domain.errors import Conflict, DriverError, NotFound
+from meshops.domain.patches import PatchConflict, PatchInvalid, json_patch, merge_patch
+from meshops.domain.selectors import selector_matches
 from meshops.drivers.kube_api import Obj, ObjectList, PatchType, WatchEvent
 
 CLUSTER_SCOPED = frozenset({
@@ -29,45 +31,15 @@ CLUSTER_SCOPED = frozenset({
     "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "PersistentVolume",
 })
 _GENERATION_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
-_REQ = re.compile(r"^\s*(!?)([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
 
 Reactor = Callable[["FakeKube", str, Obj], None]
 
 
-def _split_selector(text: str) -> list[str]:
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    if cur.strip():
-        parts.append(cur)
-    return parts
-
-
 def label_selector_matches(selector: str | None, labels: dict[str, str]) -> bool:
-    """A label selector string (``a=b,c!=d,e in (x,y),f,!g``) against labels."""
-    for part in _split_selector(selector or ""):
-        m = _REQ.match(part)
-        if not m:
-            raise DriverError(f"unable to parse requirement {part!r}", temporary=False)
-        neg, key, op, value, set_op, values = m.groups()
-        if set_op:
-            options = {v.strip() for v in values.split(",") if v.strip()}
-            ok = key in labels and labels[key] in options
-            if (set_op == "in" and not ok) or (set_op == "notin" and ok):
-                return False
-        elif op:
-            eq = labels.get(key) == value
-            if (op in ("=", "==") and not eq) or (op == "!=" and eq):
-                return False
-        elif (key in labels) == bool(neg):
-            return False
-    return True
+    try:
+        return selector_matches(selector, labels)
+    except ValueError as exc:
+        raise DriverError(str(exc), temporary=False) from None
 
 
 def _field_matches(selector: str | None, obj: Obj) -> bool:
@@ -80,19 +52,6 @@ def _field_matches(selector: str | None, obj: Obj) -> bool:
         if (op == "!=" and eq) or (op != "!=" and not eq):
             return False
     return True
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
 
 
 def strategic_patch(target: Any, patch: Any) -> Any:
@@ -117,33 +76,6 @@ def strategic_patch(target: Any, patch: Any) -> Any:
             out[key] = [merged[n] for n in order if n in merged]
         else:
             out[key] = strategic_patch(out.get(key), value)
-    return out
-
-
-def json_patch(target: Obj, ops: list[dict[str, Any]]) -> Obj:
-    out = copy.deepcopy(target)
-    for op in ops:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        parent: Any = out
-        for p in parts[:-1]:
-            parent = parent[int(p)] if isinstance(parent, list) else parent.setdefault(p, {})
-        last = parts[-1]
-        if op["op"] in ("add", "replace"):
-            if isinstance(parent, list):
-                idx = len(parent) if last == "-" else int(last)
-                if op["op"] == "add":
-                    parent.insert(idx, op["value"])
-                else:
-                    parent[idx] = op["value"]
-            else:
-                parent[last] = op["value"]
-        elif op["op"] == "remove":
-            if isinstance(parent, list):
-                parent.pop(int(last))
-            else:
-                parent.pop(last, None)
-        else:
-            raise DriverError(f"json patch op {op['op']} is not supported by FakeKube", temporary=False)
     return out
 
 
@@ -285,7 +217,10 @@ class FakeKube:
             elif patch_type == "strategic":
                 new = strategic_patch(old, patch)
             elif patch_type == "json":
-                new = json_patch(old, patch)
+                try:
+                    new = json_patch(old, patch)
+                except (PatchInvalid, PatchConflict) as exc:  # the API server's 400/422
+                    raise DriverError(f"{kind} {name}: {exc}", temporary=False) from None
             else:
                 raise DriverError("FakeKube does not serve apply patches", temporary=False)
             want_rv = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None

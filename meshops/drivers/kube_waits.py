@@ -311,10 +311,3 @@ def rollout_state(obj: Obj | None, generation: int) -> RolloutState:
             return RolloutState(done=False, detail=f"{status.get('numberAvailable') or 0} of {want} available")
         return RolloutState(done=True)
     return RolloutState(done=False, failed=f"cannot follow a rollout of a {kind}")
-
-
-def pods_on_revision(pods: list[Pod], revision: str) -> tuple[bool, list[Pod]]:
-    """(every live pod runs ``revision`` and is ready, the live pods that do not)."""
-    live = [p for p in pods if p.live]
-    off = [p for p in live if p.revision != revision or not p.ready]
-    return (not off, off)

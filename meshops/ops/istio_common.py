@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from meshops.domain.errors import Conflict, NotFound, PermanentStepError, TemporaryStepError
-from meshops.domain.mesh import INJECTION_LABEL, REV_LABEL, TAG_LABEL, MeshSnapshot
+from meshops.domain.mesh import REV_LABEL, TAG_LABEL, MeshSnapshot
 from meshops.drivers.istioctl_api import IstioctlApi, IstioctlFailed
 from meshops.drivers.kube_api import KubeApi, Obj
 from meshops.ops.context import StepContext
@@ -96,10 +96,6 @@ def set_namespace_labels(kube: KubeApi, namespace: str, labels: dict[str, str | 
         return False
     kube.patch("v1", "Namespace", namespace, {"metadata": {"labels": change}})
     return True
-
-
-def selection_labels(labels: dict[str, str]) -> dict[str, str | None]:
-    return {INJECTION_LABEL: labels.get(INJECTION_LABEL), REV_LABEL: labels.get(REV_LABEL)}
 
 
 # ---- tags, and putting webhooks back exactly as they were ----------------------------------------
