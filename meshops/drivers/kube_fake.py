@@ -18,7 +18,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from meshops.domain.errors import Conflict, DriverError, NotFound
@@ -82,9 +82,14 @@ def strategic_patch(target: Any, patch: Any) -> Any:
 class FakeKube:
     """In-memory ``KubeApi``. Thread-safe; ``writes`` records every mutating call."""
 
-    def __init__(self, *, context: str = "fake", version: str = "v1.30.2", history: int = 100_000) -> None:
+    def __init__(self, *, context: str = "fake", version: str = "v1.30.2", history: int = 100_000,
+                 served: Collection[str] | None = None) -> None:
         self.context = context
         self.version = version
+        # The API versions this cluster serves (None: all); others are NotFound, as for a missing CRD.
+        self.served = None if served is None else frozenset(served)
+        # False: every request fails as a refused connection does (temporary).
+        self.reachable = True
         self._objects: dict[tuple[str, str, str, str], Obj] = {}
         self._events: list[tuple[int, str, Obj]] = []
         self._history = history
@@ -104,8 +109,12 @@ class FakeKube:
         ns = "" if kind in CLUSTER_SCOPED else (namespace or "default")
         return (api_version, kind, ns, name)
 
-    def _count(self, verb: str, kind: str) -> None:
+    def _count(self, verb: str, kind: str, api_version: str | None = None) -> None:
         self.requests += 1
+        if not self.reachable:
+            raise DriverError(f"cannot reach the API server of {self.context}: ConnectionRefusedError", temporary=True)
+        if api_version is not None and self.served is not None and api_version not in self.served:
+            raise NotFound(f"the cluster {self.context} serves no {kind} in {api_version}")
         for fault in self.faults:
             if fault[3] > 0 and fault[0] in ("*", verb) and fault[1] in ("*", kind):
                 fault[3] -= 1
@@ -138,14 +147,14 @@ class FakeKube:
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
         with self._cond:
-            self._count("get", kind)
+            self._count("get", kind, api_version)
             obj = self._objects.get(self._key(api_version, kind, name, namespace))
             return copy.deepcopy(obj) if obj is not None else None
 
     def list(self, api_version: str, kind: str, namespace: str | None = None, *,
              label_selector: str | None = None, field_selector: str | None = None) -> ObjectList:
         with self._cond:
-            self._count("list", kind)
+            self._count("list", kind, api_version)
             items = [copy.deepcopy(o) for (av, k, ns, _), o in sorted(self._objects.items())
                      if av == api_version and k == kind and (namespace is None or ns == namespace)
                      and label_selector_matches(label_selector, o["metadata"].get("labels") or {})
@@ -154,7 +163,7 @@ class FakeKube:
 
     def create(self, obj: Obj) -> Obj:
         with self._cond:
-            self._count("create", obj["kind"])
+            self._count("create", obj["kind"], obj["apiVersion"])
             obj = copy.deepcopy(obj)
             meta = obj.setdefault("metadata", {})
             if obj["kind"] in CLUSTER_SCOPED:
@@ -189,7 +198,7 @@ class FakeKube:
 
     def replace(self, obj: Obj) -> Obj:
         with self._cond:
-            self._count("replace", obj["kind"])
+            self._count("replace", obj["kind"], obj["apiVersion"])
             meta = obj["metadata"]
             key = self._key(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
             old = self._objects.get(key)
@@ -207,7 +216,7 @@ class FakeKube:
     def patch(self, api_version: str, kind: str, name: str, patch: Any, namespace: str | None = None, *,
               patch_type: PatchType = "merge", subresource: str | None = None) -> Obj:
         with self._cond:
-            self._count("patch", kind)
+            self._count("patch", kind, api_version)
             key = self._key(api_version, kind, name, namespace)
             old = self._objects.get(key)
             if old is None:
@@ -234,7 +243,7 @@ class FakeKube:
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
                propagation: str = "Background") -> bool:
         with self._cond:
-            self._count("delete", kind)
+            self._count("delete", kind, api_version)
             key = self._key(api_version, kind, name, namespace)
             obj = self._objects.pop(key, None)
             if obj is None:
@@ -248,7 +257,7 @@ class FakeKube:
               field_selector: str | None = None, resource_version: str | None = None,
               timeout: float | None = None) -> Iterator[WatchEvent]:
         with self._cond:
-            self._count("watch", kind)
+            self._count("watch", kind, api_version)
 
         def wanted(obj: Obj) -> bool:
             meta = obj["metadata"]

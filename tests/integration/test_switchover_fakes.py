@@ -22,12 +22,12 @@ from meshops.engine.runner import Engine, EngineOptions, RunResult, StopFlag
 from tests.support.fakeclock import FakeClock
 from tests.support.switchover import (
     PLAYBOOK,
-    FakeKube,
     check_batches,
     cluster_objects,
     drivers_for,
     journal,
     params,
+    seeded,
 )
 
 BLUE_LB, GREEN_LB = "blue-lb.example.net", "green-lb.example.net"
@@ -64,8 +64,8 @@ class World:
         self.start = [record]
         self.prober = FakeProber(self.clock)
         self.prometheus = prometheus
-        self.kube = {"blue": FakeKube("blue", cluster_objects(ingress=BLUE_LB)),
-                     "green": FakeKube("green", cluster_objects(ingress=GREEN_LB))}
+        self.kube = {"blue": seeded("blue", cluster_objects(ingress=BLUE_LB)),
+                     "green": seeded("green", cluster_objects(ingress=GREEN_LB))}
         self.state = tmp_path
         # The playbook names its Prometheus by URL; the fake answers at that URL.
         self.drivers = drivers_for(self.kube, route53=self.r53, http=self.prober,
