@@ -11,73 +11,66 @@ written to hold only once traffic flows.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshops.cli import output
 from meshops.domain.errors import BadInput
+
+if TYPE_CHECKING:
+    from meshops.drivers.api import Drivers, DriverSettings
 
 # Upgrade gates are written per wave ({namespaces}); before the first wave, all namespaces.
 ALL_NAMESPACES = ".+"
 
 
-def check_gates(prometheus: str, exprs: Sequence[str], *, timeout: float = 10.0) -> list[str]:
+def check_gates(drivers: Drivers, prometheus: str, exprs: Sequence[str]) -> list[str]:
     """Each gate evaluated once; problems for an unreachable Prometheus or a query it rejects."""
     if not exprs or not prometheus:
         return []
-    import os
+    from meshops.drivers.prometheus_api import NoData
+    from meshops.ops.health import check_promql
 
-    from meshops.drivers.prometheus import NoData, PrometheusClient
-    from meshops.steps.health import promql_gate
-
-    client = PrometheusClient(prometheus, timeout=timeout,
-                              bearer_token=os.environ.get("MESHOPS_PROMETHEUS_TOKEN") or None)
+    client = drivers.prometheus(prometheus)  # the run's own client: the same URL's token
     problems = []
-    try:
-        for expr in exprs:
-            concrete = expr.replace("{namespaces}", ALL_NAMESPACES)
-            try:
-                client.query(concrete)
-            except NoData:
-                pass  # answered, nothing matches yet: the gate decides below
-            except Exception as exc:  # DriverError and BadQuery: unreachable, refused, not PromQL
-                problems.append(f"--prometheus {prometheus}: {getattr(exc, 'message', exc)}")
-                if "reach" in str(exc) or "connect" in str(exc).lower():
-                    break  # the server is not there: one line says it
-                continue
-            result = promql_gate(client, concrete).check(0.0)
-            output.notice(f"gate {'holds' if result.ok else 'does not hold now'}: {result.name}: {result.detail}",
-                          event="dryrun.gate", level="info" if result.ok else "warning", gate=expr, ok=result.ok,
-                          detail=result.detail)
-    finally:
-        client.close()
+    for expr in exprs:
+        concrete = check_promql(expr.replace("{namespaces}", ALL_NAMESPACES))
+        try:
+            samples = list(client.query(concrete))
+        except NoData:
+            samples = []  # answered; nothing matches now
+        except Exception as exc:  # DriverError and BadQuery: unreachable, refused, not PromQL
+            problems.append(f"--prometheus {prometheus}: {getattr(exc, 'message', exc)}")
+            if "reach" in str(exc) or "connect" in str(exc).lower():
+                break  # the server is not there: one line says it
+            continue
+        # As the gate judges it: the condition holds when it returns at least one series.
+        ok = bool(samples)
+        detail = f"{len(samples)} series hold" if ok else "no series: the condition is false now (or no data yet)"
+        output.notice(f"gate {'holds' if ok else 'does not hold now'}: {' '.join(expr.split())[:100]}: {detail}",
+                      event="dryrun.gate", level="info" if ok else "warning", gate=expr, ok=ok, detail=detail)
     return problems
 
 
-def check_probes(urls: Sequence[str], *, timeout: float = 5.0) -> list[str]:
+def check_probes(drivers: Drivers, urls: Sequence[str], *, timeout: float = 5.0) -> list[str]:
     """Each probe URL resolved and hit once, as the gates will."""
     if not urls:
         return []
-    from meshops.drivers.http_probe import HttpProber
-
-    prober = HttpProber()
+    prober = drivers.http()
     problems = []
-    try:
-        for url in urls:
-            result = prober.probe(url, timeout=timeout, expect_status=(200, 399), expect_text=None)
-            output.notice(f"probe {url}: {'HTTP ' + str(result.status) if result.ok else result.error}",
-                          event="dryrun.probe", level="info" if result.ok else "warning", url=url, ok=result.ok)
-            if not result.ok:
-                problems.append(f"--probe {url}: {result.error}")
-    finally:
-        prober.close()
+    for url in urls:
+        result = prober.probe(url, timeout=timeout, expect_status=(200, 399), expect_text=None)
+        output.notice(f"probe {url}: {'HTTP ' + str(result.status) if result.ok else result.error}",
+                      event="dryrun.probe", level="info" if result.ok else "warning", url=url, ok=result.ok)
+        if not result.ok:
+            problems.append(f"--probe {url}: {result.error}")
     return problems
 
 
-def check_aws_identity() -> list[str]:
+def check_aws_identity(settings: DriverSettings) -> list[str]:
     from meshops.drivers.aws_identity import caller_identity
 
     try:
-        who = caller_identity()
+        who = caller_identity(profile=settings.aws_profile, region=settings.aws_region)
     except BadInput as exc:
         return [str(exc)]
     output.notice(f"AWS identity {who.arn} (account {who.account})", event="dryrun.aws_identity",
@@ -90,7 +83,7 @@ def require(problems: list[str], what: str) -> None:
         raise BadInput(f"{what} cannot start; nothing was changed:\n  - " + "\n  - ".join(problems))
 
 
-def upgrade(params: dict[str, Any]) -> None:
-    problems = check_gates(str(params.get("prometheus") or ""), list(params.get("gates") or []))
-    problems += check_probes(list(params.get("probes") or []))
+def upgrade(drivers: Drivers, params: dict[str, Any]) -> None:
+    problems = check_gates(drivers, str(params.get("prometheus") or ""), list(params.get("gates") or []))
+    problems += check_probes(drivers, list(params.get("probes") or []))
     require(problems, "the upgrade")

@@ -55,7 +55,7 @@ def refuse_if_unfinished(app: App, playbooks: tuple[str, ...]) -> None:
 def upgrade_done(app: App, to_version: str, *, istio_namespace: str = "istio-system") -> str | None:
     """Why an upgrade to ``to_version`` has nothing to do, or None: one revision, at that version,
     ready, and every live proxy on it (the old revision is gone, nothing left to move)."""
-    from meshops.steps.istio_common import collect
+    from meshops.ops.istio_common import collect
 
     snap = collect(app.drivers.kube, istio_namespace=istio_namespace)
     revisions = list(snap.revisions.values())
@@ -72,7 +72,7 @@ def upgrade_done(app: App, to_version: str, *, istio_namespace: str = "istio-sys
 def install_done(app: App, *, overlay: str, version: str, revision: str) -> str | None:
     """Why ``meshops install`` has nothing to do, or None: the recorded overlay, version and revision
     are the ones asked for, and that revision's install is still there."""
-    from meshops.steps import install_record
+    from meshops.ops import install_record
     from meshops.steps.install import overlays_sha
 
     kube = app.drivers.kube

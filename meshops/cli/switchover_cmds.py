@@ -110,7 +110,7 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
     from meshops.cli import dry_run_checks
 
     # The zone was read by the plan; who AWS thinks we are is asked once, before any change.
-    dry_run_checks.require(dry_run_checks.check_aws_identity(), "the switchover")
+    dry_run_checks.require(dry_run_checks.check_aws_identity(app.driver_settings()), "the switchover")
     done = idempotent.switchover_done(planned, to_context)
     if done is not None:
         output.notice(done, event="switchover.nothing_to_do")

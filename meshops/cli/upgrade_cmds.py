@@ -67,7 +67,7 @@ def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_y
         from meshops.cli import dry_run_checks
 
         # Prometheus, each gate once, each probe: what the waves will need, before the first change.
-        dry_run_checks.upgrade(params)
+        dry_run_checks.upgrade(app.drivers, params)
         output.notice(f"plan checked ({len([p for p in planned if p.step_id.startswith('waves')])} wave(s)); "
                       "nothing changed yet", event="upgrade.plan_checked")
     if dry_run:

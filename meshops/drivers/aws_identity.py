@@ -19,13 +19,13 @@ class CallerIdentity:
     arn: str
 
 
-def caller_identity(*, timeout: float = 10.0) -> CallerIdentity:
+def caller_identity(*, profile: str | None = None, region: str | None = None, timeout: float = 10.0) -> CallerIdentity:
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
-    session = boto3.session.Session()
     try:
+        session = boto3.session.Session(profile_name=profile, region_name=region)
         sts = session.client("sts", region_name=session.region_name or "us-east-1",
                              config=Config(retries={"total_max_attempts": 2}, connect_timeout=timeout,
                                            read_timeout=timeout, user_agent_extra="meshops"))

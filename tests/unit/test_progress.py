@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from meshops.cli import output, progress
-from meshops.steps.health import GateResult, watch
+from meshops.ops.health import GateResult, watch
 
 ROOT = Path(__file__).resolve().parents[2]
 
