@@ -2,9 +2,9 @@
 
     python bench/startup.py [--runs 15]
 
-Prints the median wall time of `python -c pass`, `meshops --help` and
-`meshops playbook validate playbooks/hello.yaml`, and each ratio to the baseline
-(target: <= 3x). Heavy clients (kubernetes, boto3) must not be imported by either.
+Prints the median wall time of `python -c pass`, `meshops --help`, `meshops X --help` for
+every command (and subcommand), and `meshops playbook validate playbooks/hello.yaml`, and each
+ratio to the baseline (target: <= 3x). Heavy clients (kubernetes, boto3) must not be imported.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ def imported_modules(argv: list[str]) -> set[str]:
     return names
 
 
+COMMANDS = ["run", "plan", "resume", "rollback", "approve", "runs list", "runs show", "playbook validate", "report",
+            "switchover", "install", "tune", "upgrade", "upgrade finalize", "status", "demo", "completion", "sandbox"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
@@ -45,14 +49,18 @@ def main() -> None:
     cases = {
         "python -c pass": [py, "-c", "pass"],
         "meshops --help": [py, "-m", "meshops", "--help"],
-        "meshops playbook validate": [py, "-m", "meshops", "playbook", "validate", "playbooks/hello.yaml"],
     }
+    for command in COMMANDS:
+        cases[f"meshops {command} --help"] = [py, "-m", "meshops", *command.split(), "--help"]
+    cases["meshops playbook validate"] = [py, "-m", "meshops", "playbook", "validate", "playbooks/hello.yaml"]
     timed(cases["meshops --help"], 2)  # warm the page cache and .pyc files
     results = {name: timed(argv, args.runs) for name, argv in cases.items()}
     base = results["python -c pass"]
     print(f"{'case':<28} {'median':>9} {'ratio':>7}")
     for name, t in results.items():
         print(f"{name:<28} {t * 1000:8.1f}ms {t / base:6.2f}x")
+    worst = max((t / base, name) for name, t in results.items() if name != "python -c pass")
+    print(f"worst: {worst[1]} {worst[0]:.2f}x")
     for name in ("meshops --help", "meshops playbook validate"):
         heavy = imported_modules(cases[name][1:]) & {"kubernetes", "boto3", "botocore", "urllib3", "moto"}
         print(f"{name}: heavy imports: {sorted(heavy) or 'none'}")

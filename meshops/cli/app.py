@@ -9,17 +9,20 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from meshops.domain.errors import BadInput
-from meshops.drivers.api import Drivers, DriverSettings
-from meshops.engine.journal import LocalStateStore, MirroredStateStore, StateStore
-from meshops.engine.lock import FileLock, RunLock
-from meshops.engine.playbook import LoadedPlaybook
-from meshops.engine.runner import Engine, EngineOptions, StopFlag
-from meshops.steps import registry
+
+# The engine, drivers and steps are imported where they are used: `meshops X --help` imports
+# this module (the commands' shared helpers) and must stay as light as `python -c pass` x3.
+if TYPE_CHECKING:
+    from meshops.drivers.api import Drivers, DriverSettings
+    from meshops.engine.journal import StateStore
+    from meshops.engine.lock import RunLock
+    from meshops.engine.playbook import LoadedPlaybook
+    from meshops.engine.runner import Engine, StopFlag
 
 
 @dataclass(kw_only=True)
@@ -33,6 +36,8 @@ class App:
 
     def driver_settings(self, **overrides: Any) -> DriverSettings:
         """Everything the drivers need, from the options and the environment: the one place it is read."""
+        from meshops.drivers.api import DriverSettings
+
         env = os.environ
         values: dict[str, Any] = {
             "kubeconfig": self.kubeconfig, "context": self.kube_context, "qps": self.qps, "burst": self.burst,
@@ -68,6 +73,8 @@ class App:
 
     @staticmethod
     def needs(loaded: LoadedPlaybook) -> set[str]:
+        from meshops.steps import registry
+
         out: set[str] = set()
         for spec in loaded.playbook.steps:
             cls = registry.get(spec.uses)
@@ -76,6 +83,8 @@ class App:
         return out
 
     def store(self, *, cluster: bool) -> StateStore:
+        from meshops.engine.journal import LocalStateStore, MirroredStateStore
+
         local = LocalStateStore(self.state_dir)
         if not cluster:
             return local
@@ -84,6 +93,8 @@ class App:
         return MirroredStateStore(local, ConfigMapStateStore(self.drivers.kube))
 
     def lock(self, *, cluster: bool) -> RunLock:
+        from meshops.engine.lock import FileLock
+
         if cluster:
             from meshops.drivers.kube_state import LeaseLock
 
@@ -93,6 +104,7 @@ class App:
     def engine(self, *, cluster: bool, assume_yes: bool = False, stop: StopFlag | None = None,
                on_started: Callable[[str], None] | None = None) -> Engine:
         from meshops.cli import progress
+        from meshops.engine.runner import Engine, EngineOptions
 
         interactive = sys.stdin.isatty() and sys.stderr.isatty()
         def ask(msg: str) -> bool:
@@ -132,6 +144,8 @@ def _announce(run_id: str) -> None:
 @contextmanager
 def stop_on_signals() -> Iterator[StopFlag]:
     """SIGINT/SIGTERM ask the engine to stop at a safe point; a second SIGINT stops at once."""
+    from meshops.engine.runtypes import StopFlag
+
     stop = StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield stop

@@ -105,6 +105,9 @@ def attach_globals(cmd: click.Command) -> None:
         if not (set(option.opts) & taken):
             cmd.params.append(option)
     cmd._meshops_globals = True  # type: ignore[attr-defined]
+    from meshops.cli.completion import attach
+
+    attach(cmd)
     if isinstance(cmd, click.Group):
         for sub in cmd.commands.values():
             attach_globals(sub)
@@ -126,4 +129,5 @@ HELP = {
     "status": "Show the mesh: revisions, tags, proxies, webhooks.",
     "demo": "Rehearse a canary upgrade on a throwaway sandbox.",
     "report": "Render a run report (html, md, json).",
+    "completion": "Shell completion script (bash, zsh, fish).",
 }

@@ -28,6 +28,12 @@ class Settings:
     output: str = "table"
 
 
+def _complete_contexts(ctx: click.Context, param: click.Parameter, incomplete: str) -> Any:
+    from meshops.cli.completion import contexts
+
+    return contexts(ctx, param, incomplete)
+
+
 def settings_of(ctx: click.Context) -> Settings:
     """The root group's settings with any global option given after the subcommand applied."""
     import dataclasses
@@ -63,13 +69,15 @@ LAZY = {
     "upgrade": "meshops.cli.upgrade_cmds:upgrade",
     "status": "meshops.cli.upgrade_cmds:status",
     "demo": "meshops.cli.upgrade_demo:demo",
+    "completion": "meshops.cli.completion:completion",
     # The sandbox is its own package; the CLI mounts it by name and never imports it otherwise.
     "sandbox": "meshops.sandbox.cli:sandbox",
 }
 
 
 @click.group(cls=LazyGroup, lazy=LAZY, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--context", "kube_context", envvar="MESHOPS_CONTEXT", help="Kubernetes context (default: current).")
+@click.option("--context", "kube_context", envvar="MESHOPS_CONTEXT", help="Kubernetes context (default: current).",
+              shell_complete=lambda c, p, i: _complete_contexts(c, p, i))
 @click.option("--kubeconfig", envvar="KUBECONFIG", type=click.Path(dir_okay=False), help="Kubeconfig file.")
 @click.option("--state-dir", envvar="MESHOPS_STATE_DIR", type=click.Path(file_okay=False),
               help="Where run journals live (default: $XDG_STATE_HOME/meshops).")
@@ -136,9 +144,9 @@ def main(argv: list[str] | None = None) -> Any:
                   traceback=traceback.format_exc())
         traceback.print_exc()
         _fail("internal error (a bug); a human is needed. See `meshops runs list`.", ExitCode.NEEDS_HUMAN)
-    from meshops.cli import progress
-
-    progress.stop()
+    shown = sys.modules.get("meshops.cli.progress")  # only when a run showed progress (--help did not)
+    if shown is not None:
+        shown.stop()
     sys.exit(ExitCode.OK)
 
 

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from meshops.cli import output
-from meshops.cli.app import App, env_params, parse_vars, stop_on_signals
 from meshops.cli.app_light import pass_app
-from meshops.engine.journal import Journal, RunState
-from meshops.engine.playbook import LoadedPlaybook, load_playbook, resolve_params
-from meshops.engine.runner import Engine, EngineOptions, PlannedStep
-from meshops.steps import registry
+
+if TYPE_CHECKING:
+    from meshops.cli.app import App
+    from meshops.engine.playbook import LoadedPlaybook
+    from meshops.engine.runner import Engine, PlannedStep
 
 
 def _params(loaded: LoadedPlaybook, var: tuple[str, ...], var_file: tuple[str, ...]) -> dict[str, Any]:
+    from meshops.cli.app import env_params, parse_vars
+    from meshops.engine.playbook import resolve_params
+
     given: dict[str, Any] = env_params(list(loaded.playbook.params))
     given.update(parse_vars(var, var_file))
     return resolve_params(loaded.playbook, given)
@@ -53,6 +56,10 @@ var_file_option = click.option("--var-file", multiple=True, type=click.Path(dir_
 @pass_app
 def run(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...], dry_run: bool, assume_yes: bool) -> None:
     """Run PLAYBOOK. Prints the run id (-o json|yaml: the result); the journal makes it resumable."""
+    from meshops.cli.app import stop_on_signals
+    from meshops.engine.playbook import load_playbook
+    from meshops.engine.runner import Engine
+
     fmt = output.fmt_of()
     loaded = load_playbook(playbook)
     params = _params(loaded, var, var_file)
@@ -77,6 +84,9 @@ def run(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...]
 @pass_app
 def plan(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...]) -> None:
     """Every step of PLAYBOOK with its resolved inputs and what it would change."""
+    from meshops.engine.playbook import load_playbook
+    from meshops.engine.runner import Engine, EngineOptions
+
     loaded = load_playbook(playbook)
     params = _params(loaded, var, var_file)
     engine = Engine(store=app.store(cluster=False), drivers=app.drivers, options=EngineOptions())
@@ -106,6 +116,8 @@ def _run_needs_cluster(app: App, run_id: str) -> bool:
 @pass_app
 def resume(app: App, run_id: str, var: tuple[str, ...], assume_yes: bool) -> None:
     """Resume RUN_ID: finished steps are skipped, the interrupted one is checked and continued."""
+    from meshops.cli.app import parse_vars, stop_on_signals
+
     fmt = output.fmt_of()
     output.run_command(fmt)
     output.SESSION.run_id = run_id
@@ -125,6 +137,8 @@ def resume(app: App, run_id: str, var: tuple[str, ...], assume_yes: bool) -> Non
 @pass_app
 def rollback(app: App, run_id: str, var: tuple[str, ...], assume_yes: bool) -> None:
     """Undo RUN_ID's finished steps, newest first (also for a run that succeeded)."""
+    from meshops.cli.app import parse_vars, stop_on_signals
+
     fmt = output.fmt_of()
     output.run_command(fmt)
     output.SESSION.run_id = run_id
@@ -152,6 +166,7 @@ def approve(app: App, run_id: str, step: str, by: str | None) -> None:
     import getpass
 
     from meshops.domain.errors import BadInput
+    from meshops.engine.journal import Journal, RunState
 
     engine = _engine_for_run(app, run_id, False, None)
     state = RunState.replay(run_id, engine.store.records(run_id))
@@ -169,7 +184,9 @@ def approve(app: App, run_id: str, step: str, by: str | None) -> None:
 
 
 def _gate_keys(engine: Engine, run_id: str) -> list[str]:
+    from meshops.engine.journal import RunState
     from meshops.engine.playbook import load_playbook_text
+    from meshops.steps import registry
 
     loaded = load_playbook_text(engine.store.playbook_text(run_id), path=f"{run_id}/playbook.yaml")
     # gate.approve, and step types that ask for approval themselves (istio.move_wave's --approve-each-wave).

@@ -9,8 +9,9 @@ import click
 
 from meshops.cli.app_light import pass_app
 from meshops.domain.errors import PlaybookInvalid
-from meshops.engine.journal import RunState, StateStore
-from meshops.engine.playbook import json_schema, load_playbook
+
+if TYPE_CHECKING:
+    from meshops.engine.journal import StateStore
 
 if TYPE_CHECKING:
     from meshops.cli.app import App
@@ -32,6 +33,8 @@ def _store(app: App, cluster: bool) -> StateStore:
 @pass_app
 def runs_list(app: App, cluster: bool, output: str) -> None:
     """Runs, newest last."""
+    from meshops.engine.journal import RunState
+
     store = _store(app, cluster)
     rows = [RunState.replay(r, store.records(r)).summary() for r in store.run_ids()]
     if output in ("json", "yaml"):
@@ -55,6 +58,8 @@ def runs_list(app: App, cluster: bool, output: str) -> None:
 @pass_app
 def runs_show(app: App, run_id: str, output: str, cluster: bool) -> None:
     """One run: status, params (secrets redacted), and every step with its outcome."""
+    from meshops.engine.journal import RunState
+
     store = _store(app, cluster or (app.cluster_configured() and not app.store(cluster=False).exists(run_id)))
     state = RunState.replay(run_id, store.records(run_id))
     data = state.to_dict()
@@ -89,6 +94,8 @@ def playbook() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def validate(files: tuple[str, ...]) -> None:
     """Check FILES; every problem is reported with file, line, column and field."""
+    from meshops.engine.playbook import load_playbook
+
     problems: list[str] = []
     for f in files:
         try:
@@ -103,4 +110,6 @@ def validate(files: tuple[str, ...]) -> None:
 @playbook.command("schema")
 def schema() -> None:
     """The playbook JSON Schema (for editors)."""
+    from meshops.engine.playbook import json_schema
+
     click.echo(json.dumps(json_schema(), indent=2))

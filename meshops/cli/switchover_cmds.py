@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from meshops.cli import output
-from meshops.cli.app import App, stop_on_signals
 from meshops.cli.app_light import pass_app
-from meshops.cli.run_cmds import _print_plan
 from meshops.domain.errors import BadInput
-from meshops.domain.weights import parse_steps
-from meshops.engine.playbook import LoadedPlaybook, load_playbook, resolve_params
-from meshops.engine.runner import Engine, PlannedStep
+
+if TYPE_CHECKING:
+    from meshops.cli.app import App
+    from meshops.engine.playbook import LoadedPlaybook
+    from meshops.engine.runner import Engine, PlannedStep
 
 PLAYBOOK = "switchover.yaml"
 
@@ -79,6 +79,12 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
     Exit 0 when done; 1 when a probe or gate failed and the traffic went back; 2 on bad
     input, nothing changed. Prints the run id; `meshops rollback RUN_ID` moves it back later.
     """
+    from meshops.cli.app import stop_on_signals
+    from meshops.cli.run_cmds import _print_plan
+    from meshops.domain.weights import parse_steps
+    from meshops.engine.playbook import load_playbook, resolve_params
+    from meshops.engine.runner import Engine
+
     if from_context == to_context:
         raise BadInput(f"--from and --to are both {from_context!r}: a switchover needs two clusters")
     given: dict[str, Any] = {
@@ -131,6 +137,8 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
 
 def preflight(engine: Engine, loaded: LoadedPlaybook, params: dict[str, Any], *, show: bool = False) -> list[PlannedStep]:
     """Plan the playbook (its read-only steps really run); BadInput when any step would fail now."""
+    from meshops.cli.run_cmds import _print_plan
+
     planned = engine.plan(loaded, params)
     errors = [p for p in planned if p.error]
     if show or errors:

@@ -10,20 +10,19 @@ run holding the lock exits 4.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from meshops.cli import output
-from meshops.cli.app import App, stop_on_signals
 from meshops.cli.app_light import pass_app
-from meshops.cli.install_cmds import playbook_path
-from meshops.cli.switchover_cmds import preflight
 from meshops.domain.durations import format_duration, parse_duration
 from meshops.domain.errors import BadInput
-from meshops.engine.journal import RunState
-from meshops.engine.playbook import LoadedPlaybook, load_playbook, load_playbook_text, resolve_params
-from meshops.engine.runner import Engine
+
+if TYPE_CHECKING:
+    from meshops.cli.app import App
+    from meshops.engine.journal import RunState
+    from meshops.engine.playbook import LoadedPlaybook
 
 PLAYBOOKS = {"canary": "canary-upgrade.yaml", "inplace": "inplace-upgrade.yaml"}
 # Istio's standard metrics, scoped to the wave's namespaces ({namespaces} is filled per wave).
@@ -48,6 +47,8 @@ def _csv(values: tuple[str, ...]) -> list[str]:
 
 def _with_on_failure(loaded: LoadedPlaybook, on_failure: str) -> LoadedPlaybook:
     """The playbook with the waves' on_failure set (rollback or freeze): a playbook field, not a param."""
+    from meshops.engine.playbook import load_playbook_text
+
     if on_failure == "rollback":
         return loaded
     import yaml
@@ -61,6 +62,11 @@ def _with_on_failure(loaded: LoadedPlaybook, on_failure: str) -> LoadedPlaybook:
 
 def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_yes: bool, dry_run: bool,
            confirm: bool = True) -> RunState | None:
+    from meshops.cli.app import stop_on_signals
+    from meshops.cli.switchover_cmds import preflight
+    from meshops.engine.journal import RunState
+    from meshops.engine.runner import Engine
+
     planned = preflight(Engine(store=app.store(cluster=False), drivers=app.drivers), loaded, params, show=dry_run)
     check = next((p for p in planned if p.step_id == "check" and not p.skipped), None)
     if check is not None:
@@ -208,6 +214,9 @@ def upgrade(cctx: click.Context, strategy: str, to_version: str | None, revision
 def run_upgrade(app: App, strategy: str, given: dict[str, Any], *, playbook: str | None = None,
                 on_failure: str = "rollback", assume_yes: bool = False, dry_run: bool = False) -> RunState | None:
     """Fill the strategy's playbook with ``given`` params and run it (after its read-only preflight)."""
+    from meshops.cli.install_cmds import playbook_path
+    from meshops.engine.playbook import load_playbook, resolve_params
+
     if strategy == "canary":
         given = {**given, "finalize_now": parse_duration(given.get("soak") or 0) == 0}
     loaded = _with_on_failure(load_playbook(playbook or playbook_path(PLAYBOOKS[strategy])), on_failure)
@@ -233,6 +242,10 @@ def finalize(app: App, run_id: str, force: bool, playbook: str | None, assume_ye
 
 def finalize_run(app: App, run_id: str, *, force: bool = False, playbook: str | None = None,
                  assume_yes: bool = True) -> str:
+    from meshops.cli.install_cmds import playbook_path
+    from meshops.engine.journal import RunState
+    from meshops.engine.playbook import load_playbook, resolve_params
+
     store = app.store(cluster=app.cluster_configured() and not app.store(cluster=False).exists(run_id))
     state = RunState.replay(run_id, store.records(run_id))
     check = (state.steps.get("check") or _none()).outputs or {}

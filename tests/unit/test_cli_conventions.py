@@ -149,3 +149,32 @@ def test_no_color_turns_colour_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert logs.no_color()
     monkeypatch.setenv("NO_COLOR", "")
     assert not logs.no_color()
+
+
+def _complete(words: str, cword: int, **env: str) -> list[str]:
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "meshops"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "COMP_WORDS": words, "COMP_CWORD": str(cword),
+                              "_MESHOPS_COMPLETE": "bash_complete", **env})
+    return [line.split(",", 1)[1] for line in out.stdout.splitlines() if line.startswith("plain,")]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_a_script_for_each_shell(shell: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "completion", shell)
+    assert code == 0 and "_MESHOPS_COMPLETE" in out and f"{shell}_complete" in out
+
+
+def test_completion_offers_contexts_run_ids_profiles_and_playbooks(tmp_path: Path) -> None:
+    kubeconfig = _kubeconfig(tmp_path, "https://127.0.0.1:1")
+    (tmp_path / "s" / "20261206-000000-hello-abcd").mkdir(parents=True)
+    (tmp_path / "s" / "20261206-000000-hello-abcd" / "journal.jsonl").write_text("")
+    env = {"KUBECONFIG": kubeconfig, "MESHOPS_STATE_DIR": str(tmp_path / "s")}
+    assert _complete("meshops status --context ", 3, **env) == ["blue", "green"]
+    assert _complete("meshops switchover --to g", 3, **env) == ["green"]
+    assert _complete("meshops rollback ", 2, **env) == ["20261206-000000-hello-abcd"]
+    assert _complete("meshops install --profile prod", 3, **env) == ["production"]
+    assert "playbooks/canary-upgrade.yaml" in _complete("meshops run playbooks/", 2, **env)
