@@ -7,7 +7,6 @@ script and loads nothing, so it opens the same from a CI artefact, a mail or a f
 from __future__ import annotations
 
 import json
-from html import escape
 from typing import Any
 
 from meshops import __version__
@@ -100,31 +99,77 @@ footer{margin-top:26px;color:var(--muted);font-size:12px}
 """
 
 
-def _pill(text: str, outcome: str) -> str:
-    return f'<span class="pill" style="background:{colour(outcome)}">{escape(text)}</span>'
+# The page is one Jinja2 template with autoescaping on: every value from the journal (step
+# ids, errors, params, probe targets) is escaped by the template engine, not by remembering to
+# call escape() in each f-string. Only what meshops itself builds is marked safe: the CSS
+# above and the SVG pictures (report_svg escapes its own text).
+_TEMPLATE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>meshops run {{ rep.run_id }}</title>
+{%- macro dot(outcome) %}<span class="dot" style="background:{{ colour(outcome) }}"></span>{% endmacro %}
+{%- macro items(values, keep=6) -%}
+{%- if not values %}<span class="sub">-</span>
+{%- else %}{{ values[:keep] | join(", ") }}
+{%- if values | length > keep %} <details><summary>and {{ values | length - keep }} more</summary>
+{{- values[keep:] | join(", ") }}</details>{% endif %}{% endif -%}
+{%- endmacro %}
+{%- macro gates(values) -%}
+{%- for g in values -%}
+{%- set cls, mark = (("warn", "!") if g.warned else ("ok", "\u2713")) if g.ok else (("unknown", "?") if g.ok is none else ("bad", "\u2717")) -%}
+<span class="gate {{ cls }}" title="{{ g.detail }}">{{ mark }} {{ g.name }}</span>
+{%- else %}<span class="sub">-</span>{% endfor -%}
+{%- endmacro -%}
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{{ css }}</style></head><body><main>
+<header><h1>{{ rep.playbook or "run" }}</h1><span class="pill" style="background:{{ colour(status_colour) }}">{{ status_words }}</span>
+<span class="sub"><code>{{ rep.run_id }}</code> · started {{ started or "-" }} · {{ rep.playbook_path }}</span></header>
+{%- if headline %}<div class="message" style="border-color:{{ colour(status_colour or "span") }}">{{ headline }}</div>{% endif %}
+<div class="cards">{% for k, v in cards %}<div class="card"><b>{{ v }}</b><span>{{ k }}</span></div>{% endfor %}</div>
+<h2>Timeline</h2><section class="panel">{{ timeline_svg }}</section>
+{%- if traffic %}
+<h2>Traffic weights and probes</h2><section class="panel">{{ weights_svg }}<table><tr><th>at</th><th>step</th><th>weights</th><th></th></tr>
+{%- for p in traffic %}<tr><td>{{ p.at }}</td><td><code>{{ p.step }}</code></td><td>{{ p.shares }}</td><td>{{ "rollback" if p.rollback }}</td></tr>{% endfor -%}
+</table><p>{{ watch_summary }}</p></section>
+{%- endif %}
+{%- for g in wave_groups %}
+<h2>Waves: <code>{{ g.step_id }}</code>{% if g.concurrency %} (concurrency {{ g.concurrency }}){% endif %}</h2><section class="panel"><table><tr><th>wave</th><th>status</th><th>start</th><th>took</th>
+{%- for c in g.cols %}<th>{{ c }}</th>{% endfor %}</tr>
+{%- for w in g.waves %}<tr><td>{{ w.label }}</td><td class="nowrap">{{ dot(w.status) }}{{ w.status_text }}</td><td class="nowrap">{{ w.at }}</td><td class="nowrap">{{ w.took }}</td>
+{%- for c in g.cols %}<td>{% if c == "gates" %}{{ gates(w.gates) }}{% else %}{{ items(w[c]) }}{% endif %}</td>{% endfor %}</tr>{% endfor -%}
+</table></section>
+{%- endfor %}
+{%- if failures or rollbacks %}
+<h2>Failures and rollback</h2><section class="panel">
+{%- if failures %}<table><tr><th>at</th><th>step</th><th>error</th><th></th></tr>
+{%- for f in failures %}<tr><td>{{ f.at }}</td><td><code>{{ f.step }}</code></td><td class="error">{{ f.error }}</td><td class="sub">{{ f.kind }}</td></tr>{% endfor -%}
+</table>{% endif %}
+{%- for rb in rollbacks %}<p><b>Rollback</b> at {{ rb.at }} ({{ rb.took }}), because: {{ rb.cause }}. Outcome: {{ rb.outcome }}.</p><p>Undone, newest first: {{ items(rb.undone, 12) }}</p>
+{%- if rb.skipped %}<p>Passed over (irreversible): {{ items(rb.skipped, 12) }}</p>{% endif %}
+{%- if rb.failed %}<p class="error">Undo failed: {{ items(rb.failed, 12) }}</p>{% endif %}
+{%- endfor %}</section>
+{%- endif %}
+<h2>Steps</h2><section class="panel"><table><tr><th>step</th><th>uses</th><th>status</th><th>attempts</th><th>start</th><th>took</th><th>undo</th><th></th></tr>
+{%- for s in steps %}<tr><td>{% if s.indent %}&nbsp;&nbsp;&nbsp;&nbsp;{% endif %}<code>{{ s.key }}</code></td><td>{{ s.uses }}</td><td>{{ dot(s.status) }}{{ s.status_text }}
+{%- if s.error %}<div class="error">{{ s.error }}</div>{% endif %}
+{%- if s.skipped_reason %}<div class="sub">{{ s.skipped_reason }}</div>{% endif %}
+{%- if s.approved_by %}<div class="sub">approved by {{ s.approved_by }}</div>{% endif -%}
+</td><td>{{ s.tries or "" }}</td><td>{{ s.at }}</td><td>{{ s.took }}</td><td>{{ s.undo }}</td><td>
+{%- if s.outputs %}<details><summary>outputs</summary><pre>{{ s.outputs }}</pre></details>{% endif %}</td></tr>
+{%- endfor %}</table></section>
+{%- if params or hidden %}
+<h2>Params</h2><section class="panel"><table>
+{%- for k, v in params %}<tr><td><code>{{ k }}</code></td><td><code>{{ v }}</code></td></tr>{% endfor %}
+{%- for k in hidden %}<tr><td><code>{{ k }}</code></td><td class="sub">secret: never journaled</td></tr>{% endfor -%}
+</table></section>
+{%- endif %}
+<footer>meshops {{ version }} · built from the run's journal only · times are UTC; offsets are from the run's start</footer></main></body></html>
+"""
 
 
-def _dot(outcome: str) -> str:
-    return f'<span class="dot" style="background:{colour(outcome)}"></span>'
+def _template() -> Any:
+    import jinja2
 
-
-def _gates_html(gates: list[Any]) -> str:
-    out = []
-    for g in gates:
-        cls, mark = (("warn", "!") if g.warned else ("ok", "✓")) if g.ok else ("unknown", "?") if g.ok is None \
-            else ("bad", "✗")
-        out.append(f'<span class="gate {cls}" title="{escape(g.detail)}">{mark} {escape(g.name)}</span>')
-    return "".join(out) or '<span class="sub">-</span>'
-
-
-def _list_html(items: list[str], keep: int = 6) -> str:
-    if not items:
-        return '<span class="sub">-</span>'
-    head = ", ".join(escape(i) for i in items[:keep])
-    if len(items) <= keep:
-        return head
-    return (f"{head} <details><summary>and {len(items) - keep} more</summary>"
-            f"{', '.join(escape(i) for i in items[keep:])}</details>")
+    # autoescape=True: on for every value, whatever the template's name.
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.globals["colour"] = colour
+    return env.from_string(_TEMPLATE)
 
 
 def _rel(rep: Report, ts: float | None) -> str:
@@ -134,112 +179,57 @@ def _rel(rep: Report, ts: float | None) -> str:
     return rel_label(ts - rep.started, nice_step(max(rep.duration_s or 0.0, 1e-3) / 200))
 
 
-def _step_row(rep: Report, s: StepReport) -> str:
+def _step_view(rep: Report, s: StepReport) -> dict[str, Any]:
     dur = None if s.started is None or s.finished is None else s.finished - s.started
-    tries = len([a for a in s.attempts if a.outcome != "skipped"])
-    undo = "" if s.undo is None else s.undo.status.replace("_", " ")
-    detail = ""
-    if s.outputs not in (None, {}, []):
-        detail = (f"<details><summary>outputs</summary><pre>{escape(json.dumps(s.outputs, indent=2, default=str))}"
-                  "</pre></details>")
-    err = f'<div class="error">{escape(s.error)}</div>' if s.error else ""
-    extra = f'<div class="sub">{escape(s.skipped_reason)}</div>' if s.skipped_reason else ""
-    if s.approved_by:
-        extra += f'<div class="sub">approved by {escape(s.approved_by)}</div>'
-    indent = "&nbsp;&nbsp;&nbsp;&nbsp;" if s.index is not None else ""
-    return (f"<tr><td>{indent}<code>{escape(s.key)}</code></td><td>{escape(s.uses or '')}</td>"
-            f"<td>{_dot(s.status)}{escape(s.status.replace('_', ' '))}{err}{extra}</td><td>{tries or ''}</td>"
-            f"<td>{_rel(rep, s.started)}</td><td>{human(dur) if dur is not None else '-'}</td>"
-            f"<td>{escape(undo)}</td><td>{detail}</td></tr>")
+    outputs = json.dumps(s.outputs, indent=2, default=str) if s.outputs not in (None, {}, []) else ""
+    return {"key": s.key, "uses": s.uses or "", "status": s.status, "status_text": s.status.replace("_", " "),
+            "error": s.error, "skipped_reason": s.skipped_reason, "approved_by": s.approved_by,
+            "indent": s.index is not None, "tries": len([a for a in s.attempts if a.outcome != "skipped"]),
+            "at": _rel(rep, s.started), "took": human(dur) if dur is not None else "-",
+            "undo": "" if s.undo is None else s.undo.status.replace("_", " "), "outputs": outputs}
 
 
 def render_html(rep: Report) -> str:
-    """The report as one HTML document with inline CSS and SVG."""
+    """The report as one HTML document with inline CSS and SVG, through the autoescaping template."""
+    from markupsafe import Markup
+
     c = _counts(rep)
-    title = f"meshops run {rep.run_id}"
-    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>",
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<style>{_CSS}</style></head><body><main>",
-             f"<header><h1>{escape(rep.playbook or 'run')}</h1>"
-             f"{_pill(status_words(rep.status), _STATUS_COLOUR.get(rep.status, rep.status))}"
-             f'<span class="sub"><code>{escape(rep.run_id)}</code> · started {escape(iso(rep.started) or "-")}'
-             f" · {escape(rep.playbook_path)}</span></header>"]
-    if _headline(rep):
-        parts.append(f'<div class="message" style="border-color:{colour(_STATUS_COLOUR.get(rep.status, "span"))}">'
-                     f"{escape(_headline(rep))}</div>")
     cards = [("wall time", human(rep.duration_s)), ("at work", human(rep.active_s)), ("steps", str(c["steps"])),
              ("succeeded", str(c["succeeded"])), ("failed", str(c["failed"])), ("retries", str(c["retries"])),
              ("waves", str(c["waves"])), ("undone", str(c["undone"])), ("sessions", str(len(rep.sessions)))]
-    parts.append('<div class="cards">' + "".join(f"<div class=\"card\"><b>{escape(v)}</b><span>{escape(k)}</span></div>"
-                                                  for k, v in cards) + "</div>")
-    parts.append(f'<h2>Timeline</h2><section class="panel">{timeline(rep)}</section>')
-    if rep.traffic.points or rep.traffic.probes:
-        parts.append(f'<h2>Traffic weights and probes</h2><section class="panel">{weights_chart(rep)}'
-                     f"{_traffic_table(rep)}</section>")
-    for g in rep.wave_groups:
-        # Columns only for what the step outputs told: a foreach of log lines has no namespaces.
-        cols = [c for c in ("namespaces", "workloads", "gates") if any(getattr(w, c) for w in g.waves)]
-        parts.append(f"<h2>Waves: <code>{escape(g.step_id)}</code>"
-                     f"{' (concurrency ' + str(g.concurrency) + ')' if g.concurrency else ''}</h2>"
-                     '<section class="panel"><table><tr><th>wave</th><th>status</th><th>start</th><th>took</th>'
-                     + "".join(f"<th>{c}</th>" for c in cols) + "</tr>")
-        for w in g.waves:
-            took = None if w.started is None or w.finished is None else w.finished - w.started
-            cells = {"namespaces": _list_html(w.namespaces), "workloads": _list_html(w.workloads),
-                     "gates": _gates_html(w.gates)}
-            parts.append(f"<tr><td>{escape(w.label)}</td><td class=\"nowrap\">{_dot(w.status)}"
-                         f"{escape(w.status.replace('_', ' '))}</td>"
-                         f'<td class="nowrap">{_rel(rep, w.started)}</td><td class="nowrap">{human(took)}</td>'
-                         + "".join(f"<td>{cells[c]}</td>" for c in cols) + "</tr>")
-        parts.append("</table></section>")
-    if rep.failures or rep.rollbacks:
-        parts.append('<h2>Failures and rollback</h2><section class="panel">')
-        if rep.failures:
-            parts.append("<table><tr><th>at</th><th>step</th><th>error</th><th></th></tr>")
-            for f in rep.failures:
-                kind = "failed the step" if f.final else "retried"
-                parts.append(f"<tr><td>{_rel(rep, f.ts)}</td><td><code>{escape(f.step)}</code></td>"
-                             f'<td class="error">{escape(f.error)}</td><td class="sub">{kind}</td></tr>')
-            parts.append("</table>")
-        for rb in rep.rollbacks:
-            took = None if rb.finished is None else rb.finished - rb.started
-            parts.append(f"<p><b>Rollback</b> at {_rel(rep, rb.started)} ({escape(human(took))}), because: "
-                         f"{escape(rb.cause)}. Outcome: {escape((rb.status or 'did not finish').replace('_', ' '))}.</p>"
-                         f"<p>Undone, newest first: {_list_html(rb.undone, 12)}</p>")
-            if rb.skipped:
-                parts.append(f"<p>Passed over (irreversible): {_list_html(rb.skipped, 12)}</p>")
-            if rb.failed:
-                parts.append(f'<p class="error">Undo failed: {_list_html(rb.failed, 12)}</p>')
-        parts.append("</section>")
-    parts.append('<h2>Steps</h2><section class="panel"><table><tr><th>step</th><th>uses</th><th>status</th>'
-                 "<th>attempts</th><th>start</th><th>took</th><th>undo</th><th></th></tr>")
-    parts += [_step_row(rep, s) for s in rep.steps]
-    parts.append("</table></section>")
-    parts.append(_params_html(rep))
-    parts.append(f"<footer>meshops {escape(__version__)} · built from the run's journal only · times are UTC; "
-                 "offsets are from the run's start</footer></main></body></html>\n")
-    return "".join(parts)
-
-
-def _params_html(rep: Report) -> str:
-    rows = [f"<tr><td><code>{escape(k)}</code></td><td><code>{escape(json.dumps(v, default=str))}</code></td></tr>"
-            for k, v in rep.params.items()]
-    rows += [f'<tr><td><code>{escape(k)}</code></td><td class="sub">secret: never journaled</td></tr>'
-             for k in rep.hidden_params if k not in rep.params]
-    if not rows:
-        return ""
-    return f'<h2>Params</h2><section class="panel"><table>{"".join(rows)}</table></section>'
-
-
-def _traffic_table(rep: Report) -> str:
-    rows = []
+    traffic = []
     for p in rep.traffic.points:
         total = sum(p.weights.values()) or 1
-        shares = ", ".join(f"{escape(k)} {w} ({100 * w / total:.0f}%)" for k, w in sorted(p.weights.items()))
-        rows.append(f"<tr><td>{_rel(rep, p.ts)}</td><td><code>{escape(p.step)}</code></td><td>{shares}</td>"
-                    f"<td>{'rollback' if p.rollback else ''}</td></tr>")
-    probes = f"<p>{escape(_watch_summary(rep))}</p>"
-    return ("<table><tr><th>at</th><th>step</th><th>weights</th><th></th></tr>" + "".join(rows) + "</table>" + probes)
+        traffic.append({"at": _rel(rep, p.ts), "step": p.step, "rollback": p.rollback,
+                        "shares": ", ".join(f"{k} {w} ({100 * w / total:.0f}%)" for k, w in sorted(p.weights.items()))})
+    groups = []
+    for g in rep.wave_groups:
+        # Columns only for what the step outputs told: a foreach of log lines has no namespaces.
+        cols = [col for col in ("namespaces", "workloads", "gates") if any(getattr(w, col) for w in g.waves)]
+        waves = [{"label": w.label, "status": w.status, "status_text": w.status.replace("_", " "),
+                  "at": _rel(rep, w.started), "namespaces": w.namespaces, "workloads": w.workloads, "gates": w.gates,
+                  "took": human(None if w.started is None or w.finished is None else w.finished - w.started)}
+                 for w in g.waves]
+        groups.append({"step_id": g.step_id, "concurrency": g.concurrency, "cols": cols, "waves": waves})
+    failures = [{"at": _rel(rep, f.ts), "step": f.step, "error": f.error,
+                 "kind": "failed the step" if f.final else "retried"} for f in rep.failures]
+    rollbacks = [{"at": _rel(rep, rb.started), "took": human(None if rb.finished is None else rb.finished - rb.started),
+                  "cause": rb.cause, "outcome": (rb.status or "did not finish").replace("_", " "),
+                  "undone": rb.undone, "skipped": rb.skipped, "failed": rb.failed} for rb in rep.rollbacks]
+    status_colour = _STATUS_COLOUR.get(rep.status, rep.status)
+    shown = bool(rep.traffic.points or rep.traffic.probes)
+    # Trusted markup only: meshops's own CSS, and SVG whose text report_svg escaped itself.
+    css = Markup(_CSS)  # noqa: S704
+    timeline_svg = Markup(timeline(rep))  # noqa: S704
+    weights_svg = Markup(weights_chart(rep)) if shown else ""  # noqa: S704
+    return str(_template().render(
+        rep=rep, css=css, status_words=status_words(rep.status), status_colour=status_colour,
+        started=iso(rep.started), headline=_headline(rep), cards=cards, timeline_svg=timeline_svg,
+        traffic=traffic if shown else [], weights_svg=weights_svg,
+        watch_summary=_watch_summary(rep), wave_groups=groups, failures=failures, rollbacks=rollbacks,
+        steps=[_step_view(rep, s) for s in rep.steps],
+        params=[(k, json.dumps(v, default=str)) for k, v in rep.params.items()],
+        hidden=[k for k in rep.hidden_params if k not in rep.params], version=__version__))
 
 
 def _watch_summary(rep: Report) -> str:

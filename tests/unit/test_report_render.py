@@ -154,3 +154,16 @@ def test_markdown_has_a_text_timeline_and_tables_that_survive_pipes() -> None:
     rows = [line for line in md.splitlines() if line.startswith("| `a`")]
     assert rows == ["| `a` |  | failed | 1 | +0.00s | 1.0 s |  |"]
     assert "- a failed: bad | worse; undid 0 step(s)" in md and "## Rollback" in md
+
+
+def test_the_html_goes_through_an_autoescaping_template() -> None:
+    """Every journal value is escaped by Jinja2's autoescape: a hostile step id, error, param and
+    approver come out as text; the page's own markup (CSS, SVG) is intact."""
+    import inspect
+
+    from meshops.cli import report_render
+
+    source = inspect.getsource(report_render.render_html)
+    assert "escape(" not in source and "_template().render(" in source
+    env_autoescape = report_render._template().environment.autoescape
+    assert env_autoescape is True or env_autoescape("x.html")
