@@ -156,8 +156,10 @@ def stop_on_signals() -> Iterator[StopFlag]:
         if stop() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         stop.set()
-        click.echo(f"\nmeshops: {signal.Signals(signum).name}: stopping at the next safe point "
-                   "(Ctrl-C again to stop at once)", err=True)
+        from meshops.cli import output
+
+        output.notice(f"{signal.Signals(signum).name}: stopping at the next safe point (Ctrl-C again to stop at once)",
+                      event="meshops.stopping", level="warning", signal=signal.Signals(signum).name)
 
     for sig in previous:
         signal.signal(sig, handler)

@@ -95,6 +95,14 @@ def profile_runs(sandbox: Sandbox) -> dict[str, subprocess.CompletedProcess[str]
         return {p: f.result() for p, f in futures.items()}
 
 
+def test_the_same_install_again_is_nothing_to_do(sandbox: Sandbox, profile_runs: dict) -> None:
+    """A scheduled `meshops install` with the recorded overlay, version and revision: exit 0, no run (issue 17)."""
+    assert profile_runs["minimal"].returncode == 0
+    again = sandbox.meshops("install", "--profile", "minimal", "--version", "1.23.2", context="p-minimal")
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stderr[-2000:]
+    assert "run_id" not in again.stderr  # no run was created
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 def test_each_profile_installs_and_is_recorded(sandbox: Sandbox, profile_runs: dict, profile: str) -> None:
     """Exit 0; istioctl's installed-state holds the profile; the overlay and its provenance are recorded."""

@@ -111,6 +111,11 @@ def test_full_switchover_then_rollback_on_the_sandbox(world: dict[str, Any]) -> 
     assert {r.set_identifier: r.weight for r in final} == {"blue": 0, "green": 100}
     assert weights(world) == {"blue": 0, "green": 100}
     assert proxy.max_per_second() <= 10
+    # A scheduled rerun with all traffic already on green: exit 0 "nothing to do", no batch (issue 17).
+    sent = len(proxy.batches())
+    again = meshops(world, switchover_args(world))
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stderr[-3000:]
+    assert len(proxy.batches()) == sent
     back = meshops(world, [*MESHOPS, "--context", "green", "rollback", run_id])
     assert back.returncode == 0, back.stderr[-3000:]
     assert shift_weights(proxy)[-1] == {"blue": 100, "green": 0}

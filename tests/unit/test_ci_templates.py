@@ -231,8 +231,7 @@ def test_the_cronjob_manifests_fit_the_kubernetes_schemas() -> None:
     import kubernetes_validate
 
     docs = _cron_docs()
-    assert {"ServiceAccount/meshops-system/meshops-runbook", "ConfigMap/meshops-system/meshops-canary-params",
-            "CronJob/meshops-system/meshops-canary-upgrade"} <= set(docs)
+    assert {"ServiceAccount/meshops-system/meshops-runbook", "CronJob/meshops-system/meshops-canary-upgrade"} <= set(docs)
     for doc in docs.values():
         kubernetes_validate.validate(doc, "1.30", strict=True)
     broken = {**docs["CronJob/meshops-system/meshops-canary-upgrade"], "spec": {"schedule": "x", "jobTemplat": {}}}
@@ -261,19 +260,19 @@ def test_the_cronjob_runs_as_its_service_account_bound_to_every_role_of_its_job(
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["restartPolicy"] == "Never"
 
 
-def test_the_cronjob_params_are_the_params_of_the_playbook_it_runs() -> None:
-    """The vars file passes the playbook's own validation; the playbook path is where the image puts it."""
-    from meshops.engine.playbook import load_playbook, resolve_params
+def test_the_cronjob_upgrades_to_a_pinned_version_with_its_result_as_json() -> None:
+    """`meshops upgrade --to X.Y.Z -o json`: a pinned version (idempotent weekly) meshops knows, and the
+    playbook it runs is where the image puts it."""
+    from meshops.domain.versions import IstioVersion, support_for
 
     docs = _cron_docs()
     args = docs["CronJob/meshops-system/meshops-canary-upgrade"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
-    playbook = Path(args[args.index("run") + 1])
+    assert args[args.index("--log-format") + 1] == "json" and "upgrade" in args
+    version = IstioVersion.parse(args[args.index("--to") + 1])
+    assert version.is_release and support_for(version).istio_minor == version.minor
+    assert args[args.index("-o") + 1] == "json"
     env = dict(re.findall(r"^\s+(MESHOPS_PLAYBOOKS)=(\S+)", DOCKERFILE.read_text(), re.M))
-    assert playbook.parent == Path(env["MESHOPS_PLAYBOOKS"])
-    loaded = load_playbook(str(ROOT / "playbooks" / playbook.name))
-    params = yaml.safe_load(docs["ConfigMap/meshops-system/meshops-canary-params"]["data"]["vars.yaml"])
-    resolved = resolve_params(loaded.playbook, params)
-    assert resolved["to"] == params["to"]
+    assert env["MESHOPS_PLAYBOOKS"] == "/usr/share/meshops/playbooks" and (ROOT / "playbooks/canary-upgrade.yaml").exists()
 
 
 def test_the_cronjob_needs_no_kubeconfig_pins_its_image_by_digest_and_labels_itself_out_of_the_mesh() -> None:
