@@ -83,3 +83,14 @@ def configure(*, fmt: str = "auto", verbosity: int = 0) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
+    if fmt == "json":
+        # Python warnings (urllib3's InsecureRequestWarning, deprecations in a library) print plain
+        # text to stderr; in JSON mode they become events too, so every stderr line parses.
+        import warnings
+
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+            structlog.get_logger("meshops.warnings").warning("python.warning", category=category.__name__,
+                                                            message=str(message), where=f"{filename}:{lineno}")
+
+        warnings.showwarning = show

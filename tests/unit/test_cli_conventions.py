@@ -178,3 +178,20 @@ def test_completion_offers_contexts_run_ids_profiles_and_playbooks(tmp_path: Pat
     assert _complete("meshops rollback ", 2, **env) == ["20261206-000000-hello-abcd"]
     assert _complete("meshops install --profile prod", 3, **env) == ["production"]
     assert "playbooks/canary-upgrade.yaml" in _complete("meshops run playbooks/", 2, **env)
+
+
+def test_python_warnings_are_json_events_in_json_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    """A library's warning (urllib3's InsecureRequestWarning, say) must not break `2>&1 | jq`."""
+    import warnings
+
+    output.reset(["--log-format", "json"])
+    saved = warnings.showwarning
+    try:
+        logs.configure(fmt="json")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("Unverified HTTPS request", UserWarning, stacklevel=1)
+    finally:
+        warnings.showwarning = saved
+    (event,) = json_lines(capsys.readouterr().err)
+    assert event["event"] == "python.warning" and event["message"] == "Unverified HTTPS request"
