@@ -10,6 +10,7 @@ never into this process's ``os.environ``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -23,9 +24,6 @@ from meshops.cli.app import App
 from meshops.cli.app_light import pass_app
 
 _EXPORT = re.compile(r'^export ([A-Z0-9_]+)="(.*)"$')
-_STARTED = re.compile(r"meshops: run (\S+) started")
-
-
 def _say(text: str) -> None:
     click.echo(click.style(f"\n== {text}", bold=True))
 
@@ -86,11 +84,11 @@ def demo(app: App, from_version: str, to_version: str, directory: str | None, ke
                    "every\nworkload restarted (K at a time, waited on through watches) and verified, the ingress "
                    "gateway\nmoved, and the old revision removed once nothing runs on it.")
         upgraded = _meshops(env, demo_app, "upgrade", "--strategy", "canary", "--to", to_version,
-                            "--concurrency", "20", "--yes")
-        started = _STARTED.search(upgraded.stderr)
-        if started is None:
-            raise click.ClickException(f"meshops upgrade named no run:\n{upgraded.stderr}")
-        run_id = started.group(1)
+                            "--concurrency", "20", "--yes", "-o", "json")
+        # The result document on stdout names the run (-o json), whatever the log format.
+        run_id = json.loads(upgraded.stdout or "{}").get("run_id")
+        if not run_id:
+            raise click.ClickException(f"meshops upgrade named no run:\n{upgraded.stdout}{upgraded.stderr}")
         state = RunState.replay(run_id, demo_app.store(cluster=False).records(run_id))
         out = {k: (s.outputs or {}) for k, s in state.steps.items()}
         moved = [w for k, o in out.items() if k.startswith("waves[") for w in o.get("restarted", [])]
