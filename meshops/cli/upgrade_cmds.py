@@ -280,10 +280,18 @@ def _none() -> Any:
 
 
 @click.command()
+@click.option("-n", "--namespace", "namespaces", multiple=True, metavar="NS",
+              help="Show only these namespaces (repeatable); the mesh-wide parts stay.")
 @pass_app
-def status(app: App) -> None:
+def status(app: App, namespaces: tuple[str, ...]) -> None:
     """The mesh: revisions, tags, default revision, namespaces, proxies, webhooks, gateways, runs."""
     from meshops.cli.upgrade_status import collect_status, render_status
 
     data = collect_status(app)
+    if namespaces:
+        wanted = set(namespaces)
+        data["namespaces"] = {ns: v for ns, v in data["namespaces"].items() if ns in wanted}
+        data["workloads_on_old"] = {rev: [r for r in refs if r.split("/")[1] in wanted]
+                                    for rev, refs in data["workloads_on_old"].items()}
+        data["workloads_on_old"] = {rev: refs for rev, refs in data["workloads_on_old"].items() if refs}
     output.emit(data, output.fmt_of(), lambda: render_status(data))

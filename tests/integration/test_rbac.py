@@ -235,6 +235,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[Re
         assert final.returncode == 0, final.stderr[-1500:]
         jobs["canary-upgrade"] = audit.since_mark()
 
+        # meshops install (issue 17): a revision from a profile, then its rollback (an uninstall).
+        audit.mark()
+        installed = meshops(env, "install", "--profile", "minimal", "--version", "1.25.2", "--revision", "rbac-install",
+                            "-y")
+        assert installed.returncode == 0, installed.stderr[-1500:]
+        assert meshops(env, "rollback", run_id_of(installed), "-y").returncode == 0
+        jobs["install"] = audit.since_mark()
+
         annotations = directory / "annotations.yaml"
         annotations.write_text(yaml.safe_dump({"apiVersion": "meshops.dev/v1", "kind": "ProxyResourceAnnotations",
                                                "workloads": [{"namespace": ns, "name": name, "annotations": {
@@ -295,7 +303,7 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str
         stop_sandbox(directory)
 
 
-@pytest.mark.parametrize("job", ["status", "canary-upgrade", "tune"])
+@pytest.mark.parametrize("job", ["status", "canary-upgrade", "tune", "install"])
 def test_the_shipped_roles_grant_exactly_what_each_job_used(mesh: dict[str, list[Request]], job: str) -> None:
     """Every request of the job is granted by its roles; every grant was used or has a documented allowance."""
     check_job(job, mesh[job])
@@ -404,7 +412,11 @@ def test_the_iam_policy_allows_exactly_the_route53_calls_a_switchover_makes(
     """Each recorded call is allowed by the policy for its zone and record; each allowed action was called."""
     env, _, proxy = traffic
     zone = env["MESHOPS_SANDBOX_HOSTED_ZONE_ID"]
-    calls = [route53_call(e.method, e.path, e.body) for e in proxy.exchanges]
+    # The dry-run's `sts get-caller-identity` (POST / with Action=GetCallerIdentity) passes the same
+    # proxy; AWS requires no permission for it ("No permissions are required"), so no policy names it.
+    sts = [e for e in proxy.exchanges if b"GetCallerIdentity" in e.body]
+    assert sts and all(e.method == "POST" and urllib.parse.urlsplit(e.path).path == "/" for e in sts)
+    calls = [route53_call(e.method, e.path, e.body) for e in proxy.exchanges if e not in sts]
     changes = [c for c in calls if c.action == "route53:ChangeResourceRecordSets"]
     assert {c.record_names for c in changes} == {("api.example.com",), ("app.example.com",)}
     for call in calls:
@@ -444,4 +456,4 @@ def test_the_shipped_manifests_fit_the_kubernetes_schemas_and_name_their_jobs() 
             if doc["kind"] in ("Role", "ClusterRole"):
                 assert doc["metadata"]["labels"]["meshops.dev/client"] in ("meshops", "istioctl")
                 jobs |= set(doc["metadata"]["annotations"]["meshops.dev/jobs"].split(","))
-    assert jobs == {"status", "canary-upgrade", "switchover", "tune"}
+    assert jobs == {"status", "canary-upgrade", "switchover", "tune", "install"}

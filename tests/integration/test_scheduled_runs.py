@@ -31,6 +31,9 @@ def test_upgrade_to_the_running_version_is_nothing_to_do(sandbox: Sandbox) -> No
     assert "nothing to do" in out.stdout
     doc = json.loads(sandbox.meshops("dev", "upgrade", "--to", "1.24.1", "-o", "json").stdout)
     assert doc["status"] == "nothing_to_do" and doc["exit_code"] == 0 and doc["run_id"] is None
+    # -n where a namespace is meant, and -o yaml, after the subcommand.
+    shown = sandbox.meshops("dev", "status", "-n", "bookinfo-frontend", "-o", "yaml")
+    assert shown.returncode == 0 and "bookinfo-frontend:" in shown.stdout and "bookinfo-backend:" not in shown.stdout
     assert sandbox.writes_since("dev", mark) == []
 
 
