@@ -105,13 +105,13 @@ def install(app: object, profiles: tuple[str, ...], version: str | None, revisio
 
     fmt = output.fmt_of()
     output.run_command(fmt)
+    find_istioctl(version, explicit=istioctl_path)  # BadInput (exit 2) before anything runs
     idempotent.refuse_if_unfinished(app, ("install",))
     done = idempotent.install_done(app, overlay=rendered.text, version=version, revision=revision)
     if done is not None:
         output.notice(done, event="install.nothing_to_do")
         output.finish(fmt, run_id=None, status="nothing_to_do", summary=done, table=done)
         return
-    find_istioctl(version, explicit=istioctl_path)  # BadInput (exit 2) before anything runs
     loaded = load_playbook(playbook_path("install.yaml"))
     params = resolve_params(loaded.playbook, {
         "overlay": rendered.text, "profiles": list(profiles) + ([f"tuning:{tuning}"] if tuning else []),
