@@ -195,3 +195,30 @@ def test_python_warnings_are_json_events_in_json_mode(capsys: pytest.CaptureFixt
         warnings.showwarning = saved
     (event,) = json_lines(capsys.readouterr().err)
     assert event["event"] == "python.warning" and event["message"] == "Unverified HTTPS request"
+
+
+def test_a_missing_extra_is_named_with_the_pip_command(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`meshops demo` without the sandbox extra says how to get it (exit 2), not an ImportError."""
+    from meshops.cli import lazy
+
+    monkeypatch.setitem(lazy.EXTRAS, "demo", ("sandbox", ("meshops_no_such_module",)))
+    code, _, err = cli(capsys, "--log-format", "json", "demo", "--help")
+    assert code == 2 and "pip install 'meshops[sandbox]'" in err and "meshops_no_such_module" in err
+
+
+@pytest.mark.parametrize("command", ["upgrade", "switchover", "run", "runs list", "status", "install", "tune",
+                                     "report", "approve", "upgrade finalize", "completion"])
+def test_help_imports_no_engine_driver_or_step_module(command: str) -> None:
+    """What keeps `meshops X --help` within 3x `python -c pass` (bench/startup.py measures it): the
+    engine, pydantic, structlog and the clients are imported only when a command runs."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "meshops", *command.split(), "--help"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-500:]
+    modules = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    heavy = {m for m in modules if m.split(".")[0] in ("pydantic", "structlog", "jinja2", "kubernetes", "boto3", "rich")
+             or m.startswith(("meshops.engine", "meshops.steps", "meshops.ops", "meshops.drivers.kube"))}
+    assert not heavy, sorted(heavy)[:10]
