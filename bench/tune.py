@@ -121,22 +121,12 @@ def main() -> int:
         try:
             client = PrometheusClient(server.url, timeout=120)
             scope = Scope(window_seconds=window, until=end, step_seconds=int(parse_duration(args.resolution)))
-            from meshops.ops import tune_gather
-
-            print(f"sampling step for this window: {tune_gather.sample_step(scope)}s "
-                  f"(resolution {scope.step_seconds}s, at most {tune_gather.MAX_POINTS} points per series)")
-            # The same gather at the full resolution (every step_seconds, as before issue 17), for the ratio.
-            for label, max_points in (("full resolution", 10**9), ("sampled", tune_gather.MAX_POINTS)):
-                saved, tune_gather.MAX_POINTS = tune_gather.MAX_POINTS, max_points
-                try:
-                    for i in range(args.runs):
-                        report = gather(client, scope, Policy())
-                        ok = sum(1 for r in report.rows if isinstance(r.result, Recommendation))
-                        print(f"in-process gather ({label}) #{i + 1}: {report.seconds:.2f}s, {report.queries} queries, "
-                              f"{len(report.rows)} workloads, {ok} with a recommendation, "
-                              f"{sum(1 for r in report.rows if r.annotate)} annotated")
-                finally:
-                    tune_gather.MAX_POINTS = saved
+            for i in range(args.runs):
+                report = gather(client, scope, Policy())
+                ok = sum(1 for r in report.rows if isinstance(r.result, Recommendation))
+                print(f"in-process gather #{i + 1}: {report.seconds:.2f}s, {report.queries} queries, "
+                      f"{len(report.rows)} workloads, {ok} with a recommendation, "
+                      f"{sum(1 for r in report.rows if r.annotate)} annotated")
             for i in range(args.runs):
                 t0 = time.perf_counter()
                 proc = subprocess.run([sys.executable, "-m", "meshops", "tune", "--prometheus", server.url,

@@ -97,34 +97,15 @@ def selector(scope: Scope) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-# At most this many points per series and query. Prometheus's cost is points x series: a
-# 7-day window at the 5-minute resolution is 2,016 points for each of thousands of series, six
-# times over. A percentile of a week is estimated as well from ~600 points, so long windows are
-# sampled at a coarser step (7 days: every 17 minutes) and short ones keep the resolution asked.
-MAX_POINTS = 600
-
-
-def sample_step(scope: Scope) -> int:
-    """The subquery step for this window: the resolution, or coarser (whole minutes) to stay
-    within MAX_POINTS points per series."""
-    step = int(scope.step_seconds)
-    need = math.ceil(scope.window_seconds / MAX_POINTS)
-    return step if need <= step else 60 * math.ceil(need / 60)
-
-
 def build_queries(scope: Scope, policy: Policy) -> dict[str, str]:
     """The eight PromQL expressions, by name. Pure: the tests read them."""
     sel = selector(scope)
     step = int(scope.step_seconds)
-    every = sample_step(scope)
-    rng = f"[{int(scope.window_seconds)}s:{every}s]"
+    rng = f"[{int(scope.window_seconds)}s:{step}s]"
     # Aggregations stay outside the subquery: one per result series, not one per evaluation
     # step. A container restarted in the window has several series; its busiest one counts.
-    # CPU: the rate over the resolution asked (5m), sampled every `every` seconds: an unbiased
-    # sample of the 5-minute rates, not a smoother 17-minute average. Memory: the peak over each
-    # whole sampling interval, so no spike between two samples is missed (memory OOMs on peaks).
     cpu = f"rate(container_cpu_usage_seconds_total{sel}[{step}s]){rng}"
-    mem = f"max_over_time(container_memory_working_set_bytes{sel}[{every}s]){rng}"
+    mem = f"max_over_time(container_memory_working_set_bytes{sel}[{step}s]){rng}"
     # The counts are over the very points the percentiles are over. (Counting the bare
     # selector's points is ~20% cheaper at a 5m step but pathologically slow at a step
     # longer than Prometheus's 5m lookback: measured 10 s instead of 2.5 s at 10m over 7d.)

@@ -71,23 +71,10 @@ def test_queries_group_by_label_and_select_only_mesh_containers() -> None:
 
 
 def test_resolution_sets_the_rate_window_and_the_subquery_step() -> None:
-    """--resolution 10m over a day (144 points): rate over 10m, one point every 10m."""
-    q = build_queries(Scope(window_seconds=86400, step_seconds=600), Policy())
-    assert "rate(container_cpu_usage_seconds_total" in q["cpu_p"] and "[600s])[86400s:600s]" in q["cpu_p"]
-    assert "[600s])[86400s:600s]" in q["mem_lp"] and q["mem_n"].endswith("[600s])[86400s:600s]))")
-
-
-def test_a_long_window_is_sampled_at_the_resolution_it_needs() -> None:
-    """7 days at 5m would be 2,016 points per series: sampled every 17 minutes instead (at most
-    MAX_POINTS); CPU keeps its 5-minute rate, memory takes the peak of each 17-minute interval."""
-    from meshops.ops.tune_gather import MAX_POINTS, sample_step
-
-    scope = Scope(window_seconds=7 * 86400, step_seconds=300)
-    assert sample_step(scope) == 1020 and MAX_POINTS >= 7 * 86400 / 1020
-    q = build_queries(scope, Policy())
-    assert "container_cpu_usage_seconds_total" in q["cpu_p"] and "[300s])[604800s:1020s]" in q["cpu_p"]
-    assert "max_over_time(container_memory_working_set_bytes" in q["mem_p"] and "[1020s])[604800s:1020s]" in q["mem_p"]
-    assert sample_step(Scope(window_seconds=86400, step_seconds=300)) == 300  # 288 points: as asked
+    """--resolution 10m: rate over 10m, one point every 10m."""
+    q = build_queries(Scope(window_seconds=7 * 86400, step_seconds=600), Policy())
+    assert "rate(container_cpu_usage_seconds_total" in q["cpu_p"] and "[600s])[604800s:600s]" in q["cpu_p"]
+    assert "[600s])[604800s:600s]" in q["mem_lp"] and q["mem_n"].endswith("[600s])[604800s:600s]))")
 
 
 def test_namespace_values_are_escaped_for_promql() -> None:
