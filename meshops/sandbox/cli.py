@@ -18,7 +18,6 @@ from typing import Any
 
 import click
 
-from . import runtime
 from .istio.cli_options import ISTIO_EXTENSION, fault_command, fold_istio_flags, istio_flags
 
 _DEFAULT_CLUSTERS = "blue,green"
@@ -78,6 +77,8 @@ def sandbox() -> None:
 def up(directory: Path, clusters: str, k8s_version: str, rollout_seconds: float, nodes: int,
        options_json: str | None, extensions: tuple[str, ...], timeout: float, **istio: Any) -> None:
     """Start a sandbox in the background; return once every cluster answers."""
+    from . import runtime  # here, not at the top: `meshops sandbox --help` stays light
+
     names = _cluster_names(clusters)
     _options(options_json)
     names, options_json = fold_istio_flags(click.get_current_context(), names, options_json, istio)
@@ -124,6 +125,8 @@ def up(directory: Path, clusters: str, k8s_version: str, rollout_seconds: float,
 @click.option("--timeout", default=15.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds to wait for exit.")
 def down(directory: Path, timeout: float) -> None:
     """Stop the sandbox running in DIR (by its recorded pid) and wait for it to exit."""
+    from . import runtime  # here, not at the top: `meshops sandbox --help` stays light
+
     directory = directory.resolve()
     pid = runtime.read_pid(directory)
     if pid is None or not runtime.is_sandbox_process(pid):
@@ -149,6 +152,8 @@ def down(directory: Path, timeout: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
 def status(directory: Path, as_json: bool) -> None:
     """Report whether a sandbox runs in DIR and whether its clusters answer (exit 1 if not running)."""
+    from . import runtime  # here, not at the top: `meshops sandbox --help` stays light
+
     directory = directory.resolve()
     pid = runtime.read_pid(directory)
     running = pid is not None and runtime.is_sandbox_process(pid)
@@ -176,6 +181,8 @@ def status(directory: Path, as_json: bool) -> None:
 def serve(directory: Path, clusters: str, k8s_version: str, rollout_seconds: float, nodes: int,
           options_json: str | None, extensions: tuple[str, ...]) -> None:
     """Run the sandbox in the foreground (what `up` starts in the background)."""
+    from . import runtime  # here, not at the top: `meshops sandbox --help` stays light
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime.serve(
         directory,

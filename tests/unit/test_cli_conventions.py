@@ -207,7 +207,7 @@ def test_a_missing_extra_is_named_with_the_pip_command(monkeypatch: pytest.Monke
     assert code == 2 and "pip install 'meshops[sandbox]'" in err and "meshops_no_such_module" in err
 
 
-@pytest.mark.parametrize("command", ["upgrade", "switchover", "run", "runs list", "status", "install", "tune",
+@pytest.mark.parametrize("command", ["upgrade", "switchover", "run", "runs list", "status", "install", "tune", "sandbox",
                                      "report", "approve", "upgrade finalize", "completion"])
 def test_help_imports_no_engine_driver_or_step_module(command: str) -> None:
     """What keeps `meshops X --help` within 3x `python -c pass` (bench/startup.py measures it): the
@@ -220,5 +220,6 @@ def test_help_imports_no_engine_driver_or_step_module(command: str) -> None:
     assert out.returncode == 0, out.stderr[-500:]
     modules = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     heavy = {m for m in modules if m.split(".")[0] in ("pydantic", "structlog", "jinja2", "kubernetes", "boto3", "rich")
-             or m.startswith(("meshops.engine", "meshops.steps", "meshops.ops", "meshops.drivers.kube"))}
+             or m.startswith(("meshops.engine", "meshops.steps", "meshops.ops", "meshops.drivers.kube",
+                              "meshops.sandbox.runtime", "meshops.sandbox.apiserver"))}
     assert not heavy, sorted(heavy)[:10]
