@@ -43,6 +43,7 @@ class _State:
     started: float = field(default_factory=time.monotonic)
     last_emit: float = float("-inf")
     finished: bool = False
+    deadline: float | None = None  # wall-clock seconds (the engine's clock is time.time in the CLI)
 
 
 class JsonHeartbeat:
@@ -55,11 +56,11 @@ class JsonHeartbeat:
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
 
-    def update(self, key: str, done: int, total: int, label: str) -> None:
+    def update(self, key: str, done: int, total: int, label: str, deadline: float | None = None) -> None:
         now = time.monotonic()
         with self.lock:
             st = self.states.setdefault(key, _State(key=key))
-            st.done, st.total, st.label = done, total, label
+            st.done, st.total, st.label, st.deadline = done, total, label, deadline
             st.finished = total > 0 and done >= total
             due = st.finished or now - st.last_emit >= self.every
             if due:
@@ -71,9 +72,10 @@ class JsonHeartbeat:
             self._emit(st)
 
     def _emit(self, st: _State) -> None:
+        left = None if st.deadline is None else round(max(0.0, st.deadline - time.time()), 1)
         click.echo(output.event_line("step.progress", step=st.key, ready=st.done, total=st.total,
-                                     elapsed=round(time.monotonic() - st.started, 1), label=st.label,
-                                     done=st.finished), err=True)
+                                     elapsed=round(time.monotonic() - st.started, 1), deadline_in=left,
+                                     label=st.label, done=st.finished), err=True)
 
     def _beat(self) -> None:
         # The steps wait on watches and may not call update for minutes; this thread says they live.
@@ -108,10 +110,10 @@ class LiveView:
                          redirect_stderr=True, redirect_stdout=False, get_renderable=self._render)
         self.live.start()
 
-    def update(self, key: str, done: int, total: int, label: str) -> None:
+    def update(self, key: str, done: int, total: int, label: str, deadline: float | None = None) -> None:
         with self.lock:
             st = self.states.setdefault(key, _State(key=key))
-            st.done, st.total, st.label = done, total, label
+            st.done, st.total, st.label, st.deadline = done, total, label, deadline
             st.finished = total > 0 and done >= total
 
     def observe(self, event: Mapping[str, Any]) -> None:
@@ -157,13 +159,13 @@ class _Lazy:
     def __init__(self, key: str) -> None:
         self.key = key
 
-    def update(self, *, done: int, total: int, label: str = "") -> None:
+    def update(self, *, done: int, total: int, label: str = "", deadline: float | None = None) -> None:
         global _SINK
         with _SINK_LOCK:
             if _SINK is None:
                 _SINK = JsonHeartbeat(heartbeat_seconds()) if output.json_mode() or not _terminal() else LiveView()
             sink = _SINK
-        sink.update(self.key, done, total, label)
+        sink.update(self.key, done, total, label, deadline)
 
 
 def factory() -> Any:

@@ -35,11 +35,12 @@ class Approvals(Protocol):
 
 
 class Progress(Protocol):
-    def update(self, *, done: int, total: int, label: str = "") -> None: ...
+    # deadline: when the wait gives up (the clock's seconds), for heartbeats that say how long is left.
+    def update(self, *, done: int, total: int, label: str = "", deadline: float | None = None) -> None: ...
 
 
 class _NoProgress:
-    def update(self, *, done: int, total: int, label: str = "") -> None:
+    def update(self, *, done: int, total: int, label: str = "", deadline: float | None = None) -> None:
         return None
 
 

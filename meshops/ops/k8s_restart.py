@@ -129,6 +129,8 @@ def restart(ctx: StepContext, kube: KubeApi, cache: Cache, targets: list[Target]
             sub.add(_PATCHED)
             cache.cond.notify_all()
 
+    # Said at once: the wave is waiting from now on (heartbeats carry it while no pod changes).
+    ctx.progress.update(done=0, total=total, label=mark, deadline=deadline)
     try:
         with ThreadPoolExecutor(max_workers=max(1, min(concurrency, _PATCH_THREADS)),
                                 thread_name_prefix="restart") as pool:
@@ -167,7 +169,8 @@ def restart(ctx: StepContext, kube: KubeApi, cache: Cache, targets: list[Target]
                             state = rollout_state(cache.workload(t.kind, t.namespace, t.name), gen)
                             report.pending[t.key] = state.detail or settled(cache, t, accept)[1] or "rolling out"
                         break
-                ctx.progress.update(done=total - len(queue) - len(inflight) - len(patching), total=total, label=mark)
+                ctx.progress.update(done=total - len(queue) - len(inflight) - len(patching), total=total, label=mark,
+                                    deadline=deadline)
                 if report.failed and not patching:
                     break
     finally:

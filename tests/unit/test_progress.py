@@ -76,7 +76,7 @@ def test_json_heartbeats_while_a_step_waits_and_one_when_done(capsys: pytest.Cap
     make = progress.factory()
     reporter = make("waves[0]")
     try:
-        reporter.update(done=1, total=4, label="restart")
+        reporter.update(done=1, total=4, label="restart", deadline=time.time() + 600)
         time.sleep(0.45)  # the step waits on a watch without news: the heartbeat speaks for it
         reporter.update(done=4, total=4, label="restart")
     finally:
@@ -85,6 +85,7 @@ def test_json_heartbeats_while_a_step_waits_and_one_when_done(capsys: pytest.Cap
     assert all(e["event"] == "step.progress" and e["run_id"] == output.SESSION.run_id for e in events)
     waiting = [e for e in events if not e["done"]]
     assert len(waiting) >= 3 and {(e["ready"], e["total"]) for e in waiting} == {(1, 4)}
+    assert all(590 < e["deadline_in"] <= 600 for e in waiting)  # wave: ready x/y, elapsed, time to the deadline
     assert events[-1]["done"] is True and events[-1]["ready"] == 4
 
 
