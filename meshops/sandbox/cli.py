@@ -21,6 +21,8 @@ import click
 from . import runtime
 from .istio.cli_options import ISTIO_EXTENSION, fault_command, fold_istio_flags, istio_flags
 
+# After Istio (it needs the ingress Services and the Route53 endpoint): load balancers in moto's ELB.
+ELB_EXTENSION = "meshops.sandbox.elb:configure"
 _DEFAULT_CLUSTERS = "blue,green"
 _DEFAULT_VERSION = "1.30.4"
 
@@ -184,7 +186,7 @@ def serve(directory: Path, clusters: str, k8s_version: str, rollout_seconds: flo
         rollout_seconds=rollout_seconds,
         nodes=nodes,
         options=_options(options_json),
-        extensions=[ISTIO_EXTENSION, *extensions],
+        extensions=[ISTIO_EXTENSION, ELB_EXTENSION, *extensions],
     )
 
 
