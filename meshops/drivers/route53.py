@@ -37,6 +37,17 @@ _CREDENTIAL_CODES = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", 
                                "AccessDenied", "AccessDeniedException", "ExpiredToken", "InvalidAccessKeyId"})
 
 
+class ChangeOutcomeUnknown(DriverError):
+    """A ChangeResourceRecordSets whose answer was lost after it was sent: it may have been applied.
+
+    Never retried here: a batch with a CREATE or an exact DELETE fails when applied twice, so
+    the caller reads the records back before deciding to send it again.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, temporary=True)
+
+
 @dataclass(frozen=True, kw_only=True)
 class HostedZone:
     id: str  # without the /hostedzone/ prefix
@@ -217,7 +228,7 @@ class Route53Client:
 
     # ---- transport ----------------------------------------------------------------------
 
-    def _call(self, op: str, **params: Any) -> dict[str, Any]:
+    def _call(self, op: str, *, idempotent: bool = True, **params: Any) -> dict[str, Any]:
         from botocore.exceptions import (
             ClientError,
             ConnectionClosedError,
@@ -249,7 +260,17 @@ class Route53Client:
                     self._backoff(attempt)
                     continue
                 raise self._translate(op, code, message) from None
-            except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as exc:
+            except (ReadTimeoutError, ConnectionClosedError) as exc:
+                # Sent, answer lost: only a request that cannot apply twice is sent again blindly.
+                self.log.add(started, op, "answer-lost")
+                if not idempotent:
+                    raise ChangeOutcomeUnknown(f"Route53 {op}: the answer was lost ({type(exc).__name__}); "
+                                               "the change may or may not have been applied") from None
+                if attempt < self.max_attempts:
+                    self._backoff(attempt)
+                    continue
+                raise DriverError(f"Route53 {op}: no answer: {type(exc).__name__}", temporary=True) from None
+            except (EndpointConnectionError, ConnectTimeoutError) as exc:
                 self.log.add(started, op, "connection")
                 if attempt < self.max_attempts:
                     self._backoff(attempt)
@@ -317,7 +338,8 @@ class Route53Client:
     def change(self, zone_id: str, batch: ChangeBatch, *, current: Sequence[RecordSet]) -> ChangeInfo:
         """Send ``batch`` after validating it against ``current`` (the records it touches, as just read)."""
         validate_batch(batch, current)
-        data = self._call("change_resource_record_sets", HostedZoneId=zone_id, ChangeBatch=batch.to_aws())
+        data = self._call("change_resource_record_sets", idempotent=False, HostedZoneId=zone_id,
+                          ChangeBatch=batch.to_aws())
         info = data["ChangeInfo"]
         return ChangeInfo(id=change_id_of(info["Id"]), status=str(info["Status"]))
 

@@ -20,6 +20,7 @@ import click
 
 from . import runtime
 from .istio.cli_options import ISTIO_EXTENSION, fault_command, fold_istio_flags, istio_flags
+from .traffic_cli import traffic_command
 
 # After Istio (it needs the ingress Services and the Route53 endpoint): load balancers in moto's ELB.
 ELB_EXTENSION = "meshops.sandbox.elb:configure"
@@ -191,3 +192,4 @@ def serve(directory: Path, clusters: str, k8s_version: str, rollout_seconds: flo
 
 
 sandbox.add_command(fault_command)
+sandbox.add_command(traffic_command)

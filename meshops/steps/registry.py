@@ -34,6 +34,8 @@ CATALOG: dict[str, str] = {
     "switchover.find_ingress": "meshops.steps.switchover_preflight",
     "switchover.read_dns": "meshops.steps.switchover_preflight",
     "switchover.prove_target": "meshops.steps.switchover_prove",
+    "switchover.plan_health_checks": "meshops.steps.switchover_health",
+    "switchover.prove_at_zero": "meshops.steps.switchover_health",
     "switchover.lower_ttl": "meshops.steps.switchover_dns",
     "switchover.prepare_dns": "meshops.steps.switchover_dns",
     "switchover.shift": "meshops.steps.switchover_dns",
