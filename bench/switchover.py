@@ -46,7 +46,7 @@ def env_file(path: Path) -> dict[str, str]:
     for line in path.read_text().splitlines():
         m = re.match(r'export (\w+)="(.*)"$', line.strip())
         if m:
-            out[m.group(1)] = m.group(2)
+            out[m.group(1)] = re.sub(r"\\(.)", r"\1", m.group(2)).replace("$PATH", os.environ.get("PATH", ""))
     return out
 
 
@@ -95,13 +95,13 @@ def _sandbox_run(args: argparse.Namespace, d: Path, tmp: Path) -> None:
                               "ResourceRecords": [{"Value": env["MESHOPS_SANDBOX_INGRESS_HOST_BLUE"]}]}}]})
     proxy = Route53Proxy(upstream=env["AWS_ENDPOINT_URL_ROUTE_53"])
     state = tmp / "state"
+    # Route53 through the counting proxy; ELB straight to moto. The ingress names resolve through
+    # MESHOPS_CONNECT_TO from DIR/env, as for a user: no --connect-to.
     run_env = {**os.environ, **env, "KUBECONFIG": str(kubeconfig), "AWS_ENDPOINT_URL_ROUTE_53": proxy.url,
-               "AWS_ENDPOINT_URL": proxy.url, "MESHOPS_STATE_DIR": str(state), "MESHOPS_LOG_FORMAT": "json"}
+               "MESHOPS_STATE_DIR": str(state), "MESHOPS_LOG_FORMAT": "json"}
     steps = [int(s) for s in args.steps.split(",")]
     cmd = [*MESHOPS, "switchover", "--from", "blue", "--to", "green", "--zone", "example.com",
            "--record", "app.example.com", "--probe", "http://app.example.com/productpage",
-           "--connect-to", f"{env['MESHOPS_SANDBOX_INGRESS_HOST_BLUE']}:80:{env['MESHOPS_SANDBOX_INGRESS_BLUE'][7:]}",
-           "--connect-to", f"{env['MESHOPS_SANDBOX_INGRESS_HOST_GREEN']}:80:{env['MESHOPS_SANDBOX_INGRESS_GREEN'][7:]}",
            "--steps", args.steps, "--bake", f"{args.bake}s", "--propagation-allowance", "0s",
            "--probe-interval", f"{args.probe_interval}s"]
     t0 = time.monotonic()
@@ -158,6 +158,9 @@ def failure_latency(args: argparse.Namespace) -> None:
         c.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [
             {"Action": "CREATE", "ResourceRecordSet": original.to_aws()}]})
         blue, green = Ingress("blue"), Ingress("green")
+        # The load balancers' status ports, probed before the health checks are created.
+        os.environ["MESHOPS_CONNECT_TO"] = (f"blue-lb.example.net:15021:127.0.0.1:{blue.port} "
+                                            f"green-lb.example.net:15021:127.0.0.1:{green.port}")
         proxy = Route53Proxy(upstream=moto)
         os.environ["AWS_ENDPOINT_URL_ROUTE_53"] = proxy.url
         marked: dict[str, int] = {}

@@ -151,6 +151,16 @@ def test_healthy_switchover_under_traffic_follows_each_weight_and_fails_nothing(
     for percent, share, n in measured:
         assert n >= 500 and abs(share - percent) <= 5, (percent, share, n)
     assert not records(world, lock)  # released at the end
+    # `meshops report --traffic` shows the requests each cluster served beside each set of weights.
+    counted = world["dir"] / "traffic.jsonl"
+    gen.write(counted)
+    shown = json.loads(meshops(env, "report", run_id, "--traffic", str(counted), "-o", "json").stdout)
+    segments = {s["step"]: s for s in shown["traffic"]["request_segments"]}
+    assert list(segments) == ["before", "shift[0]", "shift[1]", "shift[2]", "shift[3]"]
+    assert segments["shift[3]"]["weights"] == {"blue": 0, "green": 100}
+    assert segments["shift[1]"]["requests"]["green"]["ok"] > 0 and segments["before"]["requests"]["blue"]["ok"] > 0
+    page = meshops(env, "report", run_id, "--traffic", str(counted), "-o", "md").stdout
+    assert "requests served meanwhile" in page and "green" in page
     weights = {r["SetIdentifier"]: r["Weight"] for r in records(world)}
     assert weights == {"blue": 0, "green": 100}
 
