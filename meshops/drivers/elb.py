@@ -72,6 +72,9 @@ class ElbClient:
         self._factory = factory
         self._default_region = default_region
         self._clients: dict[tuple[str, str], Any] = {}
+        # A load balancer's kind, zone ID and listeners do not change while one command runs: the
+        # switchover's preflight and its run look each name up once between them.
+        self._found: dict[str, LoadBalancer | None] = {}
         self.requests = 0
 
     def _client(self, service: str, region: str) -> Any:
@@ -117,6 +120,11 @@ class ElbClient:
 
     def find_by_dns_name(self, dns_name: str) -> LoadBalancer | None:
         want = normalise(dns_name)
+        if want not in self._found:
+            self._found[want] = self._find(want)
+        return self._found[want]
+
+    def _find(self, want: str) -> LoadBalancer | None:
         region = elb_region(want) or self._default_region or "us-east-1"
         for lb in self._pages("elbv2", region, "describe_load_balancers", "LoadBalancers"):
             if normalise(str(lb.get("DNSName", ""))) == want:
