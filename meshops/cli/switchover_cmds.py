@@ -30,7 +30,6 @@ from meshops.cli.run_cmds import _print_plan
 from meshops.domain.errors import BadInput
 from meshops.domain.weights import parse_steps
 from meshops.drivers.kube_state import LeaseLock
-from meshops.drivers.route53 import from_environment as route53_from_environment
 from meshops.drivers.route53_lock import RecordLock
 from meshops.engine.lock import RunLock
 from meshops.engine.playbook import LoadedPlaybook, load_playbook, resolve_params
@@ -162,11 +161,7 @@ class AllLocks:
 
 def record_lock(app: App, zone: str, record: str) -> RecordLock:
     """The TXT lock of ``record`` in ``zone``, through the run's Route53 driver (one rate limit)."""
-    try:
-        r53 = app.drivers.get("route53")
-    except KeyError:
-        app.drivers.register("route53", route53_from_environment)
-        r53 = app.drivers.get("route53")
+    r53 = app.drivers.route53()
     found = r53.find_zone(zone)
     name = record if "." in record.rstrip(".") else f"{record}.{found.name}"
     return RecordLock(r53, found.id, name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshops.drivers.elb import LoadBalancer, normalise
+from meshops.drivers.elb_api import LoadBalancer, normalise
 
 
 class FakeElb:

@@ -26,11 +26,10 @@ from pydantic import Field
 
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import PreconditionFailed
-from meshops.drivers.http_probe import HttpProbeApi
+from meshops.drivers.http_api import HttpProbeApi
+from meshops.ops.switchover_common import unredacted
 from meshops.steps.base import Step, StepContext, StepInputs, StepOutputs
-from meshops.steps.health import probe_driver
 from meshops.steps.registry import register
-from meshops.steps.switchover_common import unredacted
 
 STATUS_PORT = 15021
 READY_PATH = "/healthz/ready"
@@ -114,7 +113,7 @@ class PlanHealthChecks(Step[HealthPlanInputs, HealthPlanOutputs]):
         if not inputs.health_checks:
             return HealthPlanOutputs(specs={}, reasons={})
         unredacted([inputs.source_ingress, inputs.target_ingress], "an ingress address")
-        prober = probe_driver(ctx)
+        prober = ctx.drivers.http()
         timeout = min(parse_duration(inputs.probe_timeout), 4.0)  # Route53 allows 4 s per attempt
         specs, reasons = {}, {}
         for side, address, kind, ports, lb in (
@@ -183,8 +182,8 @@ class ProveAtZero(Step[ZeroInputs, ZeroOutputs]):
     needs = frozenset({"http", "prometheus"})
 
     def run(self, inputs: ZeroInputs, ctx: StepContext) -> ZeroOutputs:
-        from meshops.steps.health import GateFailed, watch
-        from meshops.steps.switchover_common import build_gates
+        from meshops.ops.health import GateFailed, watch
+        from meshops.ops.switchover_common import build_gates
 
         gates = build_gates(ctx, probes=inputs.probes, connect_to=inputs.connect_to,
                             source_ingress=inputs.source_ingress, target_ingress=inputs.target_ingress,

@@ -17,12 +17,12 @@ from pydantic import Field, field_validator
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import BadInput, DriverError, NotFound, PreconditionFailed
 from meshops.domain.weights import AliasTarget, RecordSet, fqdn, parse_steps, schedule
-from meshops.drivers.elb import elb_region
-from meshops.drivers.http_probe import parse_connect_to, split_url
+from meshops.drivers.elb_api import elb_region
+from meshops.drivers.http_api import parse_connect_to, split_url
+from meshops.ops.health import check_prometheus, check_promql
+from meshops.ops.switchover_common import describe
 from meshops.steps.base import Step, StepContext, StepInputs, StepOutputs
-from meshops.steps.health import check_prometheus, check_promql, prometheus_driver
 from meshops.steps.registry import register
-from meshops.steps.switchover_common import describe, elb_driver, route53_driver
 
 DnsOwner = Literal["meshops", "external-dns"]
 _SET_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -79,7 +79,7 @@ class CheckInputsStep(Step[CheckInputs, CheckOutputs]):
         if inputs.gates and not inputs.prometheus:
             raise BadInput("--gate-promql needs --prometheus URL")
         if inputs.gates and inputs.prometheus:
-            check_prometheus(prometheus_driver(ctx, inputs.prometheus), inputs.gates)
+            check_prometheus(ctx.drivers.prometheus(inputs.prometheus), inputs.gates)
         if not inputs.probes and not inputs.gates:
             ctx.log.warning("switchover.unwatched", hint="no --probe and no --gate-promql: each step only waits")
         return CheckOutputs(steps=list(steps))
@@ -121,7 +121,7 @@ def load_balancer(ctx: StepContext, address: str, kind: str) -> dict[str, Any] |
     """ELB's view of an ingress hostname; None for an address that is not an AWS load balancer's."""
     if kind != "hostname" or elb_region(address) is None:
         return None
-    lb = elb_driver(ctx).find_by_dns_name(address)
+    lb = ctx.drivers.elb().find_by_dns_name(address)
     if lb is None:
         raise PreconditionFailed(f"{address} looks like an AWS load balancer, but neither elbv2 nor elb "
                                  "DescribeLoadBalancers knows it in this account and region")
@@ -279,7 +279,7 @@ class ReadDns(Step[DnsInputs, DnsOutputs]):
     needs = frozenset({"route53"})
 
     def run(self, inputs: DnsInputs, ctx: StepContext) -> DnsOutputs:
-        r53 = route53_driver(ctx)
+        r53 = ctx.drivers.route53()
         try:
             zone = r53.find_zone(inputs.zone)
         except NotFound:

@@ -17,9 +17,9 @@ from meshops.domain.weights import Change, ChangeBatch, RecordSet
 from meshops.drivers.http_probe import HttpProber, connect_to_from_environment
 from meshops.drivers.route53_fake import FakeRoute53
 from meshops.drivers.route53_lock import LockValue, RecordLock, lock_name
+from meshops.ops.switchover_common import send
 from meshops.sandbox.runtime import shell_quote
 from meshops.sandbox.traffic import Answerer
-from meshops.steps.switchover_common import send
 from meshops.steps.switchover_health import discover
 from tests.support.fakeclock import FakeClock
 from tests.support.switchover import GATEWAY_PORTS
