@@ -27,6 +27,8 @@ class ElbClient:
         # A load balancer's kind, zone ID and listeners do not change while one command runs: the
         # switchover's preflight and its run look each name up once between them.
         self._found: dict[str, LoadBalancer | None] = {}
+        self._listings: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._session: Any = None
         self.requests = 0
 
     def _client(self, service: str, region: str) -> Any:
@@ -38,7 +40,9 @@ class ElbClient:
                 import boto3
                 from botocore.config import Config
 
-                self._clients[key] = boto3.session.Session(profile_name=self._profile).client(
+                # One session for every client: its loader parses each service model once.
+                self._session = self._session or boto3.session.Session(profile_name=self._profile)
+                self._clients[key] = self._session.client(
                     service, region_name=region,
                     config=Config(retries={"mode": "adaptive", "max_attempts": 8}, user_agent_extra="meshops"))
         return self._clients[key]
@@ -70,6 +74,13 @@ class ElbClient:
         except BotoCoreError as exc:
             raise DriverError(f"ELB {op}: {type(exc).__name__}: {exc}", temporary=True) from None
 
+    def _listing(self, service: str, region: str, key: str) -> list[dict[str, Any]]:
+        """Every load balancer of one API in one region, listed once per command (both ingresses
+        of a switchover are usually in one region)."""
+        if (service, region) not in self._listings:
+            self._listings[(service, region)] = self._pages(service, region, "describe_load_balancers", key)
+        return self._listings[(service, region)]
+
     def find_by_dns_name(self, dns_name: str) -> LoadBalancer | None:
         want = normalise(dns_name)
         if want not in self._found:
@@ -78,7 +89,7 @@ class ElbClient:
 
     def _find(self, want: str) -> LoadBalancer | None:
         region = elb_region(want) or self._default_region or "us-east-1"
-        for lb in self._pages("elbv2", region, "describe_load_balancers", "LoadBalancers"):
+        for lb in self._listing("elbv2", region, "LoadBalancers"):
             if normalise(str(lb.get("DNSName", ""))) == want:
                 listeners = self._pages("elbv2", region, "describe_listeners", "Listeners",
                                         LoadBalancerArn=lb["LoadBalancerArn"])
@@ -87,7 +98,7 @@ class ElbClient:
                                     canonical_zone_id=str(lb.get("CanonicalHostedZoneId", "")),
                                     listener_ports=tuple(sorted(int(x["Port"]) for x in listeners)),
                                     region=region, scheme=str(lb.get("Scheme", "internet-facing")))
-        for lb in self._pages("elb", region, "describe_load_balancers", "LoadBalancerDescriptions"):
+        for lb in self._listing("elb", region, "LoadBalancerDescriptions"):
             if normalise(str(lb.get("DNSName", ""))) == want:
                 ports = sorted(int(d["Listener"]["LoadBalancerPort"]) for d in lb.get("ListenerDescriptions") or [])
                 return LoadBalancer(dns_name=want, name=str(lb.get("LoadBalancerName", "")), kind="classic",

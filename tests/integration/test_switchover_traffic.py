@@ -124,12 +124,21 @@ def test_healthy_switchover_under_traffic_follows_each_weight_and_fails_nothing(
         while not records(world, lock) and time.monotonic() < deadline:
             time.sleep(0.2)
         holder = records(world, lock)[0]["ResourceRecords"][0]["Value"]
+        run_id = re.search(r"run=(\S+)", holder).group(1)  # type: ignore[union-attr]
+        # Both clusters' Leases are held too: no upgrade of the source can start meanwhile.
+        from kubernetes import client as k8s
+        from kubernetes import config as k8s_config
+
+        for context in ("blue", "green"):
+            leases = k8s.CoordinationV1Api(k8s_config.new_client_from_config(config_file=env["KUBECONFIG"],
+                                                                            context=context))
+            lease = leases.read_namespaced_lease("meshops-run-lock", "meshops-system")
+            assert lease.spec.holder_identity.startswith(run_id + "@"), (context, lease.spec.holder_identity)
         proxy = Route53Proxy(upstream=env["AWS_ENDPOINT_URL_ROUTE_53"])
         second = meshops({**env, "AWS_ENDPOINT_URL_ROUTE_53": proxy.url},
                          *readme_switchover(env, "--steps", "100", "--bake", "1s"))
         proxy.close()
         assert second.returncode == 4, second.stderr[-2000:]
-        run_id = re.search(r"run=(\S+)", holder).group(1)  # type: ignore[union-attr]
         assert run_id in second.stderr and "_meshops-lock.app.example.com" in second.stderr
         assert proxy.batches() == [] and proxy.created_health_checks() == []  # the second run changed nothing
         out, err = first.communicate(timeout=150)
@@ -245,3 +254,28 @@ def test_alias_between_classic_and_nlb_carries_each_ones_zone_id(world: dict[str
     assert back.returncode == 0, back.stderr[-2000:]
     assert [r["AliasTarget"]["HostedZoneId"] for r in records(world, name)] == [CLASSIC_US_EAST_1]
     assert not records(world, "_meshops-lock." + name)
+
+
+def test_the_sandbox_route53_refuses_what_aws_refuses(world: dict[str, Any]) -> None:
+    """Negative control for moto's laxness: a CREATE of an existing record and an inexact DELETE fail, a failed
+    batch changes nothing, and deleting one weighted record leaves another name's record of that SetIdentifier."""
+    from botocore.exceptions import ClientError
+
+    r53, zone, original = world["r53"], world["zone"], world["original"]
+    other = {**original, "ResourceRecords": [{"Value": "elsewhere.example.net"}]}
+    for changes in ([{"Action": "CREATE", "ResourceRecordSet": other}],
+                    [{"Action": "DELETE", "ResourceRecordSet": {**original, "TTL": 300}}],
+                    [{"Action": "UPSERT", "ResourceRecordSet": {**original, "Name": "x.example.com."}},
+                     {"Action": "CREATE", "ResourceRecordSet": original}]):
+        with pytest.raises(ClientError, match=r"InvalidChangeBatch|InvalidInput"):
+            r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": changes})
+    assert records(world) == [original] and records(world, "x.example.com.") == []  # all or nothing
+    weighted = [{"Name": n, "Type": "CNAME", "TTL": 1, "SetIdentifier": "blue", "Weight": 1,
+                 "ResourceRecords": [{"Value": "b.example.net"}]} for n in ("w1.example.com.", "w2.example.com.")]
+    r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [
+        {"Action": "CREATE", "ResourceRecordSet": r} for r in weighted]})
+    r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [
+        {"Action": "DELETE", "ResourceRecordSet": weighted[0]}]})
+    assert records(world, "w1.example.com.") == [] and records(world, "w2.example.com.") == [weighted[1]]
+    r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [
+        {"Action": "DELETE", "ResourceRecordSet": weighted[1]}]})
