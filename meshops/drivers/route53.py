@@ -125,6 +125,7 @@ class Route53Client:
         self.requests = 0
         self.retries = 0
         self.log = RequestLog()
+        self._zones: dict[str, HostedZone] = {}
         self._lock = threading.Lock()
 
     # ---- transport ----------------------------------------------------------------------
@@ -203,7 +204,16 @@ class Route53Client:
     # ---- zones and records ----------------------------------------------------------------
 
     def find_zone(self, zone: str) -> HostedZone:
-        """A zone by name (``example.com``) or by ID; a name held by a public and a private zone is ambiguous."""
+        """A zone by name (``example.com``) or by ID; a name held by a public and a private zone is ambiguous.
+
+        Found zones are remembered for the life of this client (one command): a switchover's
+        preflight, its record lock and its run all look the same zone up."""
+        found = self._zones.get(zone)
+        if found is None:
+            found = self._zones[zone] = self._find_zone(zone)
+        return found
+
+    def _find_zone(self, zone: str) -> HostedZone:
         if "." not in zone.strip("."):
             data = self._call("get_hosted_zone", Id=zone_id_of(zone))["HostedZone"]
             return HostedZone(id=zone_id_of(data["Id"]), name=fqdn(data["Name"]),
