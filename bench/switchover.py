@@ -104,7 +104,7 @@ def _sandbox_run(args: argparse.Namespace, d: Path, tmp: Path) -> None:
            "--record", "app.example.com", "--probe", "http://app.example.com/productpage",
            "--steps", args.steps, "--bake", f"{args.bake}s", "--propagation-allowance", "0s",
            "--probe-interval", f"{args.probe_interval}s"]
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), time.time()
     done = subprocess.run(cmd, cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=600)
     wall = time.monotonic() - t0
     proxy.close()
@@ -121,6 +121,9 @@ def _sandbox_run(args: argparse.Namespace, d: Path, tmp: Path) -> None:
     print(f"    run (journal first-last) {run_wall:8.2f} s   ratio {run_wall / bakes:.3f}x  (target <= 1.05x)")
     print(f"    command (start to exit)  {wall:8.2f} s   ratio {wall / bakes:.3f}x  "
           "(adds interpreter start-up and the read-only preflight)")
+    before, after = records[0]["ts"] - wall0, wall0 + wall - records[-1]["ts"]
+    print(f"    fixed cost: {before:.2f} s before the run (start-up, preflight, locks), {run_wall - bakes:.2f} s in "
+          f"it besides the holds, {after:.2f} s after it (lock release, exit)")
     setup, per_step = request_counts(proxy.exchanges, len(steps))
     throttled = sum(1 for e in proxy.exchanges if e.status == 400)
     print(f"[3] Route53 requests: total {len(proxy.exchanges)} = setup {setup} + steps {per_step} "
@@ -150,6 +153,9 @@ def failure_latency(args: argparse.Namespace) -> None:
     )
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(50))
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log would drown the figures
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -209,3 +209,30 @@ def test_an_existing_weighted_pair_is_reused_and_restored_exactly(tmp_path: Path
     assert shifts(w) == [{"green": 50, "blue": 50}, {"green": 100, "blue": 0}]
     assert sorted(w.records(), key=lambda r: str(r.set_identifier)) == [blue, green]
     w.checked()
+
+
+def test_a_health_check_that_would_start_unhealthy_is_refused_before_any_change(tmp_path: Path) -> None:
+    """The target's :15021/healthz/ready does not answer 2xx/3xx: exit 2 naming the check; nothing created or sent."""
+    from meshops.domain.errors import BadInput
+
+    w = World(tmp_path)
+    w.prober.failing.add(f"http://{GREEN_LB}:15021/healthz/ready")
+    with pytest.raises(BadInput, match=r"HTTP green-lb.example.net:15021/healthz/ready .* would start unhealthy"):
+        w.run(steps=[100])
+    assert w.r53.batches == [] and w.r53.list_health_checks() == [] and w.records() == [ORIGINAL]
+    # --health-check TCP:80 overrides the discovered check (and is probed the same way, on its port).
+    w.prober.failing.clear()
+    result = w.run(steps=[100], health_check_type="TCP", health_check_port=80, bake="0s")
+    assert result.status == "succeeded"
+    assert sorted((h.config["Type"], h.config["Port"]) for h in w.r53.list_health_checks()) == [("TCP", 80), ("TCP", 80)]
+
+
+def test_the_target_is_proven_at_zero_percent_before_any_weight_moves(tmp_path: Path) -> None:
+    """A target whose probe fails while it has 0 %: refused in the preflight (exit 2), no batch sent."""
+    from meshops.domain.errors import BadInput
+
+    w = World(tmp_path)
+    w.prober.failing.add(f"{GREEN_LB}:80")
+    with pytest.raises(BadInput, match="fails at 0 % traffic"):
+        w.run(steps=[10, 100])
+    assert w.r53.batches == [] and w.records() == [ORIGINAL]
