@@ -1,6 +1,7 @@
 """An external-dns-like reconciler for the sandbox: each cluster's Services become Route53 records.
 
-Enabled with ``--options-json '{"external_dns": {"interval": 1}}'`` on ``meshops sandbox up``.
+Enabled with ``--options-json '{"external_dns": {"interval": 1}}'`` on ``meshops sandbox up``
+(``"record": "web.example.com"`` gives external-dns that name instead of the sandbox's record).
 It does what external-dns's AWS provider does with ``--policy=sync --registry=txt
 --txt-owner-id=<cluster>`` (kubernetes-sigs/external-dns docs: tutorials/aws.md, annotations,
 advanced/multi-cluster-shared-records.md; route53-and-engines.md §A4), in our own words:
@@ -173,7 +174,9 @@ def configure(ctx: Any) -> None:
     interval = float(options.get("interval", 1.0)) if isinstance(options, dict) else 1.0
     client = boto3.client("route53", endpoint_url=r53["endpoint"], region_name=DUMMY_REGION,
                           aws_access_key_id=DUMMY_KEY, aws_secret_access_key=DUMMY_KEY)
-    record = _fq(str(r53["record"]))
+    # The name external-dns owns: the sandbox's record (handed over), or another one ("record"),
+    # so one sandbox can hold a record meshops owns beside one external-dns owns.
+    record = _fq(str((options.get("record") if isinstance(options, dict) else None) or r53["record"]))
     owner_cluster = r53.get("cluster")
     if owner_cluster in ctx.clusters:
         cluster = ctx.clusters[owner_cluster]

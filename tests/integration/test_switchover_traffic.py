@@ -3,7 +3,8 @@
 The sandbox answers the record by Route53's rules (weights, health checks evaluated against each
 ingress) and a fixed-rate load generator counts requests per cluster; meshops reaches the ingress
 load balancers (moto ELB: a Classic LB for blue, an NLB for green) through MESHOPS_CONNECT_TO from
-DIR/env only. Everything is read back with boto3, not through meshops.
+DIR/env only. Everything is read back with boto3, not through meshops. The sandbox's external-dns-like
+reconciler owns web.example.com, for --dns-owner external-dns.
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ def aws(env: dict[str, str], service: str) -> Any:
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     directory = tmp_path_factory.mktemp("traffic")
+    # external-dns owns web.example.com (see the last test); meshops owns app.example.com.
     up = meshops(dict(os.environ), "sandbox", "up", "--dir", str(directory), "--scenario", "blue-green",
-                 "--istio", "1.24.1")
+                 "--istio", "1.24.1", "--options-json",
+                 json.dumps({"external_dns": {"interval": 0.3, "record": "web.example.com"}}))
     assert up.returncode == 0, up.stderr
     env = read_env(directory / "env")
     env.update(MESHOPS_STATE_DIR=str(directory / "state"), MESHOPS_LOG_FORMAT="json")
@@ -231,7 +234,7 @@ def test_alias_between_classic_and_nlb_carries_each_ones_zone_id(world: dict[str
     # shift is made, then the run is stopped (SIGTERM: a safe point) and rolled back.
     run = subprocess.Popen([sys.executable, "-m", "meshops", "switchover", "--from", "blue", "--to", "green",
                             "--zone", "example.com", "--record", "shop.example.com", "--steps", "100", "--bake", "0s",
-                            "--probe", "http://app.example.com/productpage"],
+                            "--probe-interval", "0.5s", "--probe", "http://app.example.com/productpage"],
                            env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, cwd=ROOT)
     deadline = time.monotonic() + 60
@@ -279,3 +282,47 @@ def test_the_sandbox_route53_refuses_what_aws_refuses(world: dict[str, Any]) -> 
     assert records(world, "w1.example.com.") == [] and records(world, "w2.example.com.") == [weighted[1]]
     r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [
         {"Action": "DELETE", "ResourceRecordSet": weighted[1]}]})
+
+
+def test_external_dns_mode_moves_the_weights_through_the_annotations(sandbox: dict[str, Any]) -> None:
+    """--dns-owner external-dns against the sandbox's reconciler (not a fake): meshops changes only the gateway
+    Services' annotations; the reconciler owns the records (TXT per cluster) and writes them to Route53."""
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    env, web, prefix = sandbox["env"], "web.example.com.", "external-dns.alpha.kubernetes.io/"
+    r53 = aws(env, "route53")
+    zone = env["MESHOPS_SANDBOX_HOSTED_ZONE_ID"]
+
+    def sets() -> dict[tuple[str, str, str | None], Any]:
+        data = r53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+        return {(r["Name"], r["Type"], r.get("SetIdentifier")): r for r in data
+                if r["Name"] in (web, "cname-" + web, "_meshops-lock." + web)}
+
+    before = sets()
+    assert "external-dns/owner=blue," in before[("cname-" + web, "TXT", None)]["ResourceRecords"][0]["Value"]
+    assert before[(web, "CNAME", None)]["ResourceRecords"][0]["Value"] == env["MESHOPS_SANDBOX_INGRESS_HOST_BLUE"]
+    # TTL 1 through external-dns's own annotation, as an operator would lower it before a switchover.
+    api = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=env["KUBECONFIG"], context="blue"))
+    api.patch_namespaced_service("istio-ingressgateway", "istio-system", {"metadata": {"annotations": {prefix + "ttl": "1"}}})
+    deadline = time.monotonic() + 30
+    while sets()[(web, "CNAME", None)]["TTL"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proxy = Route53Proxy(upstream=env["AWS_ENDPOINT_URL_ROUTE_53"])
+    try:
+        run = meshops({**env, "AWS_ENDPOINT_URL_ROUTE_53": proxy.url}, "switchover", "--dns-owner", "external-dns",
+                      "--from", "blue", "--to", "green", "--zone", "example.com", "--record", "web.example.com",
+                      "--steps", "50,100", "--bake", "1s", "--propagation-allowance", "0s", "--probe-interval", "0.3s",
+                      "--probe", "http://app.example.com/productpage")
+    finally:
+        proxy.close()
+    assert run.returncode == 0, run.stderr[-3000:]
+    after = sets()
+    assert {k[2]: r.get("Weight") for k, r in after.items() if k[1] == "CNAME"} == {"blue": 0, "green": 100}
+    owners = {k[2]: r["ResourceRecords"][0]["Value"] for k, r in after.items() if k[0] == "cname-" + web}
+    assert "external-dns/owner=blue," in owners["blue"] and "external-dns/owner=green," in owners["green"]
+    assert ("_meshops-lock." + web, "TXT", None) not in after
+    # meshops's own change batches touched only its lock record: the reconciler wrote the records.
+    assert {c["ResourceRecordSet"]["Name"] for b in proxy.batches() for c in b["Changes"]} == {"_meshops-lock." + web}
+    annotations = api.read_namespaced_service("istio-ingressgateway", "istio-system").metadata.annotations
+    assert annotations[prefix + "set-identifier"] == "blue" and annotations[prefix + "aws-weight"] == "0"
