@@ -158,9 +158,16 @@ class AllLocks:
         # Independent locks in independent systems: given back at once, each whatever the others do.
         from concurrent.futures import ThreadPoolExecutor
 
+        import structlog
+
         with ThreadPoolExecutor(max_workers=len(self.locks), thread_name_prefix="unlock") as pool:
-            for future in [pool.submit(lock.release) for lock in reversed(self.locks)]:
-                future.result()
+            futures = [(lock, pool.submit(lock.release)) for lock in reversed(self.locks)]
+        for lock, future in futures:
+            error = future.exception()
+            if error is not None:
+                # The run's outcome stands; a lock not given back expires on its own (Lease: 30 s,
+                # record lock: 120 s) and is taken over then.
+                structlog.get_logger().warning("lock.release_failed", lock=lock.name, error=str(error))
 
 
 def record_lock(app: App, zone: str, record: str) -> RecordLock:
