@@ -124,8 +124,10 @@ _TEMPLATE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title
 <div class="cards">{% for k, v in cards %}<div class="card"><b>{{ v }}</b><span>{{ k }}</span></div>{% endfor %}</div>
 <h2>Timeline</h2><section class="panel">{{ timeline_svg }}</section>
 {%- if traffic %}
-<h2>Traffic weights and probes</h2><section class="panel">{{ weights_svg }}<table><tr><th>at</th><th>step</th><th>weights</th><th></th></tr>
-{%- for p in traffic %}<tr><td>{{ p.at }}</td><td><code>{{ p.step }}</code></td><td>{{ p.shares }}</td><td>{{ "rollback" if p.rollback }}</td></tr>{% endfor -%}
+<h2>Traffic weights and probes</h2><section class="panel">{{ weights_svg }}<table><tr><th>at</th><th>step</th><th>weights</th>
+{%- if with_requests %}<th>requests served meanwhile</th>{% endif %}<th></th></tr>
+{%- for p in traffic %}<tr><td>{{ p.at }}</td><td><code>{{ p.step }}</code></td><td>{{ p.shares }}</td>
+{%- if with_requests %}<td>{{ p.requests }}</td>{% endif %}<td>{{ "rollback" if p.rollback }}</td></tr>{% endfor -%}
 </table><p>{{ watch_summary }}</p></section>
 {%- endif %}
 {%- for g in wave_groups %}
@@ -198,9 +200,9 @@ def render_html(rep: Report) -> str:
              ("succeeded", str(c["succeeded"])), ("failed", str(c["failed"])), ("retries", str(c["retries"])),
              ("waves", str(c["waves"])), ("undone", str(c["undone"])), ("sessions", str(len(rep.sessions)))]
     traffic = []
-    for p in rep.traffic.points:
+    for p, seg in zip(rep.traffic.points, _segments(rep), strict=True):
         total = sum(p.weights.values()) or 1
-        traffic.append({"at": _rel(rep, p.ts), "step": p.step, "rollback": p.rollback,
+        traffic.append({"at": _rel(rep, p.ts), "step": p.step, "rollback": p.rollback, "requests": _requests_cell(seg),
                         "shares": ", ".join(f"{k} {w} ({100 * w / total:.0f}%)" for k, w in sorted(p.weights.items()))})
     groups = []
     for g in rep.wave_groups:
@@ -225,11 +227,27 @@ def render_html(rep: Report) -> str:
     return str(_template().render(
         rep=rep, css=css, status_words=status_words(rep.status), status_colour=status_colour,
         started=iso(rep.started), headline=_headline(rep), cards=cards, timeline_svg=timeline_svg,
-        traffic=traffic if shown else [], weights_svg=weights_svg,
+        traffic=traffic if shown else [], weights_svg=weights_svg, with_requests=bool(rep.traffic.requests),
         watch_summary=_watch_summary(rep), wave_groups=groups, failures=failures, rollbacks=rollbacks,
         steps=[_step_view(rep, s) for s in rep.steps],
         params=[(k, json.dumps(v, default=str)) for k, v in rep.params.items()],
         hidden=[k for k in rep.hidden_params if k not in rep.params], version=__version__))
+
+
+def _requests_cell(segment: dict[str, Any] | None) -> str:
+    """Requests per cluster while one set of weights held: served, failed, share of all."""
+    if segment is None:
+        return ""
+    counts: dict[str, dict[str, int]] = segment["requests"]  # type: ignore[assignment]
+    total = sum(v["ok"] + v["failed"] for v in counts.values()) or 1
+    return ", ".join(f"{c} {v['ok'] + v['failed']} ({100 * (v['ok'] + v['failed']) / total:.0f}%"
+                     f"{', ' + str(v['failed']) + ' failed' if v['failed'] else ''})" for c, v in counts.items()) or "none"
+
+
+def _segments(rep: Report) -> list[dict[str, Any]] | list[None]:
+    tr = rep.traffic
+    segments = tr.request_segments(max([r.ts + 1 for r in tr.requests], default=0.0))
+    return segments or [None] * len(tr.points)
 
 
 def _watch_summary(rep: Report) -> str:
@@ -315,10 +333,11 @@ def render_markdown(rep: Report) -> str:
             out.append(" | ".join(["", _md_cell(w.label), w.status, _rel(rep, w.started), human(took),
                                    *(_md_cell(cells[c]) for c in cols), ""]).strip())
     if rep.traffic.points or rep.traffic.probes:
-        out += ["", "## Traffic", "", "| at | step | weights |", "|---|---|---|"]
-        for p in rep.traffic.points:
+        out += ["", "## Traffic", "", "| at | step | weights | requests served meanwhile |", "|---|---|---|---|"]
+        for p, seg in zip(rep.traffic.points, _segments(rep), strict=True):
             weights = ", ".join(f"{k} {w}" for k, w in sorted(p.weights.items()))
-            out.append(f"| {_rel(rep, p.ts)} | `{p.step}` | {weights}{' (rollback)' if p.rollback else ''} |")
+            out.append(f"| {_rel(rep, p.ts)} | `{p.step}` | {weights}{' (rollback)' if p.rollback else ''} | "
+                       f"{_requests_cell(seg) or '-'} |")
         out += ["", _watch_summary(rep)]
     if rep.failures:
         out += ["", "## Failures", ""]
