@@ -39,9 +39,22 @@ def unfinished_runs(app: App, playbooks: tuple[str, ...]) -> list[dict[str, Any]
     return list(found.values())
 
 
+def _lock_is_live(app: App) -> bool:
+    """Whether a live holder has the cluster's run lock: then a `running` run really runs, and the
+    engine's own refusal (exit 4, naming the holder) is the right answer, not "half-way"."""
+    if not app.cluster_configured():
+        return False
+    from meshops.steps.istio_discover import lock_holder
+
+    return lock_holder(app.drivers.kube) is not None
+
+
 def refuse_if_unfinished(app: App, playbooks: tuple[str, ...]) -> None:
     """Exit 2 naming the half-finished run(s) and the command to resume or roll back each."""
     runs = unfinished_runs(app, playbooks)
+    if runs and any(r["status"] in ("running", "rolling_back") for r in runs) and _lock_is_live(app):
+        # Another process is at it: leave the answer to the lock (exit 4), for every run listed.
+        runs = [r for r in runs if r["status"] not in ("running", "rolling_back")]
     if not runs:
         return
     lines = [f"run {r['run_id']} ({r['playbook']}) is {r['status'].replace('_', ' ')}"
