@@ -46,8 +46,8 @@ def _audit_has(sb: Sandbox, cluster: str, test: Callable[[dict], bool], count: i
 
 
 KILL_POINTS: dict[str, Callable[[Sandbox, str], bool]] = {
-    # istioctl is creating the new istiod
-    "k1": lambda sb, c: _audit_has(sb, c, lambda r: r["verb"] == "create" and r.get("resource") == "deployments"
+    # istioctl is creating the new istiod (by server-side apply: a PATCH that creates, as real istioctl)
+    "k1": lambda sb, c: _audit_has(sb, c, lambda r: r["verb"] in ("create", "patch") and r.get("resource") == "deployments"
                                    and r.get("user_agent", "").startswith("istioctl")),
     # the first wave has restarted some of its workloads, not all
     "k2": lambda sb, c: _audit_has(sb, c, lambda r: r["verb"] == "patch" and r.get("resource") in ("deployments",
