@@ -426,10 +426,10 @@ def test_the_iam_policy_allows_exactly_the_route53_calls_a_switchover_makes(
     """Each recorded call is allowed by the policy for its zone and record; each allowed action was called."""
     env, _, proxy = traffic
     zone = env["MESHOPS_SANDBOX_HOSTED_ZONE_ID"]
-    # The dry-run's `sts get-caller-identity` (POST / with Action=GetCallerIdentity) passes the same
-    # proxy; AWS requires no permission for it ("No permissions are required"), so no policy names it.
+    # The pre-change `sts get-caller-identity` (POST / with Action=GetCallerIdentity) passes this proxy
+    # when AWS_ENDPOINT_URL points at it; AWS requires no permission for it, so no policy names it.
     sts = [e for e in proxy.exchanges if b"GetCallerIdentity" in e.body]
-    assert sts and all(e.method == "POST" and urllib.parse.urlsplit(e.path).path == "/" for e in sts)
+    assert all(e.method == "POST" and urllib.parse.urlsplit(e.path).path == "/" for e in sts)
     calls = [route53_call(e.method, e.path, e.body) for e in proxy.exchanges if e not in sts]
     changes = [c for c in calls if c.action == "route53:ChangeResourceRecordSets"]
     # Each record's changes and those of its lock record (_meshops-lock.<record>).
