@@ -65,7 +65,7 @@ def _job_template(loaded: LoadedFleet, cluster: str) -> Template:
         name=f"job-{cluster}",
         service_account_name=spec.service_account or None,
         automount_service_account_token=bool(spec.service_account) or None,
-        container=Container(image=loaded.fleet.image, command=["meshops"], args=[*argv, *job], volume_mounts=mounts or None),
+        container=Container(name="main", image=loaded.fleet.image, command=["meshops"], args=[*argv, *job], volume_mounts=mounts or None),
         volumes=volumes or None,
         outputs=Outputs(artifacts=[Artifact(name="run", path=STATE, optional=True)]),
     )
@@ -88,7 +88,7 @@ def _wave_template(wave: Wave) -> Template:
 
 def _budget_template(image: str) -> Template:
     return Template(name="budget", inputs=Inputs(parameters=[Parameter(name="failed"), Parameter(name="budget")]),
-                    container=Container(image=image, command=["test"],
+                    container=Container(name="main", image=image, command=["test"],
                                         args=["{{inputs.parameters.failed}}", "-le", "{{inputs.parameters.budget}}"]))
 
 
