@@ -34,6 +34,7 @@ from meshops.fleet.state import EXIT_STATUS, RESUMABLE, FleetState, gate_key
 
 log = structlog.get_logger("meshops.fleet")
 FLEETS_DIR = "fleets"
+LEASE_GRACE = 45.0  # seconds: a run Lease lasts 30 s unless renewed
 
 
 @dataclass(kw_only=True)
@@ -85,7 +86,8 @@ def process_alive(pid: int | None) -> bool:
 
 class FleetExecutor:
     def __init__(self, *, state_dir: str | Path, options: FleetOptions) -> None:
-        self.store = store_for(state_dir)
+        # Absolute: children get paths inside it as their own --state-dir.
+        self.store = store_for(Path(state_dir).resolve())
         self.opts = options
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._procs_lock = threading.Lock()
@@ -298,8 +300,19 @@ class FleetExecutor:
                 return self._finish(journal, name, wave, _Outcome(status="succeeded", run_id=run_id,
                                                                   run_status=run_status, exit_code=0))
             if run_status in RESUMABLE:
-                return self._spawn(loaded, wave, fid, journal, name, ["resume", run_id], action="resume", run_id=run_id)
+                return self._resume_own(loaded, wave, fid, journal, name, run_id)
         return self._spawn(loaded, wave, fid, journal, name, loaded.job_argv(name), action="run")
+
+    def _resume_own(self, loaded: LoadedFleet, wave: Wave, fid: str, journal: Journal, name: str,
+                    run_id: str) -> _Outcome:
+        """Resume a run this fleet started. Its Lease may still name the killed child on another
+        host (judged by the lease alone): wait out one lease duration before calling it locked."""
+        deadline = self.opts.clock() + LEASE_GRACE
+        while True:
+            outcome = self._spawn(loaded, wave, fid, journal, name, ["resume", run_id], action="resume", run_id=run_id)
+            if outcome.status != "locked" or self.opts.clock() > deadline or self.opts.stop():
+                return outcome
+            self.opts.sleep(2.0)
 
     def _adopt(self, fid: str, name: str, prior: Any) -> str | None:
         """The run the last attempt made, if the fleet never learnt how it ended."""
