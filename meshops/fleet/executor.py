@@ -97,10 +97,10 @@ class FleetExecutor:
 
     def start(self, loaded: LoadedFleet) -> FleetState:
         fid = new_run_id(loaded.name, self.opts.clock())
-        self.store.create_run(fid, playbook_text=loaded.source.text, playbook_path=loaded.path)
-        self.opts.on_started(fid)
         journal = Journal(self.store, fid, wall=self.opts.clock)
-        with self._locked(loaded.name, fid):
+        with self._locked(loaded.name, fid):  # before anything is written: a held lock is exit 4, no run
+            self.store.create_run(fid, playbook_text=loaded.source.text, playbook_path=loaded.path)
+            self.opts.on_started(fid)
             journal.write("fleet_started", name=loaded.name, path=str(Path(loaded.path).resolve()),
                           options={"parallel": self.opts.parallel, "on_failure": self.opts.on_failure})
             return self._drive(loaded, fid, journal)

@@ -8,6 +8,7 @@ matches it, in the file's order.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -213,12 +214,22 @@ def _check_playbook(fleet: Fleet, doc: SourceDoc) -> list[str]:
     except PlaybookInvalid as exc:
         return [f"{doc.where(('job', 'playbook'))}: job.playbook: {p}" for p in exc.problems]
     problems = []
+    for name, spec in loaded.playbook.params.items():
+        places: list[PathKey] = [("job", "params", name)] if name in fleet.job.params else []
+        places += [("clusters", i, "params", name) for i, c in enumerate(fleet.clusters) if name in c.params]
+        for where in places if spec.secret else []:
+            problems.append(f"{doc.where(where)}: {format_path(where)}: a secret param stays out of the fleet file "
+                            f"(and off command lines): set MESHOPS_PARAM_{name.upper()} in the fleet's environment")
     for i, c in enumerate(fleet.clusters):
         try:
-            resolve_params(loaded.playbook, {k: _var(v) for k, v in {**fleet.job.params, **c.params}.items()})
+            given: dict[str, Any] = {k: _var(v) for k, v in {**fleet.job.params, **c.params}.items()}
+            # Secret params reach each child from the environment, as they reach `meshops run`.
+            given.update({n: os.environ[f"MESHOPS_PARAM_{n.upper()}"] for n, p in loaded.playbook.params.items()
+                          if p.secret and f"MESHOPS_PARAM_{n.upper()}" in os.environ})
+            resolve_params(loaded.playbook, given)
         except BadInput as exc:
-            where = ("clusters", i, "params") if c.params else ("job", "params")
-            problems.append(f"{doc.where(where)}: clusters[{i}] ({c.name}): {exc.message}")
+            at: PathKey = ("clusters", i, "params") if c.params else ("job", "params")
+            problems.append(f"{doc.where(at)}: clusters[{i}] ({c.name}): {exc.message}")
     return problems
 
 

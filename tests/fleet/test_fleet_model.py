@@ -84,3 +84,31 @@ def test_cli_validate_exits_2_on_a_bad_job_option(tmp_path: Path, capsys: pytest
 def test_schema_describes_waves() -> None:
     schema = json_schema()
     assert schema["title"] == "meshops fleet" and "waves" in schema["properties"]
+
+
+def test_secret_params_stay_out_of_the_fleet_file(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    playbook = yaml.safe_load((root / "playbooks" / "hello.yaml").read_text())
+    playbook["params"]["token"] = {"type": "string", "secret": True}
+    (tmp_path / "pb.yaml").write_text(yaml.safe_dump(playbook))
+    doc = fleet_doc(CLUSTERS, WAVES, playbook="pb.yaml", params={"token": "s3cret"})
+    problems = "\n".join(_problems(tmp_path, yaml.safe_dump(doc)))
+    assert "job.params.token: a secret param stays out of the fleet file" in problems
+    assert "MESHOPS_PARAM_TOKEN" in problems
+
+
+def test_exec_runs_one_clusters_job_with_its_context(harness: Harness) -> None:
+    from click.testing import CliRunner
+
+    from meshops.cli.fleet_cmds import _argv_for_exec
+    from meshops.cli.main import cli
+
+    loaded = harness.write(fleet_doc(CLUSTERS, WAVES))
+    out = CliRunner().invoke(cli, ["fleet", "exec", loaded.path, "--cluster", "c22"])
+    assert getattr(out.exception, "exit_code", None) == 2 and "did you mean 'c2'" in str(out.exception)
+
+    class App:
+        state_dir, kubeconfig = "/state", "/kc"
+
+    argv = _argv_for_exec(App(), loaded, "c2")  # type: ignore[arg-type]
+    assert argv[3:] == ["--context", "c2", "--state-dir", "/state", "--kubeconfig", "/kc", "upgrade", "--to", "1.25.2"]

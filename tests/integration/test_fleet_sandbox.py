@@ -111,6 +111,11 @@ def kill_mid_wave(sb: Sandbox, fid: str, cluster: str) -> None:
 def test_gate_fault_kill_resume_and_status(sb: Sandbox) -> None:
     path = fleet_file(sb, "gated", [{"name": "canary", "selector": {"tier": "canary"}},
                                     {"name": "prod", "selector": {"tier": "prod"}, "gate": "approve"}])
+    plan = meshops(sb, "fleet", "plan", str(path), "-o", "json")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    planned = {c["cluster"]: (w["name"], c["default_revision"], c["dry_run"]["exit_code"])
+               for w in json.loads(plan.stdout)["waves"] for c in w["clusters"]}
+    assert planned == {"c1": ("canary", "default", 0), "c2": ("prod", "default", 0), "c3": ("prod", "default", 0)}
     sb.fault("c2", "proxy-not-ready:revision=1-25-2")
     run = meshops(sb, "fleet", "run", str(path))
     assert run.returncode == 130, run.stderr[-2000:]  # paused at the gate before prod
