@@ -25,6 +25,7 @@ import contextlib
 import math
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -126,20 +127,35 @@ def fleet_run(env: dict[str, str], state: Path, *args: str) -> tuple[float, int,
     return wall, peaks[0], peaks[1], subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+def children_cpu() -> float:
+    """CPU seconds of this bench's waited-for children (and theirs): meshops, its istioctl programs."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def speed(args: argparse.Namespace, directory: Path) -> int:
     names = [f"c{i}" for i in range(1, args.clusters + 1)]
     t0 = time.monotonic()
     env = start(directory, [*names, "solo"], args.rollout_seconds)
     print(f"sandbox up: {len(names) + 1} clusters in {time.monotonic() - t0:.1f}s "
           f"(pods ready {args.rollout_seconds:g}s after start)")
-    t1 = time.monotonic()
+    sandbox_pid = int((directory / "sandbox.pid").read_text())
+    t1, c1, s1 = time.monotonic(), children_cpu(), proc_cpu(sandbox_pid)
     solo = sh([*MESHOPS, "--context", "solo", "--state-dir", str(directory / "solo-state"), "upgrade", *JOB_ARGS], env)
-    one = time.monotonic() - t1
+    one, one_cpu, one_sbx = time.monotonic() - t1, children_cpu() - c1, proc_cpu(sandbox_pid) - s1
     if solo.returncode != 0:
         sys.exit(f"solo upgrade failed: {solo.stderr[-2000:]}")
-    print(f"one cluster's run (solo): {one:.1f}s")
+    print(f"one cluster's run (solo): {one:.1f}s wall; CPU {one_cpu:.1f}s in meshops and its istioctl programs, "
+          f"{one_sbx:.1f}s in the sandbox")
     path = fleet_file(directory, "bench", names, [{"name": "all", "selector": {}, "max_parallel": args.parallel}])
+    c2, s2 = children_cpu(), proc_cpu(sandbox_pid)
     wall, fleet_peak, tree_peak, out = fleet_run(env, directory / "state", str(path), "--parallel", str(args.parallel))
+    cpu, sbx = children_cpu() - c2, proc_cpu(sandbox_pid) - s2
     if out.returncode != 0:
         print(out.stdout[-3000:], out.stderr[-3000:])
         return 1
@@ -147,7 +163,10 @@ def speed(args: argparse.Namespace, directory: Path) -> int:
     print(f"fleet run: {len(names)} clusters, --parallel {args.parallel}: {wall:.1f}s; bound 1.2 x "
           f"ceil({len(names)}/{args.parallel}) x {one:.1f}s = {bound:.1f}s -> ratio {wall / bound:.2f} "
           f"({'ok' if wall <= bound else 'OVER'})")
-    sandbox_pid = int((directory / "sandbox.pid").read_text())
+    cores = len(os.sched_getaffinity(0))
+    print(f"CPU during the fleet: {cpu:.0f}s in meshops processes + {sbx:.0f}s in the sandbox = "
+          f"{(cpu + sbx) / wall:.2f} of {cores} core(s) busy on average (load average {os.getloadavg()[0]:.1f}); "
+          f"{len(names)} runs need >= {(cpu + sbx) / cores:.0f}s of wall on {cores} core(s) at best")
     print(f"memory: fleet process peak {fleet_peak / 1024:.0f} MB; fleet + children at their peak "
           f"{tree_peak / 1024:.0f} MB ({tree_peak / 1024 / args.parallel:.0f} MB per running cluster); "
           f"sandbox process {rss_kb(sandbox_pid) / 1024:.0f} MB")
