@@ -322,6 +322,23 @@ def _argv_for_exec(app: App, loaded: Any, cluster: str) -> list[str]:
 
 
 @fleet.command()
+@click.argument("fleet_run_id")
+@click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text")
+@pass_app
+def show(app: App, fleet_run_id: str, output: str) -> None:
+    """FLEET_RUN_ID: its status and every cluster's run (id, status, exit code, attempts, rollback)."""
+    state = _executor(app).state(fleet_run_id)
+    if not state.name:
+        raise BadInput(f"{fleet_run_id} is not a fleet run (see: meshops fleet runs)")
+    if _emit(state.summary(), output):
+        return
+    click.echo(f"{state.run_id} ({state.name}) {state.status}: {state.message}")
+    click.echo(_table(["CLUSTER", "WAVE", "STATUS", "RUN", "EXIT", "ATTEMPTS"],
+                      [[n, c.wave, c.status, c.run_id or "-", "-" if c.exit_code is None else str(c.exit_code),
+                        str(c.attempts)] for n, c in state.clusters.items()]))
+
+
+@fleet.command()
 @pass_app
 def runs(app: App) -> None:
     """Fleet runs in the state directory, oldest first."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -107,6 +108,11 @@ def test_approval_gate_needs_meshops_approve(harness: Harness) -> None:
     ok = runner.invoke(cli, ["--state-dir", state_dir, "approve", state.run_id, "wave/prod"])
     assert ok.exit_code == 0, ok.output
     assert harness.executor().resume(state.run_id).status == "succeeded"
+    shown = runner.invoke(cli, ["--state-dir", state_dir, "fleet", "show", state.run_id, "-o", "json"])
+    summary = json.loads(shown.output)
+    assert summary["status"] == "succeeded" and summary["clusters"]["c4"]["exit_code"] == 0
+    listed = runner.invoke(cli, ["--state-dir", state_dir, "fleet", "runs"])
+    assert state.run_id in listed.output and "succeeded" in listed.output
 
 
 def test_sigterm_stops_children_at_a_safe_point(harness: Harness) -> None:
