@@ -51,7 +51,9 @@ def github(loaded: LoadedFleet, fleet_path: str) -> dict[str, Any]:
                  "with": {"role-to-assume": "${{ vars.MESHOPS_AWS_ROLE_ARN }}",
                           "aws-region": "${{ vars.AWS_REGION || 'us-east-1' }}"}},
                 {"name": "Kubeconfig", "env": {"KUBECONFIG_DATA": "${{ secrets[format('KUBECONFIG_{0}', matrix.secret)] }}"},
-                 "run": 'umask 077 && printf \'%s\' "$KUBECONFIG_DATA" > "$KUBECONFIG"'},
+                 # The runner context is not available in workflow or job env: the step exports the path.
+                 "run": 'umask 077 && printf \'%s\' "$KUBECONFIG_DATA" > "$RUNNER_TEMP/kubeconfig" && '
+                        'echo "KUBECONFIG=$RUNNER_TEMP/kubeconfig" >> "$GITHUB_ENV"'},
                 {"name": "meshops", "run": f'meshops fleet exec {fleet_path} --cluster "$CLUSTER"'},
                 {"name": "Run journal", "if": "always()", "uses": "actions/upload-artifact@v4",
                  "with": {"name": "meshops-${{ matrix.cluster }}", "path": "state/", "if-no-files-found": "ignore"}},
@@ -73,7 +75,7 @@ def github(loaded: LoadedFleet, fleet_path: str) -> dict[str, Any]:
         "on": on,
         "permissions": {"contents": "read", "id-token": "write"},
         "concurrency": {"group": f"meshops-fleet-{loaded.name}", "cancel-in-progress": False},
-        "env": {"MESHOPS_LOG_FORMAT": "json", "KUBECONFIG": "${{ runner.temp }}/kubeconfig"},
+        "env": {"MESHOPS_LOG_FORMAT": "json"},
         "jobs": jobs,
     }
 
