@@ -66,6 +66,8 @@ def _finish(state: Any) -> None:
                         "-" if c.exit_code is None else str(c.exit_code)] for n, c in state.clusters.items()]))
     click.echo(f"{state.run_id} {state.status}: {state.message}")
     code = state.exit_code or 0
+    if code == 2:
+        raise BadInput(f"fleet {state.run_id} {state.status}: the job refused its input; nothing changed")
     if code == 1:
         raise RunFailed(f"fleet {state.run_id} {state.status}")
     if code == 3:

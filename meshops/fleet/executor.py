@@ -222,6 +222,10 @@ class FleetExecutor:
             return self.state(fid)
         message = (f"wave {wave.name}: {len(result.failures)} cluster(s) failed ({', '.join(result.failures)}), "
                    f"over its budget of {wave.spec.max_failures}")
+        if all(c.status == "refused" for c in self.state(fid).clusters.values()):
+            # Every cluster run so far refused its input before acting: as for one run, exit 2.
+            journal.write("fleet_finished", status="refused", exit_code=2, message=f"{message}; nothing changed")
+            return self.state(fid)
         if self.opts.on_failure == "rollback-wave":
             state = self.state(fid)
             done = sorted((state.cluster(c) for c in wave.clusters if state.cluster(c).status == "succeeded"),

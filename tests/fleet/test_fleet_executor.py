@@ -57,6 +57,15 @@ def test_budget_lets_the_wave_go_on(harness: Harness) -> None:
     assert (state.status, state.exit_code) == ("completed_with_failures", 1)
 
 
+def test_refused_everywhere_is_exit_2(harness: Harness) -> None:
+    loaded = harness.write(fleet_doc(SIX, WAVES))
+    harness.plan({"c1": {"exit": 2}})
+    state = harness.executor().start(loaded)
+    assert (state.status, state.exit_code) == ("refused", 2)
+    harness.plan({"c4": {"exit": 2}})
+    assert harness.executor().start(loaded).exit_code == 1  # c1-c3 changed before c4 refused
+
+
 def test_rollback_failed_child_is_exit_3(harness: Harness) -> None:
     loaded = harness.write(fleet_doc(SIX, WAVES))
     harness.plan({"c1": {"exit": 3}})
