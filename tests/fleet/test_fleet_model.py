@@ -112,3 +112,12 @@ def test_exec_runs_one_clusters_job_with_its_context(harness: Harness) -> None:
 
     argv = _argv_for_exec(App(), loaded, "c2")  # type: ignore[arg-type]
     assert argv[3:] == ["--context", "c2", "--state-dir", "/state", "--kubeconfig", "/kc", "upgrade", "--to", "1.25.2"]
+
+
+def test_the_documented_example_is_valid() -> None:
+    root = Path(__file__).resolve().parents[2]
+    with pytest.raises(SystemExit) as exc:
+        main(["fleet", "validate", str(root / "docs" / "fleet-example.yaml")])
+    assert exc.value.code == 0
+    loaded = load_fleet(str(root / "docs" / "fleet-example.yaml"))
+    assert [w.clusters for w in loaded.waves] == [["canary-eu"], ["stage-eu"], ["prod-eu-1"], ["prod-us-1"]]
