@@ -70,8 +70,9 @@ def store_for(state_dir: str | Path) -> LocalStateStore:
     return LocalStateStore(Path(state_dir) / FLEETS_DIR)
 
 
-def process_alive(pid: int | None) -> bool:
-    """A child that outlived a killed fleet: alive and still a meshops process (pids are recycled)."""
+def process_alive(pid: int | None, marker: str) -> bool:
+    """A child that outlived a killed fleet: alive, and still that child (its command line names
+    ``marker``, its own state dir: pids are recycled, and other meshops processes run too)."""
     if not pid:
         return False
     try:
@@ -81,7 +82,7 @@ def process_alive(pid: int | None) -> bool:
         return False
     except OSError:
         return True
-    return b"meshops" in cmdline
+    return marker.encode() in cmdline  # a zombie's is empty
 
 
 class FleetExecutor:
@@ -295,7 +296,7 @@ class FleetExecutor:
     def _cluster(self, loaded: LoadedFleet, wave: Wave, fid: str, journal: Journal, name: str,
                  prior: Any) -> _Outcome:
         # A child that outlived a killed fleet finishes first; its journal then says where it got.
-        while process_alive(prior.pid) and not self.opts.stop():
+        while process_alive(prior.pid, str(self._cluster_dir(fid, name))) and not self.opts.stop():
             self.opts.sleep(0.5)
         run_id = self._adopt(fid, name, prior)
         if run_id is not None:

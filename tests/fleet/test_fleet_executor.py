@@ -186,3 +186,23 @@ def test_a_second_fleet_run_of_the_same_fleet_is_locked(harness: Harness, tmp_pa
 
 def test_options_type_is_plain() -> None:
     assert FleetOptions(meshops=["x"]).on_failure == "stop" and FleetExecutor
+
+
+def test_resume_waits_for_a_child_that_outlived_the_fleet(harness: Harness) -> None:
+    """Only the fleet process killed: its children go on; resume adopts their outcome, runs nothing twice."""
+    loaded = harness.write(fleet_doc(SIX, WAVES))
+    harness.plan({"c2": {"sleep": 2}, "c3": {"sleep": 2}})
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(harness.tmp / "state"), loaded.path, *FAKE],
+                            env=harness.env(), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    fid = proc.stdout.readline().strip() if proc.stdout else ""
+    store = store_for(harness.tmp / "state")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (
+            FleetState.replay(fid, store.records(fid)).cluster("c3").status == "running"
+            and ("upgrade", "c3") in harness.effects()):
+        time.sleep(0.05)
+    proc.kill()  # the fleet alone
+    proc.wait(timeout=10)
+    state = harness.executor().resume(fid)
+    assert state.status == "succeeded"
+    assert [verb for verb, c in harness.effects() if c in ("c2", "c3")] == ["upgrade", "upgrade"]
