@@ -96,7 +96,8 @@ class Fleet(_Model):
     api_version: Literal["meshops.dev/v1"] = Field(alias="apiVersion")
     kind: Literal["Fleet"]
     metadata: Metadata
-    image: str = "ghcr.io/meshops/meshops:0.1.0"  # what the Argo/CI renders run
+    # What the Argo/CI renders run; "" in CI renders: runners (shell executors) with meshops installed.
+    image: str = "ghcr.io/meshops/meshops:0.1.0"
     schedule: str = ""  # cron, for CronWorkflow and CI schedules
     clusters: Annotated[list[ClusterSpec], Field(min_length=1)]
     job: JobSpec

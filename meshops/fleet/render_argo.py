@@ -123,6 +123,10 @@ def workflow_spec(loaded: LoadedFleet) -> Any:
 
 def render(loaded: LoadedFleet) -> list[dict[str, Any]]:
     """The Workflow, and a CronWorkflow when the fleet has a schedule, as plain objects."""
+    if not loaded.fleet.image:
+        from meshops.domain.errors import BadInput
+
+        raise BadInput("image: an Argo Workflow runs containers; give the meshops image in the fleet file")
     labels = {"app.kubernetes.io/managed-by": "meshops", "meshops.dev/fleet": loaded.name}
     docs: list[Any] = [Workflow(api_version=API_VERSION, kind="Workflow",
                                 metadata=ObjectMeta(generate_name=f"fleet-{loaded.name}-", labels=labels),

@@ -36,7 +36,7 @@ def github(loaded: LoadedFleet, fleet_path: str) -> dict[str, Any]:
             "name": f"wave {wave.name}",
             **_needs(chain),
             "runs-on": "ubuntu-latest",
-            "container": loaded.fleet.image,
+            **({"container": loaded.fleet.image} if loaded.fleet.image else {}),
             "timeout-minutes": 120,
             "strategy": {
                 "fail-fast": wave.spec.max_failures == 0,
@@ -89,29 +89,31 @@ def _batches(wave: Wave) -> list[list[str]]:
 def gitlab(loaded: LoadedFleet, fleet_path: str) -> dict[str, Any]:
     stages: list[str] = []
     jobs: dict[str, Any] = {}
+    chain: list[str] = []
+
+    def add(name: str, job: dict[str, Any]) -> None:
+        # `needs:` on the job before, not stage order alone: a manual gate then holds every later
+        # job (a pipeline runner that ignores blocked stages, such as gitlab-ci-local, too).
+        stages.append(job["stage"])
+        jobs[name] = {**job, **({"needs": [chain[-1]]} if chain else {})}
+        chain.append(name)
+
     for wave in loaded.waves:
         if wave.spec.gate != "none":
-            stage = f"gate-{wave.name}"
-            stages.append(stage)
-            jobs[f"approve {wave.name}"] = {"stage": stage, "when": "manual", "allow_failure": False,
-                                            "script": [f"echo 'wave {wave.name} approved by' \"$GITLAB_USER_LOGIN\""]}
+            add(f"approve {wave.name}", {"stage": f"gate-{wave.name}", "when": "manual", "allow_failure": False,
+                                         "script": [f"echo 'wave {wave.name} approved by' \"$GITLAB_USER_LOGIN\""]})
         batches = _batches(wave)
         for i, batch in enumerate(batches):
             stage = f"wave-{wave.name}" + (f"-{i + 1}" if len(batches) > 1 else "")
-            stages.append(stage)
-            jobs[stage] = {
-                "extends": ".meshops-cluster",
-                "stage": stage,
-                "parallel": {"matrix": [{"CLUSTER": c, "SECRET": secret_suffix(c)} for c in batch]},
-                **({"allow_failure": True} if wave.spec.max_failures else {}),
-            }
+            add(stage, {"extends": ".meshops-cluster", "stage": stage,
+                        "parallel": {"matrix": [{"CLUSTER": c, "SECRET": secret_suffix(c)} for c in batch]},
+                        **({"allow_failure": True} if wave.spec.max_failures else {})})
         if wave.spec.soak_seconds > 0 and wave is not loaded.waves[-1]:
-            stage = f"soak-{wave.name}"
-            stages.append(stage)
-            jobs[stage] = {"stage": stage, "script": [f"sleep {int(wave.spec.soak_seconds)}"]}
+            add(f"soak-{wave.name}", {"stage": f"soak-{wave.name}", "script": [f"sleep {int(wave.spec.soak_seconds)}"]})
     doc: dict[str, Any] = {
         "stages": stages,
-        "default": {"image": loaded.fleet.image},
+        # No image: shell runners with meshops installed (and gitlab-ci-local's shell executor).
+        **({"default": {"image": loaded.fleet.image}} if loaded.fleet.image else {}),
         "variables": {"MESHOPS_LOG_FORMAT": "json", "FLEET": fleet_path},
         ".meshops-cluster": {
             # One job per cluster at a time, across pipelines.

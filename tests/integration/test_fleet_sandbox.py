@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,9 @@ from tests.support.canary_sandbox import MESHOPS, ROOT, Sandbox
 
 CLUSTERS = ["c1", "c2", "c3"]
 KUBECTL = Path(os.environ.get("MESHOPS_KUBECTL_120", str(Path.home() / ".cache/meshops/kubectl-1.20/usr/bin/kubectl")))
-JOB = {"command": "upgrade", "args": ["--to", "1.25.2", "--wave-size", "50", "--concurrency", "50", "--wave-timeout", "5s"]}
+JOB = {"command": "upgrade", "args": ["--to", "1.25.2", "--wave-size", "50", "--concurrency", "50", "--wave-timeout", "60s"]}
+# c2 gets the fault: its own override (appended, so it wins) makes it fail in 10 s rather than 60.
+FAULTED = {"c2": ["--wave-timeout", "10s"]}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,8 @@ def fleet_file(sb: Sandbox, name: str, waves: list[dict[str, Any]]) -> Path:
     path = sb.dir / f"{name}.yaml"
     path.write_text(yaml.safe_dump({
         "apiVersion": "meshops.dev/v1", "kind": "Fleet", "metadata": {"name": name},
-        "clusters": [{"name": c, "labels": {"tier": "canary" if c == "c1" else "prod"}} for c in CLUSTERS],
+        "clusters": [{"name": c, "labels": {"tier": "canary" if c == "c1" else "prod"}, "args": FAULTED.get(c, [])}
+                     for c in CLUSTERS],
         "job": JOB, "waves": waves}))
     return path
 
@@ -143,3 +147,50 @@ def test_gate_fault_kill_resume_and_status(sb: Sandbox) -> None:
         c: ("1-25-2", "succeeded") for c in CLUSTERS}
     # `fleet rollback` with real clusters (newest first, kubectl-checked) runs in bench/fleet.py --done-means;
     # its order and idempotence are tested against a fake child in tests/fleet/.
+
+
+def gitlab_ci_local() -> str | None:
+    """gitlab-ci-local (npm) if installed here: $MESHOPS_GITLAB_CI_LOCAL, the CI cache, or PATH."""
+    import shutil
+
+    for candidate in (os.environ.get("MESHOPS_GITLAB_CI_LOCAL", ""),
+                      str(Path.home() / ".cache/meshops/gitlab-ci-local/node_modules/.bin/gitlab-ci-local"),
+                      shutil.which("gitlab-ci-local") or ""):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(gitlab_ci_local() is None, reason="gitlab-ci-local (npm) not installed here")
+def test_rendered_gitlab_pipeline_runs_on_gitlab_ci_local(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The rendered pipeline on gitlab-ci-local's shell executor: held at its manual gate, then run."""
+    sandbox = Sandbox(tmp_path_factory.mktemp("fleet-gl"), scenario="fleet", clusters=["g1", "g2"],
+                      versions=("1.24.1", "1.25.2"))
+    try:
+        repo = sandbox.dir / "repo"
+        repo.mkdir()
+        (repo / "fleet.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "meshops.dev/v1", "kind": "Fleet", "metadata": {"name": "gl"}, "image": "",
+            "clusters": [{"name": "g1", "labels": {"tier": "canary"}}, {"name": "g2", "labels": {"tier": "prod"}}],
+            "job": JOB, "waves": [{"name": "canary", "selector": {"tier": "canary"}},
+                                  {"name": "prod", "selector": {"tier": "prod"}, "gate": "approve"}]}))
+        rendered = subprocess.run([*MESHOPS, "fleet", "render", "fleet.yaml", "--engine", "gitlab", "--out", ".gitlab-ci.yml"],
+                                  cwd=repo, env=sandbox.env, capture_output=True, text=True, timeout=60, check=False)
+        assert rendered.returncode == 0, rendered.stderr
+        git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+        for argv in (["git", "init", "-q"], ["git", "add", "-A"], [*git, "commit", "-qm", "fleet"]):
+            subprocess.run(argv, cwd=repo, check=True, capture_output=True)
+        env = {**sandbox.env, "PATH": f"{Path(sys.executable).parent}:{sandbox.env['PATH']}"}
+        argv = [str(gitlab_ci_local()), "--shell-executor-no-image",
+                *[a for c in ("G1", "G2") for a in ("--variable", f"KUBECONFIG_{c}={sandbox.kubeconfig}")]]
+        held = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert held.returncode != 0 and "approve prod is when:manual" in held.stdout + held.stderr
+        assert untouched(sandbox, "g1") and untouched(sandbox, "g2")  # nothing ran past a held gate
+        run = subprocess.run([*argv, "--manual", "approve prod"], cwd=repo, env=env, capture_output=True, text=True,
+                             timeout=300, check=False)
+        assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+        assert upgraded(sandbox, "g1") and upgraded(sandbox, "g2")
+        assert (repo / "state" / "g2" / "runs").is_dir()  # each job's journal, kept as its artifact
+    finally:
+        sandbox.stop()
