@@ -9,7 +9,6 @@ another Istio.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from meshops.domain.errors import BadInput, DriverError
+from meshops.domain.proxies import parse_version_json
 from meshops.domain.redact import SECRETS
 
 
@@ -101,9 +101,8 @@ def client_version(path: str) -> str | None:
     except (sh.ErrorReturnCode, sh.TimeoutException, sh.CommandNotFound, OSError):
         return None
     try:
-        data = json.loads(out)
-        return str(data["clientVersion"]["version"])
-    except (ValueError, KeyError, TypeError):
+        return parse_version_json(out).client or None
+    except (ValueError, KeyError, TypeError, AttributeError):
         m = re.search(r"(\d+\.\d+\.\d+\S*)", out)
         return m.group(1) if m else None
 
