@@ -43,6 +43,7 @@ CATALOG: dict[str, str] = {
     "istio.discover": "meshops.steps.istio_discover",
     "istio.upgrade_check": "meshops.steps.istio_precheck",
     "istio.install_revision": "meshops.steps.istio_install_revision",
+    "istio.parity": "meshops.steps.istio_parity",
     "istio.move_wave": "meshops.steps.istio_waves",
     "istio.restart_back": "meshops.steps.istio_waves",
     "istio.gateways": "meshops.steps.istio_gateways",

@@ -79,14 +79,33 @@ def pod(namespace: str, name: str, *, owner: tuple[str, str] | None = None, revi
             "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
 
 
+def config_maps(rev: str, version: str, *, mesh: Obj | None = None) -> list[Obj]:
+    """ConfigMaps istio[-R] (mesh) and istio-sidecar-injector[-R] (values), as reference §1 describes."""
+    sfx = "" if rev == "default" else f"-{rev}"
+    labels = {"istio.io/rev": rev, "operator.istio.io/component": "Pilot"}
+    mesh_doc = {"defaultConfig": {"discoveryAddress": f"istiod{sfx}.istio-system.svc:15012"},
+                "rootNamespace": "istio-system", "trustDomain": "cluster.local", **(mesh or {})}
+    values = {"global": {"hub": "docker.io/istio", "tag": version, "istioNamespace": "istio-system",
+                         "proxy": {"image": "proxyv2"}},
+              "revision": "" if rev == "default" else rev, "sidecarInjectorWebhook": {}, "pilot": {"cni": {}}}
+    return [{"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": f"istio{sfx}", "namespace": "istio-system", "labels": labels},
+             "data": {"mesh": json.dumps(mesh_doc), "meshNetworks": "networks: {}"}},
+            {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": f"istio-sidecar-injector{sfx}", "namespace": "istio-system", "labels": labels},
+             "data": {"values": json.dumps(values, indent=2), "config": "policy: enabled\n"}}]
+
+
 def unrevisioned_control_plane(version: str = "1.24.1") -> list[Obj]:
     """An unrevisioned install as istioctl >= 1.24 leaves it: istiod, its injector, the default tag."""
     return [istiod("default", version), service("istio-system", "istiod"), webhooks.injector_configuration(""),
-            webhooks.tag_configuration("default", ""), webhooks.default_validator("")]
+            webhooks.tag_configuration("default", ""), webhooks.default_validator(""),
+            *config_maps("default", version)]
 
 
 def revision(rev: str, version: str) -> list[Obj]:
-    return [istiod(rev, version), service("istio-system", f"istiod-{rev}"), webhooks.injector_configuration(rev)]
+    return [istiod(rev, version), service("istio-system", f"istiod-{rev}"), webhooks.injector_configuration(rev),
+            *config_maps(rev, version)]
 
 
 def tag(name: str, rev: str) -> list[Obj]:
