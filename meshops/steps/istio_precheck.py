@@ -42,6 +42,7 @@ from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutput
 from meshops.steps.install_record import read_recorded
 from meshops.steps.istio_common import ISTIO_NAMESPACE, istioctl_for, kube_of, tag_backup
 from meshops.steps.istio_discover import check_lock, snapshot
+from meshops.steps.istio_gateways import gateway_backup
 from meshops.steps.registry import register
 
 
@@ -93,6 +94,7 @@ class CheckOutputs(StepOutputs):
     policy_before: dict[str, Any] = Field(default_factory=dict)
     settings_overlay: str = ""  # the new revision's whole settings (recorded for the next upgrade)
     previous_record: dict[str, Any] | None = None
+    gateway_backup: list[dict[str, Any]] = Field(default_factory=list)  # istioctl gateways as they were
 
 
 def _spec_without_version(text: str) -> dict[str, Any]:
@@ -266,6 +268,7 @@ class UpgradeCheck(Step[CheckInputs, CheckOutputs]):
                                                              header="Recorded by meshops upgrade: "
                                                                     + settings.source),
                             previous_record=previous.as_dict() if previous is not None else None,
+                            gateway_backup=gateway_backup(kube, snap, old) if strategy is Strategy.CANARY else [],
                             policy_before=istio_settings.policy_now(kube, old, inputs.istio_namespace).fields)
 
     @staticmethod

@@ -93,7 +93,8 @@ def test_full_canary_upgrade_and_finalize() -> None:
     assert [w.wave["namespaces"] for w, _ in waves] == [["app-1"], ["app-0"], ["app-2"]]
     wave_out = [MoveWave().run(inputs, world.ctx(key)) for inputs, key in waves]
     assert sum(len(o.restarted) for o in wave_out) == 6
-    gw_in = GatewaysInputs(old_revision="default", new_revision="1-25-2", to_version="1.25.2")
+    gw_in = GatewaysInputs(old_revision="default", new_revision="1-25-2", to_version="1.25.2",
+                            overlay=check.settings_overlay, backup=check.gateway_backup)
     gw_out = Gateways().run(gw_in, world.ctx("gateways"))
     assert gw_out.moved == ["Deployment/istio-system/istio-ingressgateway"]
     after = world.state()
@@ -123,7 +124,8 @@ def test_undo_before_finalize_restores_the_mesh() -> None:
     for w in check.plan["waves"]:
         inputs, key = _wave_inputs(check, w), f"waves[{w['index']}]"
         done.append((inputs, MoveWave().run(inputs, world.ctx(key)), key))
-    gw_in = GatewaysInputs(old_revision="default", new_revision="1-25-2", to_version="1.25.2")
+    gw_in = GatewaysInputs(old_revision="default", new_revision="1-25-2", to_version="1.25.2",
+                            overlay=check.settings_overlay, backup=check.gateway_backup)
     gw_out = Gateways().run(gw_in, world.ctx("gateways"))
     Gateways().undo(gw_in, gw_out, world.ctx("gateways"))
     for inputs, out, key in reversed(done):
@@ -186,7 +188,8 @@ def test_injected_gateway_moves_last_and_back_with_its_namespace() -> None:
     wave_out = MoveWave().run(wave_in, world.ctx("waves[0]"))
     assert "Deployment/istio-ingress/ingress" not in wave_out.restarted
     assert world.state()["workloads"]["Deployment/istio-ingress/ingress"] == ["default"]
-    gw_in = GatewaysInputs(old_revision="default", new_revision="1-25-2", to_version="1.25.2")
+    gw_in = GatewaysInputs(old_revision="default", new_revision="1-25-2", to_version="1.25.2",
+                            overlay=check.settings_overlay, backup=check.gateway_backup)
     gw_out = Gateways().run(gw_in, world.ctx("gateways"))
     assert set(gw_out.moved) == {"Deployment/istio-ingress/ingress", "Deployment/istio-system/istio-ingressgateway"}
     assert world.state()["workloads"]["Deployment/istio-ingress/ingress"] == ["1-25-2"]
