@@ -49,7 +49,7 @@ from meshops.steps.istio_common import (
     restore,
     run_istioctl,
 )
-from meshops.steps.istio_settings import _spec
+from meshops.steps.istio_settings import _spec, get_or_none
 from meshops.steps.k8s_watch import watch_until
 from meshops.steps.registry import register
 
@@ -132,7 +132,7 @@ def _gateway_component(kube: KubeApi, w: Workload) -> dict[str, Any]:
     pod = (spec.get("template") or {}).get("spec") or {}
     proxy: Obj = next((c for c in pod.get("containers") or [] if c.get("name") == "istio-proxy"), {})
     k8s: dict[str, Any] = {}
-    hpa = kube.get("autoscaling/v2", "HorizontalPodAutoscaler", w.name, w.namespace)
+    hpa = get_or_none(kube, "autoscaling/v2", "HorizontalPodAutoscaler", w.name, w.namespace)
     if hpa is not None:
         h = hpa.get("spec") or {}
         k8s["hpaSpec"] = {k: h[k] for k in ("minReplicas", "maxReplicas") if k in h}

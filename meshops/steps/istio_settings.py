@@ -33,7 +33,7 @@ def _suffix(revision: str) -> str:
     return "" if revision in ("", "default") else f"-{revision}"
 
 
-def _get(kube: KubeApi, api: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+def get_or_none(kube: KubeApi, api: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
     try:
         return kube.get(api, kind, name, namespace)
     except DriverError as exc:  # an API that serves no HPAs reads as absent; a flaky one is retried
@@ -47,17 +47,17 @@ def read_live(kube: KubeApi, revision: str, namespace: str) -> LiveInstall:
     sfx = _suffix(revision)
     return LiveInstall(
         revision=revision or "default",
-        mesh_configmap=_get(kube, "v1", "ConfigMap", f"istio{sfx}", namespace),
-        injector_configmap=_get(kube, "v1", "ConfigMap", f"istio-sidecar-injector{sfx}", namespace),
-        values_configmap=_get(kube, "v1", "ConfigMap", f"values{sfx}", namespace) if sfx else None,
-        istiod=_get(kube, "apps/v1", "Deployment", f"istiod{sfx}", namespace),
-        hpa=_get(kube, "autoscaling/v2", "HorizontalPodAutoscaler", f"istiod{sfx}", namespace),
-        pdb=_get(kube, "policy/v1", "PodDisruptionBudget", f"istiod{sfx}", namespace),
+        mesh_configmap=get_or_none(kube, "v1", "ConfigMap", f"istio{sfx}", namespace),
+        injector_configmap=get_or_none(kube, "v1", "ConfigMap", f"istio-sidecar-injector{sfx}", namespace),
+        values_configmap=get_or_none(kube, "v1", "ConfigMap", f"values{sfx}", namespace) if sfx else None,
+        istiod=get_or_none(kube, "apps/v1", "Deployment", f"istiod{sfx}", namespace),
+        hpa=get_or_none(kube, "autoscaling/v2", "HorizontalPodAutoscaler", f"istiod{sfx}", namespace),
+        pdb=get_or_none(kube, "policy/v1", "PodDisruptionBudget", f"istiod{sfx}", namespace),
     )
 
 
 def injector_webhooks(kube: KubeApi, revision: str) -> Obj | None:
-    return _get(kube, ADMISSION, "MutatingWebhookConfiguration", f"istio-sidecar-injector{_suffix(revision)}")
+    return get_or_none(kube, ADMISSION, "MutatingWebhookConfiguration", f"istio-sidecar-injector{_suffix(revision)}")
 
 
 def effective_of(kube: KubeApi, revision: str, namespace: str) -> dict[str, Any]:
@@ -201,7 +201,7 @@ def _list_any(kube: KubeApi, kind: str) -> list[Obj]:
 
 
 def mesh_of(kube: KubeApi, revision: str, namespace: str) -> dict[str, Any]:
-    cm = _get(kube, "v1", "ConfigMap", f"istio{_suffix(revision)}", namespace)
+    cm = get_or_none(kube, "v1", "ConfigMap", f"istio{_suffix(revision)}", namespace)
     raw = ((cm or {}).get("data") or {}).get("mesh")
     try:
         mesh = yaml.safe_load(raw) if isinstance(raw, str) else None
