@@ -77,7 +77,7 @@ def test_in_place_upgrade(mesh):
     assert data_plane(mesh, START) == f"data plane version: {START} (3 proxies)"
     out = ok(mesh.istioctl(NEXT, "upgrade", "-y"))
     assert out.splitlines()[-2:] == ["✔ Installation complete",
-                                     "Making this installation the default for injection and validation."]
+                                     "Made this installation the default for injection and validation."]
     lines = ok(mesh.istioctl(NEXT, "version")).splitlines()
     assert lines[1] == f"control plane version: {NEXT}"
     # The gateway was upgraded with the control plane; sidecars keep their version until restarted.

@@ -67,7 +67,7 @@ def test_install_each_version_as_revision(mesh):
         out = ok(mesh.istioctl(v, "install", "-y", "--revision", rev(v), "--set", "profile=minimal"))
         assert out.splitlines()[:2] == ["✔ Istio core installed ⛵️", "✔ Istiod installed 🧠"]
         assert "✔ Installation complete" in out
-        assert "Making this installation the default" not in out  # 1.25.2 already is
+        assert "Made this installation the default" not in out  # 1.25.2 already is
         c = mesh.cluster("blue")
         ns = f"app-{rev(v)}"
         c.api.create(("", "namespaces"), {"metadata": {"name": ns, "labels": {"istio.io/rev": rev(v)}}})

@@ -19,7 +19,7 @@ from typing import Any
 import meshops
 from meshops.sandbox import faults as faults_mod
 from meshops.sandbox import scenarios
-from meshops.sandbox.istio import admission
+from meshops.sandbox.istio import admission, readiness
 from meshops.sandbox.istio.ingress import GATEWAY_NAMESPACE, GATEWAY_SERVICE, IngressServer
 from meshops.sandbox.istio.istioctl.app import run_in_process
 from meshops.sandbox.istio.versions import IstioVersion
@@ -164,6 +164,7 @@ class IstioSandbox:
         clusters = list(self.clusters.values())
         for cluster in clusters:
             admission.register(cluster)
+            self._stoppers.append(readiness.register(cluster).stop)
             faults_mod.ClusterFaults(self.book, cluster)
             server = IngressServer(cluster.name, cluster.store, self.book).start()
             self._stoppers.append(server.stop)
