@@ -127,3 +127,37 @@ def test_uninstall_prompts_while_proxies_use_the_revision(mesh):
     assert c.store.get(DEPLOYMENTS, "istio-system", f"istiod-{R_OLD}") is not None
     unknown = mesh.istioctl(NEW, "uninstall", "--revision", "nope", "-y")
     assert unknown.returncode == 1 and "could not find target revision" in unknown.stderr
+
+
+def test_istioctl_plain_scenario(tmp_path):
+    """A mesh a plain istioctl user leaves: settings only in the cluster's own objects, both gateway kinds."""
+    with MeshHarness(tmp_path, ["blue"], {"scenario": "istioctl-plain", "route53": False}) as m:
+        c = m.cluster("blue")
+        cms = {o["metadata"]["name"]: o for o in c.store.list(("", "configmaps"), "istio-system")[0]}
+        assert "meshops-install-overlay" not in cms  # no meshops record
+        assert c.store.get(("apiextensions.k8s.io", "customresourcedefinitions"), "",
+                           "istiooperators.install.istio.io") is None
+        mesh_cfg = cms[f"istio-{R_OLD}"]["data"]["mesh"]
+        assert "mode: REGISTRY_ONLY" in mesh_cfg and "holdApplicationUntilProxyStarts: true" in mesh_cfg
+        istiod = c.store.get(DEPLOYMENTS, "istio-system", f"istiod-{R_OLD}")
+        assert istiod["spec"]["replicas"] == 2
+        discovery = istiod["spec"]["template"]["spec"]["containers"][0]
+        assert {"name": "PILOT_HTTP10", "value": "true"} in discovery["env"]
+        assert discovery["resources"]["requests"]["cpu"] == "750m"
+        hpa = c.store.get(("autoscaling", "horizontalpodautoscalers"), "istio-system", f"istiod-{R_OLD}")
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 4)
+        assert c.store.get(("security.istio.io", "peerauthentications"), "istio-system", "default")["spec"] == {
+            "mtls": {"mode": "STRICT"}}
+        # Both gateway kinds, ready: istioctl's (not injected) and a Helm-style injected one.
+        (helm_pod,) = [p for p in c.store.list(PODS, "istio-ingress")[0] if ready(p)]
+        proxy = helm_pod["spec"]["containers"][0]
+        assert proxy["image"] == f"docker.io/istio/proxyv2:{OLD}-distroless"
+        assert any(e["name"] == "PROXY_CONFIG" for e in proxy["env"])
+        assert "istio-podinfo" in {v["name"] for v in helm_pod["spec"]["volumes"]}
+        assert all(ready(p) for p in gateway_pods(m))
+        app = next(p for p in c.store.list(PODS, "bookinfo-frontend")[0])
+        assert app["spec"]["containers"][0]["name"] == "istio-proxy"  # holdApplicationUntilProxyStarts
+        assert app["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "50m", "memory": "96Mi"}
+        doc = __import__("json").loads(ok(m.istioctl(None, "version", "-o", "json")))
+        assert {(v["Component"], v["Revision"], v["Info"]["version"]) for v in doc["meshVersion"]} == {
+            ("istiod", R_OLD, OLD)}

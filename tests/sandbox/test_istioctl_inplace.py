@@ -83,7 +83,7 @@ def test_in_place_upgrade(mesh):
     # The gateway was upgraded with the control plane; sidecars keep their version until restarted.
     assert lines[2] == f"data plane version: {START} (2 proxies), {NEXT} (1 proxies)"
     issues = json.loads(ok(mesh.istioctl(NEXT, "analyze", "-n", "shop", "-o", "json")))
-    assert [i["code"] for i in issues] == ["IST0105", "IST0105"]
+    assert [(i["code"], i["origin"]) for i in issues] == [("IST0158", "Namespace shop")]
     c = mesh.cluster("blue")
     c.api.patch(("apps", "deployments"), "shop", "cart",
                 {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "x"}}}}},

@@ -105,7 +105,20 @@ def injector_settings(cluster: Any, namespace: str, service: str) -> Obj:
         "variant": str(glob.get("variant") or ""),
         "resources": proxy.get("resources") or None,
         "native_setting": _istiod_env(cluster, namespace, service).get("ENABLE_NATIVE_SIDECARS", ""),
+        "hold": _mesh_default_config(cluster, namespace, suffix).get("holdApplicationUntilProxyStarts") is True,
     }
+
+
+def _mesh_default_config(cluster: Any, namespace: str, suffix: str) -> Obj:
+    """`defaultConfig` of the revision's mesh config (ConfigMap `istio[-R]` key `mesh`)."""
+    import yaml
+
+    cm = cluster.store.get(CONFIGMAPS, namespace, f"istio{suffix}")
+    try:
+        mesh = yaml.safe_load(((cm or {}).get("data") or {}).get("mesh") or "") or {}
+    except yaml.YAMLError:
+        return {}
+    return dict(mesh.get("defaultConfig") or {}) if isinstance(mesh, dict) else {}
 
 
 def _kubelet_minors(cluster: Any) -> list[int]:
@@ -158,7 +171,7 @@ class SidecarInjector:
             injection.inject(pod, revision=settings["revision"], version=tag, hub=settings["hub"],
                              cluster_id=settings["cluster_id"], namespace=match.service[0],
                              proxy_image_name=settings["image"], variant=settings["variant"],
-                             resources=settings["resources"], native=native)
+                             resources=settings["resources"], native=native, hold_application=settings["hold"])
 
 
 class ConfigValidator:

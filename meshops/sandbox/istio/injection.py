@@ -181,6 +181,7 @@ def inject(
     variant: str = "",
     resources: Obj | None = None,
     native: bool = False,
+    hold_application: bool = False,
 ) -> None:
     """Rewrite `pod` in place as the injector of `revision` (running Istio `version`) would."""
     meta = pod.setdefault("metadata", {})
@@ -213,6 +214,14 @@ def inject(
         spec["initContainers"] = [*(spec.get("initContainers") or []), _init_container(image),
                                   {**proxy, "restartPolicy": "Always"}]
         init_names = ["istio-init", "istio-proxy"]
+        volume_names = _SIDECAR_VOLUMES
+    elif hold_application:
+        # meshConfig.defaultConfig.holdApplicationUntilProxyStarts: the proxy goes first and
+        # blocks the app's start in a postStart hook until it is ready (injection template).
+        proxy["lifecycle"] = {"postStart": {"exec": {"command": ["pilot-agent", "wait"]}}}
+        spec["containers"] = [proxy, *app_containers]
+        spec["initContainers"] = [*(spec.get("initContainers") or []), _init_container(image)]
+        init_names = ["istio-init"]
         volume_names = _SIDECAR_VOLUMES
     else:
         spec["containers"] = [*app_containers, proxy]

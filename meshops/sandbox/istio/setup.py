@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 import meshops
 from meshops.sandbox import faults as faults_mod
 from meshops.sandbox import scenarios
@@ -195,6 +197,11 @@ class IstioSandbox:
             argv += ["--revision", revision]
         if scenario is not None and scenario.profile != "default":
             argv += ["--set", f"profile={scenario.profile}"]
+        if scenario is not None and scenario.operator:
+            # As a user of plain istioctl would: an IstioOperator file, nothing recorded elsewhere.
+            iop = self.dir / f"{scenario.name}-iop.yaml"
+            iop.write_text(yaml.safe_dump(scenario.operator, sort_keys=False))
+            argv += ["-f", str(iop)]
         for s in self.opts.get("istio_set") or []:
             argv += ["--set", s]
         for cluster in clusters:
