@@ -31,6 +31,7 @@ class Istiod:
     version: str
     ready: bool
     cluster_id: str
+    component: str = "pilot"  # the pod's `istio` label: pilot (default revision) or istiod (§1, §4)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ def istiods(client: Client, istio_namespace: str) -> list[Istiod]:
             version=image_tag(container.get("image", "")),
             ready=ready,
             cluster_id=_env(container, "CLUSTER_ID") or "Kubernetes",
+            component=(pod["metadata"].get("labels") or {}).get("istio", ""),
         ))
     return sorted(out, key=lambda i: i.pod)
 
@@ -125,8 +127,9 @@ def connected(all_proxies: list[Proxy]) -> list[Proxy]:
     return [p for p in all_proxies if p.istiod is not None]
 
 
-def injector_images(client: Client, istio_namespace: str) -> dict[str, str]:
-    """revision -> proxy image its injector would use (from `istio-sidecar-injector[-<rev>]`)."""
+def injector_images(client: Client, istio_namespace: str) -> dict[str, tuple[str, str]]:
+    """revision -> (proxy image, global.variant) its injector would use (from
+    `istio-sidecar-injector[-<rev>]` values, as the analyzer's GetIstioProxyImage reads it)."""
     out = {}
     for cm in client.list(f"/api/v1/namespaces/{istio_namespace}/configmaps"):
         name = cm["metadata"]["name"]
@@ -141,5 +144,5 @@ def injector_images(client: Client, istio_namespace: str) -> dict[str, str]:
         image = (glob.get("proxy") or {}).get("image") or "proxyv2"
         if "/" not in image:
             image = f"{glob.get('hub', 'docker.io/istio')}/{image}:{glob.get('tag', '')}"
-        out[rev] = image
+        out[rev] = (image, str(glob.get("variant") or ""))
     return out

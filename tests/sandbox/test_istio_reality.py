@@ -1,0 +1,163 @@
+"""Negative controls: the sandbox now fails meshops' old shortcuts, as a real cluster would.
+
+Each test states a fact of ../shared/reference/istio-reality.md that the sandbox used to get
+wrong in meshops' favour (installed-state written, PROXY_CONFIG on the istioctl gateway, a
+gateway that survives `uninstall --revision`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from meshops.sandbox.istio.harness import MeshHarness
+
+OLD, NEW = "1.24.1", "1.25.0"
+R_OLD, R_NEW = "1-24-1", "1-25-0"
+DEPLOYMENTS = ("apps", "deployments")
+SERVICES = ("", "services")
+PODS = ("", "pods")
+
+
+@pytest.fixture
+def mesh(tmp_path):
+    """OLD installed by plain istioctl as revision 1-24-1 with its ingress gateway; no meshops record."""
+    with MeshHarness(tmp_path, ["blue"], {"istio": OLD, "istio_versions": [NEW], "revision": R_OLD,
+                                          "route53": False}) as m:
+        yield m
+
+
+def ok(result: Any) -> str:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return str(result.stdout)
+
+
+def gateway_pods(mesh: MeshHarness) -> list[dict[str, Any]]:
+    pods, _ = mesh.cluster("blue").store.list(PODS, "istio-system",
+                                              lambda p: p["metadata"]["labels"].get("app") == "istio-ingressgateway")
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_plain_install_leaves_no_installed_state(mesh):
+    c = mesh.cluster("blue")
+    # No IstioOperator CRD, hence no installed-state (reference §1, PR #47860).
+    assert c.store.get(("apiextensions.k8s.io", "customresourcedefinitions"), "", "istiooperators.install.istio.io") is None
+    labels = c.store.get(DEPLOYMENTS, "istio-system", f"istiod-{R_OLD}")["metadata"]["labels"]
+    assert labels["install.operator.istio.io/owning-resource"] == "unknown"  # 1.24+: no IOP name given
+    assert labels["operator.istio.io/managed"] == "Reconcile"
+    assert labels["operator.istio.io/version"] == OLD
+    # A leftover installed-state from an old istioctl is deleted by the next install (PR #47943).
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "istiooperators.install.istio.io"},
+           "spec": {"group": "install.istio.io", "scope": "Namespaced",
+                    "names": {"kind": "IstioOperator", "plural": "istiooperators", "singular": "istiooperator",
+                              "listKind": "IstioOperatorList"},
+                    "versions": [{"name": "v1alpha1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                        "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    c.api.create(("apiextensions.k8s.io", "customresourcedefinitions"), crd)
+    iops = ("install.istio.io", "istiooperators")
+    c.api.create(iops, {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
+                        "metadata": {"name": f"installed-state-{R_NEW}"}, "spec": {"profile": "minimal"}},
+                 namespace="istio-system")
+    ok(mesh.istioctl(NEW, "install", "-y", "--revision", R_NEW, "--set", "profile=minimal"))
+    assert c.store.get(iops, "istio-system", f"installed-state-{R_NEW}") is None
+
+
+def test_gateway_retargeted_by_label_and_env_goes_not_ready(mesh):
+    """meshops' old retarget (labels, image and a PROXY_CONFIG env) does not move an istioctl
+    gateway: CA_ADDR and config-volume still name the old revision (reference §2)."""
+    c = mesh.cluster("blue")
+    ok(mesh.istioctl(NEW, "install", "-y", "--revision", R_NEW, "--set", "profile=minimal"))
+    dep = c.store.get(DEPLOYMENTS, "istio-system", "istio-ingressgateway")
+    proxy = dep["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in proxy["env"]}
+    assert "PROXY_CONFIG" not in env and env["CA_ADDR"] == f"istiod-{R_OLD}.istio-system.svc:15012"
+    patched = {**dep}
+    patched["metadata"] = {**dep["metadata"], "labels": {**dep["metadata"]["labels"], "istio.io/rev": R_NEW}}
+    tmpl = patched["spec"]["template"]
+    tmpl["metadata"]["labels"] = {**tmpl["metadata"]["labels"], "istio.io/rev": R_NEW}
+    tmpl["spec"]["containers"] = [{**proxy, "image": f"docker.io/istio/proxyv2:{NEW}",
+                                   "env": [*proxy["env"], {"name": "PROXY_CONFIG", "value":
+                                           '{"discoveryAddress":"istiod-1-25-0.istio-system.svc:15012"}'}]}]
+    c.api.update(DEPLOYMENTS, patched, namespace="istio-system")
+    wait_for(lambda: [p for p in gateway_pods(mesh) if ready(p)
+                      and p["metadata"]["labels"].get("istio.io/rev") == R_NEW], what="retargeted gateway pod")
+    ok(mesh.istioctl(NEW, "uninstall", "--revision", R_OLD, "-y"))
+    assert c.store.get(DEPLOYMENTS, "istio-system", "istio-ingressgateway") is not None  # labels say NEW
+    wait_for(lambda: gateway_pods(mesh) and not any(ready(p) for p in gateway_pods(mesh)),
+             what="gateway pods NotReady after the old istiod is gone")
+
+
+def test_uninstall_old_revision_deletes_istioctl_gateway_and_its_lb(mesh):
+    c = mesh.cluster("blue")
+    ok(mesh.istioctl(NEW, "install", "-y", "--revision", R_NEW, "--set", "profile=minimal"))
+    svc = c.store.get(SERVICES, "istio-system", "istio-ingressgateway")
+    assert svc["spec"]["type"] == "LoadBalancer" and svc["metadata"]["labels"]["istio.io/rev"] == R_OLD
+    out = ok(mesh.istioctl(NEW, "uninstall", "--revision", R_OLD, "-y"))
+    assert "You are about to remove the following gateways: istio-ingressgateway" in out
+    assert "Service:istio-system:istio-ingressgateway" in out
+    assert c.store.get(SERVICES, "istio-system", "istio-ingressgateway") is None
+    assert c.store.get(DEPLOYMENTS, "istio-system", "istio-ingressgateway") is None
+    assert c.store.get(DEPLOYMENTS, "istio-system", f"istiod-{R_NEW}") is not None
+
+
+def test_uninstall_prompts_while_proxies_use_the_revision(mesh):
+    c = mesh.cluster("blue")
+    ok(mesh.istioctl(NEW, "install", "-y", "--revision", R_NEW, "--set", "profile=minimal"))
+    cancelled = mesh.istioctl(NEW, "uninstall", "--revision", R_OLD, stdin="no\n")
+    assert cancelled.returncode == 1
+    assert f"There are still 1 proxies pointing to the control plane revision {R_OLD}" in cancelled.stdout
+    assert cancelled.stdout.rstrip().endswith("Cancelled.")
+    assert c.store.get(DEPLOYMENTS, "istio-system", f"istiod-{R_OLD}") is not None
+    unknown = mesh.istioctl(NEW, "uninstall", "--revision", "nope", "-y")
+    assert unknown.returncode == 1 and "could not find target revision" in unknown.stderr
+
+
+def test_istioctl_plain_scenario(tmp_path):
+    """A mesh a plain istioctl user leaves: settings only in the cluster's own objects, both gateway kinds."""
+    with MeshHarness(tmp_path, ["blue"], {"scenario": "istioctl-plain", "route53": False}) as m:
+        c = m.cluster("blue")
+        cms = {o["metadata"]["name"]: o for o in c.store.list(("", "configmaps"), "istio-system")[0]}
+        assert "meshops-install-overlay" not in cms  # no meshops record
+        assert c.store.get(("apiextensions.k8s.io", "customresourcedefinitions"), "",
+                           "istiooperators.install.istio.io") is None
+        mesh_cfg = cms[f"istio-{R_OLD}"]["data"]["mesh"]
+        assert "mode: REGISTRY_ONLY" in mesh_cfg and "holdApplicationUntilProxyStarts: true" in mesh_cfg
+        istiod = c.store.get(DEPLOYMENTS, "istio-system", f"istiod-{R_OLD}")
+        assert istiod["spec"]["replicas"] == 2
+        discovery = istiod["spec"]["template"]["spec"]["containers"][0]
+        assert {"name": "PILOT_HTTP10", "value": "true"} in discovery["env"]
+        assert discovery["resources"]["requests"]["cpu"] == "750m"
+        hpa = c.store.get(("autoscaling", "horizontalpodautoscalers"), "istio-system", f"istiod-{R_OLD}")
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 4)
+        assert c.store.get(("security.istio.io", "peerauthentications"), "istio-system", "default")["spec"] == {
+            "mtls": {"mode": "STRICT"}}
+        # Both gateway kinds, ready: istioctl's (not injected) and a Helm-style injected one.
+        (helm_pod,) = [p for p in c.store.list(PODS, "istio-ingress")[0] if ready(p)]
+        proxy = helm_pod["spec"]["containers"][0]
+        assert proxy["image"] == f"docker.io/istio/proxyv2:{OLD}-distroless"
+        assert any(e["name"] == "PROXY_CONFIG" for e in proxy["env"])
+        assert "istio-podinfo" in {v["name"] for v in helm_pod["spec"]["volumes"]}
+        assert all(ready(p) for p in gateway_pods(m))
+        app = next(p for p in c.store.list(PODS, "bookinfo-frontend")[0])
+        assert app["spec"]["containers"][0]["name"] == "istio-proxy"  # holdApplicationUntilProxyStarts
+        assert app["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "50m", "memory": "96Mi"}
+        doc = __import__("json").loads(ok(m.istioctl(None, "version", "-o", "json")))
+        assert {(v["Component"], v["Revision"], v["Info"]["version"]) for v in doc["meshVersion"]} == {
+            ("istiod", R_OLD, OLD)}
