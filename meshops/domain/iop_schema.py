@@ -120,6 +120,7 @@ PILOT_VALUES = {
     "memory": {"targetAverageUtilization": INT},
     "resources": RESOURCES,
     "podDisruptionBudget": PDB_SPEC,
+    "cni": {"enabled": BOOL, "provider": STR},  # 1.22+: replaces values.istio_cni (reference §7)
 }
 
 GATEWAY_VALUES = {

@@ -152,6 +152,10 @@ def recover(live: LiveInstall, *, namespace: str = "istio-system") -> Recovered:
             values = parsed
             for k in _VALUES_PER_REVISION:
                 _drop(values, k)
+            # The chart default audience: carrying it over adds nothing, and a key named "token" is
+            # scrubbed from journals like a credential would be.
+            if (values.get("global") or {}).get("sds") == {"token": {"aud": "istio-ca"}}:
+                _drop(values, "global.sds")
             # 1.22-1.23 wrote istio_cni; 1.22 deprecated it for pilot.cni (reference §7). Either one
             # enabled the CNI chain then, so carry it over as pilot.cni.enabled.
             legacy_cni = values.pop("istio_cni", None)

@@ -7,8 +7,9 @@ One sandbox, a cluster per case:
 - ``unrec``: an istiod env var from a Secret cannot be recovered: refused before any write, named.
 - ``parity``: a stale meshops record would drop outboundTrafficPolicy: --dry-run exits 2; the run
   stops at the parity gate before any namespace moves and rolls back (exit 1).
-- ``skip``: gateways left on the old revision: finalize refuses to uninstall it (the LB Service
-  would go with it); an EKS-ARN context matching prod* is refused for in-place.
+- ``skip``: gateways left on the old revision keep it installed; ``finalize --force`` refuses to
+  uninstall it (the LB Service would go with it); an EKS-ARN context matching prod* is refused
+  for in-place.
 """
 
 from __future__ import annotations
@@ -154,8 +155,12 @@ def test_finalize_keeps_a_revision_that_still_owns_a_load_balancer(sandbox: Sand
     kube = sandbox.kube("skip")
     lb_uid = kube.get("v1", "Service", "istio-ingressgateway", "istio-system")["metadata"]["uid"]
     out = sandbox.meshops("skip", "upgrade", "--to", TO, "--gateways", "skip", "--wave-size", "5")
-    assert out.returncode == 1, out.stderr[-2000:]
-    assert "would delete gateway objects" in out.stderr and "Service/istio-system/istio-ingressgateway" in out.stderr
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"revision {OLD} stays installed" in out.stdout and "istio-ingressgateway" in out.stdout
+    # Even --force (which detaches leftover pods) never lets uninstall take the load balancer.
+    fin = sandbox.meshops("skip", "upgrade", "finalize", out.stdout.strip().splitlines()[-1], "--force")
+    assert fin.returncode == 1, fin.stderr[-2000:]
+    assert "would delete gateway objects" in fin.stderr and "Service/istio-system/istio-ingressgateway" in fin.stderr
     assert kube.get("v1", "Service", "istio-ingressgateway", "istio-system")["metadata"]["uid"] == lb_uid
     assert OLD in mesh_state(kube)["revisions"]
     # The guard knows an EKS cluster by the name inside its ARN, not only by the context name.
