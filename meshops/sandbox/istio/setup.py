@@ -60,7 +60,9 @@ def write_istioctl(bin_dir: Path, versions: list[str]) -> dict[str, str]:
 
 
 def istioctl(cluster: Any, version: str, *argv: str) -> str:
-    code, out, err = run_in_process(cluster.url, version, argv)
+    serving = getattr(cluster, "serving", None)
+    code, out, err = run_in_process(cluster.url, version, argv, getattr(cluster, "token", None),
+                                    str(serving.ca_file) if serving else None)
     log.info("istioctl %s %s on %s -> %d\n%s%s", version, " ".join(argv), cluster.name, code, out, err)
     if code != 0:
         raise SetupError(f"istioctl {' '.join(argv)} failed on cluster {cluster.name}: {err.strip() or out.strip()}")

@@ -204,7 +204,8 @@ def confirm(message: str) -> bool:
     return line.strip().lower() in ("y", "yes")
 
 
-def run_in_process(server_url: str, version: str, argv: Sequence[str]) -> tuple[int, str, str]:
+def run_in_process(server_url: str, version: str, argv: Sequence[str],
+                   token: str | None = None, ca_file: str | None = None) -> tuple[int, str, str]:
     """Run an istioctl command against `server_url` in this process: (exit code, stdout, stderr).
 
     The sandbox uses it to install Istio at start over the same HTTP API the programs use.
@@ -221,7 +222,7 @@ def run_in_process(server_url: str, version: str, argv: Sequence[str]) -> tuple[
             args = build_parser().parse_args(_normalise(list(argv)))
             ctx = Context(version=IstioVersion.parse(version), kubeconfig=None, context=None,
                           istio_namespace=args.istio_namespace, namespace=args.namespace,
-                          _client=Client(KubeConfig(server=server_url)))
+                          _client=Client(KubeConfig(server=server_url, token=token, ca_file=ca_file)))
             code = args.handler(ctx, args)
         except CommandError as e:
             print(f"Error: {e.message}", file=sys.stderr)
