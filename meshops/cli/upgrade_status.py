@@ -12,7 +12,7 @@ _OPEN = ("running", "interrupted", "awaiting_approval", "frozen", "rolling_back"
 
 def collect_status(app: App) -> dict[str, Any]:
     from meshops.drivers.kube_state import ConfigMapStateStore
-    from meshops.steps.istio_common import collect
+    from meshops.ops.istio_common import collect
     from meshops.steps.istio_discover import lock_holder, summarize
 
     kube = app.drivers.kube
@@ -45,7 +45,7 @@ def revision_drift(kube: Any, default: str | None, revisions: list[str], namespa
     that differs (mesh config, injector values, istiod, webhooks; domain.parity), so a half-done
     upgrade shows what moving the rest of the mesh would change."""
     from meshops.domain import parity
-    from meshops.steps.istio_settings import effective_of
+    from meshops.ops.istio_settings import effective_of
 
     if not default or len(revisions) < 2:
         return {}

@@ -36,21 +36,22 @@ from meshops.domain.durations import parse_duration
 from meshops.domain.errors import DriverError, PermanentStepError, TemporaryStepError
 from meshops.domain.mesh import REV_LABEL, MeshSnapshot, Workload
 from meshops.domain.proxies import parse_proxy_status
-from meshops.drivers.kube import KubeApi, Obj
-from meshops.steps import k8s_restart as restarts
-from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.install import _deployment_ready, overlay_file, wait_ready
-from meshops.steps.istio_common import (
+from meshops.drivers.kube_api import KubeApi, Obj
+from meshops.ops import k8s_restart as restarts
+from meshops.ops.istio_common import (
     ISTIO_NAMESPACE,
     RESTARTED_BY,
+    _clean,
+    _ref,
     collect,
-    istioctl_for,
     kube_of,
     restore,
     run_istioctl,
 )
-from meshops.steps.istio_settings import _spec, get_or_none
-from meshops.steps.k8s_watch import watch_until
+from meshops.ops.istio_settings import _spec, get_or_none
+from meshops.ops.k8s_watch import watch_until
+from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
+from meshops.steps.install import _deployment_ready, overlay_file, wait_ready
 from meshops.steps.registry import register
 
 ORIGINAL_REPLICAS = "meshops.dev/original-replicas"
@@ -100,8 +101,6 @@ def istioctl_gateway(w: Workload) -> bool:
 def gateway_backup(kube: KubeApi, snap: MeshSnapshot, revision: str) -> list[dict[str, Any]]:
     """The istioctl gateways on ``revision`` and their Service/SA/PDB/HPA, exactly as they are:
     what the rollback puts back (the canary docs' "reinstall the old gateway")."""
-    from meshops.steps.istio_common import _clean, _ref
-
     out: list[dict[str, Any]] = []
     for w in snap.gateways():
         if not istioctl_gateway(w) or snap.gateway_revision(w) != revision or w.kind != "Deployment":
@@ -202,7 +201,7 @@ class Gateways(Step[GatewaysInputs, GatewaysOutputs]):
         if inputs.mode == "skip" or not gateways:
             return GatewaysOutputs(moved=[], canaries=[], left=[w.key for w in gateways])
         timeout = ctx.wait_budget(parse_duration(inputs.timeout))
-        cache = restarts.shared_cache(kube)
+        cache = ctx.drivers.workload_cache()
         mark = f"{ctx.run_id}/gateways"
         istioctl_gws = [w for w in gateways if istioctl_gateway(w)]
         injected = [w for w in gateways if not istioctl_gateway(w)]
@@ -252,7 +251,7 @@ class Gateways(Step[GatewaysInputs, GatewaysOutputs]):
 
         text = overlays.render(spec, name="meshops-gateways", header="Written by meshops: the new revision's settings "
                                                                       "with the gateways it takes over.")
-        ictl = istioctl_for(ctx, inputs.to_version, inputs.istioctl or None)
+        ictl = ctx.drivers.istioctl(inputs.to_version, path=inputs.istioctl or None)
         ctx.log.info("gateway.istioctl_move", gateways=[w.key for w in gws], revision=inputs.new_revision)
         with overlay_file(text) as path:
             run_istioctl(ictl, ["install", "-y", "--revision", inputs.new_revision, "-f", path,
@@ -266,7 +265,7 @@ class Gateways(Step[GatewaysInputs, GatewaysOutputs]):
         and, where it has one, with CA_ADDR naming the new istiod. Waits up to ``timeout``."""
         if not keys:
             return {}
-        ictl = istioctl_for(ctx, inputs.to_version, inputs.istioctl or None)
+        ictl = ctx.drivers.istioctl(inputs.to_version, path=inputs.istioctl or None)
         want = _istiod_address(inputs.new_revision, inputs.istio_namespace)
         end = ctx.clock() + timeout
         problems: list[str] = []
@@ -374,7 +373,7 @@ class Gateways(Step[GatewaysInputs, GatewaysOutputs]):
                     if ready is None:
                         raise TemporaryStepError(f"gateway {ref['namespace']}/{ref['name']} not ready after its restore")
         snap = collect(kube, istio_namespace=inputs.istio_namespace)
-        cache = restarts.shared_cache(kube)
+        cache = ctx.drivers.workload_cache()
         mark = f"{ctx.run_id}/undo-gateways"
         timeout = ctx.wait_budget(parse_duration(inputs.timeout))
         targets: list[restarts.Target] = []

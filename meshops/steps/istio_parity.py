@@ -16,9 +16,9 @@ from pydantic import Field
 from meshops.domain import parity
 from meshops.domain.errors import PermanentStepError
 from meshops.domain.versions import IstioVersion, VersionError
+from meshops.ops.istio_common import ISTIO_NAMESPACE, kube_of
+from meshops.ops.istio_settings import effective_of
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.istio_common import ISTIO_NAMESPACE, kube_of
-from meshops.steps.istio_settings import effective_of
 from meshops.steps.registry import register
 
 

@@ -13,7 +13,7 @@ from meshops.domain import parity
 from meshops.domain.identity import protected_by
 from meshops.domain.recover import LiveInstall, recover
 from meshops.domain.versions import IstioVersion, compatibility_problem, compatibility_versions
-from meshops.steps.istio_settings import removed_settings
+from meshops.ops.istio_settings import removed_settings
 
 MESH = {"accessLogFile": "/dev/stdout", "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
         "defaultConfig": {"discoveryAddress": "istiod-1-24-1.istio-system.svc:15012",

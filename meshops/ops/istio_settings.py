@@ -22,9 +22,9 @@ import yaml
 from meshops.domain import overlays, parity
 from meshops.domain.errors import BadInput, DriverError, PreconditionFailed
 from meshops.domain.recover import LiveInstall, recover
-from meshops.drivers.kube import KubeApi, Obj
-from meshops.steps import install_record as record
-from meshops.steps.install_overlay import load_profile
+from meshops.drivers.kube_api import KubeApi, Obj
+from meshops.ops import install_record as record
+from meshops.ops.install_overlay import load_profile
 
 ADMISSION = "admissionregistration.k8s.io/v1"
 
