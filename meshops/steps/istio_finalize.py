@@ -109,6 +109,7 @@ class FinalizeOutputs(StepOutputs):
     dangling_webhooks: list[str]
     message: str
     would_delete: list[str] = Field(default_factory=list)  # what uninstall --revision OLD removes (listed first)
+    policy_check_s: float = 0.0  # the post-change policy check's own time (bench/canary.py reports it)
 
 
 @register
@@ -163,7 +164,9 @@ class Finalize(Step[FinalizeInputs, FinalizeOutputs]):
                                    terminal_ignored=terminal, uninstalled="", dangling_webhooks=[], message=msg)
         if holders:
             ctx.log.warning("finalize.forced", revision=old, detached=holders)
+        started = ctx.clock()
         self._policy_unchanged(kube, inputs)
+        policy_s = round(ctx.clock() - started, 3)
         doomed = would_uninstall(kube, old)
         kept = [d for d in doomed if d.startswith(("Deployment/", "Service/")) and d in _serving(kube, old)]
         if kept:
@@ -183,7 +186,7 @@ class Finalize(Step[FinalizeInputs, FinalizeOutputs]):
             (f" ({len(holders)} pod(s) detached by --force: {', '.join(holders)})" if holders else "")
         return FinalizeOutputs(complete=True, tags_moved=moved, relabelled=relabelled, off_old=off_old,
                                holders=holders, terminal_ignored=terminal, uninstalled=old, dangling_webhooks=[],
-                               message=msg, would_delete=doomed)
+                               message=msg, would_delete=doomed, policy_check_s=policy_s)
 
     @staticmethod
     def _policy_unchanged(kube: Any, inputs: FinalizeInputs) -> None:
