@@ -134,7 +134,7 @@ def test_each_profile_installs_and_is_recorded(sandbox: Sandbox, profile_runs: d
         assert spec["values"]["global"]["proxy"]["resources"]["limits"] == {"cpu": "2000m", "memory": "1024Mi"}
     else:
         # No first-party-jwt any more (dropped in 1.22, reference §7); small, no autoscaling.
-        assert "jwtPolicy" not in spec["values"]["global"]
+        assert spec["values"]["global"]["jwtPolicy"] == "third-party-jwt"
         assert spec["values"]["pilot"]["autoscaleEnabled"] is False
         assert set(ready) == {"istiod", "istio-ingressgateway"}
 
@@ -147,7 +147,7 @@ def test_composed_profiles_diff_and_canary_reuse(sandbox: Sandbox, tmp_path: Pat
     assert run.returncode == 0, run.stderr
     kube = sandbox.kube(ctx)
     spec = installed_spec(kube)
-    assert "jwtPolicy" not in spec["values"]["global"]
+    assert spec["values"]["global"]["jwtPolicy"] == "third-party-jwt"
     assert spec["values"]["pilot"]["autoscaleEnabled"] is False  # minikube, composed last, wins
     assert deployments(kube)["istiod"]["spec"]["replicas"] == 2
 
