@@ -189,3 +189,22 @@ def test_default_tag_side_effect_and_gateway_rewritten_in_place(mesh):
                                                  for p in gateway_pods(mesh)), what="gateway on the new revision")
     c.api.delete(("", "configmaps"), "istio-system", f"istio-{R_NEW}")
     wait_for(lambda: not any(ready(p) for p in gateway_pods(mesh)), what="gateway NotReady without its ConfigMap")
+
+
+def test_native_sidecars_on_127_with_kubernetes_133(tmp_path):
+    """1.27's ENABLE_NATIVE_SIDECARS=auto: on when every kubelet is >= 1.33 (reference §5)."""
+    with MeshHarness(tmp_path, ["blue"], {"istio": "1.27.1", "route53": False}, k8s_version="1.33.1") as m:
+        c = m.cluster("blue")
+        c.api.create(("", "namespaces"), {"metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}})
+        c.api.create(DEPLOYMENTS, {"metadata": {"name": "cart"}, "spec": {
+            "replicas": 1, "selector": {"matchLabels": {"app": "cart"}},
+            "template": {"metadata": {"labels": {"app": "cart"}},
+                         "spec": {"containers": [{"name": "cart", "image": "nginx"}]}}}}, namespace="shop")
+        pod = wait_for(lambda: next((p for p in c.store.list(PODS, "shop")[0] if ready(p)), None), what="cart pod")
+        assert [x["name"] for x in pod["spec"]["containers"]] == ["cart"]
+        proxy = pod["spec"]["initContainers"][-1]
+        assert proxy["name"] == "istio-proxy" and proxy["restartPolicy"] == "Always"
+        assert pod["status"]["initContainerStatuses"][-1]["state"].get("running") is not None
+        status = ok(m.istioctl(None, "proxy-status"))
+        assert status.splitlines()[0].split() == ["NAME", "CLUSTER", "ISTIOD", "VERSION", "SUBSCRIBED", "TYPES"]
+        assert any(line.startswith("cart-") for line in status.splitlines())
