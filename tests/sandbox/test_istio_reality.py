@@ -161,3 +161,50 @@ def test_istioctl_plain_scenario(tmp_path):
         doc = __import__("json").loads(ok(m.istioctl(None, "version", "-o", "json")))
         assert {(v["Component"], v["Revision"], v["Info"]["version"]) for v in doc["meshVersion"]} == {
             ("istiod", R_OLD, OLD)}
+
+
+def test_default_tag_side_effect_and_gateway_rewritten_in_place(mesh):
+    c = mesh.cluster("blue")
+    mwcs = ("admissionregistration.k8s.io", "mutatingwebhookconfigurations")
+    tag = c.store.get(mwcs, "", "istio-revision-tag-default")  # first revisioned install became the default
+    assert tag["metadata"]["labels"]["istio.io/rev"] == R_OLD
+    assert tag["metadata"]["labels"]["operator.istio.io/component"] == "Pilot"
+    assert tag["metadata"]["labels"]["install.operator.istio.io/owning-resource-not-pruned"] == "true"
+    # A second install whose profile includes the gateway rewrites the same Deployment and Service.
+    out = ok(mesh.istioctl(NEW, "install", "-y", "--revision", R_NEW))
+    assert "Made this installation the default" not in out
+    dep = c.store.get(DEPLOYMENTS, "istio-system", "istio-ingressgateway")
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CA_ADDR"] == f"istiod-{R_NEW}.istio-system.svc:15012"
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == f"docker.io/istio/proxyv2:{NEW}"
+    assert c.store.get(SERVICES, "istio-system", "istio-ingressgateway")["metadata"]["labels"]["istio.io/rev"] == R_NEW
+    # A tag made by `tag set` has no operator labels, so uninstall leaves it alone.
+    ok(mesh.istioctl(NEW, "tag", "set", "prod", "--revision", R_NEW))
+    labels = c.store.get(mwcs, "", "istio-revision-tag-prod")["metadata"]["labels"]
+    assert not [k for k in labels if "operator.istio.io" in k] and labels["istio.io/tag"] == "prod"
+    tags = __import__("json").loads(ok(mesh.istioctl(NEW, "tag", "list", "-o", "json")))
+    assert {(t["tag"], t["revision"]) for t in tags} == {("default", R_OLD), ("prod", R_NEW)}
+    # Gateway pods go NotReady when the mesh ConfigMap their config-volume names is gone.
+    wait_for(lambda: gateway_pods(mesh) and all(ready(p) and p["metadata"]["labels"]["istio.io/rev"] == R_NEW
+                                                 for p in gateway_pods(mesh)), what="gateway on the new revision")
+    c.api.delete(("", "configmaps"), "istio-system", f"istio-{R_NEW}")
+    wait_for(lambda: not any(ready(p) for p in gateway_pods(mesh)), what="gateway NotReady without its ConfigMap")
+
+
+def test_native_sidecars_on_127_with_kubernetes_133(tmp_path):
+    """1.27's ENABLE_NATIVE_SIDECARS=auto: on when every kubelet is >= 1.33 (reference §5)."""
+    with MeshHarness(tmp_path, ["blue"], {"istio": "1.27.1", "route53": False}, k8s_version="1.33.1") as m:
+        c = m.cluster("blue")
+        c.api.create(("", "namespaces"), {"metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}})
+        c.api.create(DEPLOYMENTS, {"metadata": {"name": "cart"}, "spec": {
+            "replicas": 1, "selector": {"matchLabels": {"app": "cart"}},
+            "template": {"metadata": {"labels": {"app": "cart"}},
+                         "spec": {"containers": [{"name": "cart", "image": "nginx"}]}}}}, namespace="shop")
+        pod = wait_for(lambda: next((p for p in c.store.list(PODS, "shop")[0] if ready(p)), None), what="cart pod")
+        assert [x["name"] for x in pod["spec"]["containers"]] == ["cart"]
+        proxy = pod["spec"]["initContainers"][-1]
+        assert proxy["name"] == "istio-proxy" and proxy["restartPolicy"] == "Always"
+        assert pod["status"]["initContainerStatuses"][-1]["state"].get("running") is not None
+        status = ok(m.istioctl(None, "proxy-status"))
+        assert status.splitlines()[0].split() == ["NAME", "CLUSTER", "ISTIOD", "VERSION", "SUBSCRIBED", "TYPES"]
+        assert any(line.startswith("cart-") for line in status.splitlines())

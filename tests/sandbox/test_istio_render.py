@@ -172,7 +172,19 @@ def test_version_rules():
     assert build_plan(v122, sets=["values.compatibilityVersion=1.20"])
     with pytest.raises(ProfileError, match="unknown compatibility version"):
         build_plan(v124, sets=["values.compatibilityVersion=1.20"])  # 1.24 dropped the 1.20 profile
-    assert build_plan(v127, sets=["values.compatibilityVersion=1.24"])
+    compat = build_plan(v127, sets=["values.compatibilityVersion=1.24"])
+    assert compat.values["pilot"]["env"]["ENABLE_NATIVE_SIDECARS"] == "false"  # the 1.24-1.26 profiles
     plan = build_plan(v122, sets=["values.global.jwtPolicy=first-party-jwt"])
     assert plan.warnings and plan.values["global"]["jwtPolicy"] == "third-party-jwt"
     assert [IstioVersion.parse(f"1.{m}.0").min_k8s_minor for m in range(22, 28)] == [26, 26, 28, 28, 29, 29]
+
+
+def test_removed_commands_per_version():
+    from meshops.sandbox.istio.istioctl.app import UsageError, build_parser
+
+    assert build_parser(IstioVersion.parse("1.23.3")).parse_args(["profile", "list"])
+    with pytest.raises(UsageError, match='unknown command "profile"'):
+        build_parser(IstioVersion.parse("1.24.1")).parse_args(["profile", "list"])  # removed in 1.24
+    assert build_parser(IstioVersion.parse("1.24.1")).parse_args(["analyze", "--recursive=true"])
+    with pytest.raises(UsageError, match="unknown flag"):
+        build_parser(IstioVersion.parse("1.25.0")).parse_args(["analyze", "--recursive=true"])  # removed in 1.25

@@ -20,11 +20,12 @@ from meshops.sandbox.istio.setup import IstioSandbox
 
 class MeshHarness:
     def __init__(self, directory: Path, clusters: list[str], options: dict[str, Any] | None = None,
-                 *, rollout_seconds: float = 0.02) -> None:
+                 *, rollout_seconds: float = 0.02, k8s_version: str = "1.30.4") -> None:
         self.dir = Path(directory)
         self.names = clusters
         self.options = options or {}
         self.rollout_seconds = rollout_seconds
+        self.k8s_version = k8s_version
         self.clusters: dict[str, Any] = {}
         self.sandbox: IstioSandbox | None = None
 
@@ -41,7 +42,7 @@ class MeshHarness:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.token = new_token()  # required by the API servers, as `sandbox up` does
         for name in self.names:
-            self.clusters[name] = Cluster(name, rollout_seconds=self.rollout_seconds,
+            self.clusters[name] = Cluster(name, rollout_seconds=self.rollout_seconds, k8s_version=self.k8s_version,
                                           audit_path=self.dir / f"audit-{name}.jsonl", token=self.token,
                                           tls_dir=self.dir / "pki").start()
         self.kubeconfig.write_text(self._kubeconfig())

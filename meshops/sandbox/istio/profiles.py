@@ -334,6 +334,9 @@ def _check_values(version: IstioVersion, spec: Obj) -> list[str]:
     if compat not in (None, "") and str(compat) not in compatibility_versions(version):
         raise ProfileError(f"unknown compatibility version {compat!r} (this release has: "
                            f"{', '.join(compatibility_versions(version))})")
+    if compat not in (None, "") and version.minor >= 27 and int(str(compat).split(".")[1]) <= 26:
+        # The 1.24-1.26 compatibility profiles turn native sidecars back off (reference §5).
+        values.setdefault("pilot", {}).setdefault("env", {}).setdefault("ENABLE_NATIVE_SIDECARS", "false")
     warnings = []
     jwt = (values.get("global") or {}).get("jwtPolicy")
     if jwt not in (None, "", "third-party-jwt"):

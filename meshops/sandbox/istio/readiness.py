@@ -131,11 +131,15 @@ class ProxyReadiness:
     def _on_change(self, event: Any) -> None:
         obj = event.obj or {}
         meta = obj.get("metadata") or {}
+        name = str(meta.get("name", ""))
         if event.gr == PODS:
             if (meta.get("labels") or {}).get("app") != "istiod":
                 return
-        elif not str(meta.get("name", "")).startswith("istio"):
-            return
+        elif event.gr == SERVICES:
+            if not name.startswith("istiod"):
+                return
+        elif not name.startswith("istio") or name == "istio-ca-root-cert":
+            return  # mesh ConfigMaps are istio[-R]; the per-namespace root cert is not one
         kubelet = next((c for c in self.cluster.controllers.controllers if c.name == "kubelet"), None)
         if kubelet is None or kubelet.queue is None:
             return

@@ -63,7 +63,6 @@ def analyze_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*")
     bool_flag(p, "--all-namespaces")
     bool_flag(p, "--use-kube", default=True)
-    bool_flag(p, "--recursive")
     p.add_argument("-o", "--output", default="log")
     p.add_argument("--failure-threshold", default="Error")
     p.add_argument("--output-threshold", default="Info")

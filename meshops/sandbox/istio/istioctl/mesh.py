@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from meshops.sandbox.istio import injection
+from meshops.sandbox.istio import injection, readiness
 from meshops.sandbox.istio.istioctl.kube import Client
 from meshops.sandbox.istio.istioctl.output import parse_time
 from meshops.sandbox.istio.versions import image_tag
@@ -105,6 +105,11 @@ def proxies(client: Client, control_planes: list[Istiod]) -> list[Proxy]:
         ready, since = _pod_ready(pod)
         meta = pod["metadata"]
         name = f"{meta['name']}.{meta['namespace']}"
+        # A proxy talks to the istiod its CA_ADDR / discovery address names, whatever its labels
+        # say (reference §2: an istioctl gateway's revision is baked into CA_ADDR).
+        target = readiness.control_plane_of(container)
+        if target is not None:
+            revision = injection.revision_of_service(target[1])
         candidates = by_rev.get(revision, [])
         # Each proxy holds one xDS stream; spread them over the revision's istiods stably.
         chosen = candidates[zlib.crc32(name.encode()) % len(candidates)] if candidates else None
