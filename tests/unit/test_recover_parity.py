@@ -179,3 +179,17 @@ def test_removed_settings_and_compatibility_versions() -> None:
     assert compatibility_versions(IstioVersion.parse("1.22.3")) == ["1.20", "1.21"]
     assert compatibility_problem(IstioVersion.parse("1.25.2"), "1.24") is None
     assert "ships compatibility versions 1.22, 1.23, 1.24" in (compatibility_problem(IstioVersion.parse("1.25.2"), "1.21") or "")
+
+
+def test_status_shows_drift_between_revisions() -> None:
+    """`meshops status`: fields that differ between the default revision and another, named."""
+    from meshops.cli.upgrade_status import revision_drift
+    from meshops.drivers.kube_fake import FakeKube
+    from tests.support.canary_fixtures import config_maps, revision, unrevisioned_control_plane
+
+    kube = FakeKube()
+    kube.apply(*unrevisioned_control_plane(), *revision("1-25-2", "1.25.2"))
+    assert revision_drift(kube, "default", ["1-25-2", "default"], "istio-system") == {"1-25-2 -> default": []}
+    kube.apply(*config_maps("1-25-2", "1.25.2", mesh={"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}))
+    drift = revision_drift(kube, "default", ["1-25-2", "default"], "istio-system")["1-25-2 -> default"]
+    assert drift == ['mesh.outboundTrafficPolicy.mode: "ALLOW_ANY" -> (unset)']
