@@ -39,6 +39,10 @@ def _wave_inputs(check: Any, wave: dict[str, Any], **kw: Any) -> WaveInputs:
     ({"to": "1.25.2", "first": ["nope"]}, "v1.30.4", PreconditionFailed, "do not exist"),
     ({"to": "1.25.2", "strategy": "inplace"}, "v1.30.4", PreconditionFailed, "matches --protect"),
     ({"to": "1.25.2", "gate_exprs": ["up == bool 1"]}, "v1.30.4", PreconditionFailed, "without `bool`"),
+    ({"to": "1.25.2", "compatibility_version": "1.21"}, "v1.30.4", PreconditionFailed,
+     "ships compatibility versions 1.22, 1.23, 1.24"),
+    ({"to": "1.25.2", "sets": ["values.global.jwtPolicy=first-party-jwt"]}, "v1.30.4", PreconditionFailed,
+     "values.global.jwtPolicy: first-party-jwt was dropped in Istio 1.22"),
 ])
 def test_check_refuses_before_any_write(kw: dict[str, Any], kube_version: str, error: type[Exception],
                                         message: str) -> None:
@@ -48,6 +52,14 @@ def test_check_refuses_before_any_write(kw: dict[str, Any], kube_version: str, e
     with pytest.raises(error, match=re.escape(message)):
         _check(world, **kw)
     assert world.kube.writes[writes:] == []
+
+
+def test_inplace_refused_on_an_eks_arn_context() -> None:
+    """--protect prod* matches the cluster name inside an EKS ARN context, not only the context name."""
+    world = FakeWorld(context="arn:aws:eks:eu-west-1:123456789012:cluster/prod-eu")
+    with pytest.raises(PreconditionFailed, match=re.escape("matches --protect prod* (prod-eu)")):
+        _check(world, strategy="inplace")
+    assert _check(world, strategy="inplace", force=True).to_revision == "default"
 
 
 def test_inplace_allowed_on_protected_context_with_force() -> None:
