@@ -94,6 +94,7 @@ def test_istioctl_plain_upgrade_keeps_every_setting_and_moves_both_gateways(sand
     dry = sandbox.meshops("plain", "upgrade", "--to", TO, "--dry-run")
     assert dry.returncode == 0, dry.stderr[-2000:]
     assert "recovered from the running control plane" in dry.stdout + dry.stderr
+    assert "mode: REGISTRY_ONLY" in dry.stdout and "PILOT_HTTP10" in dry.stdout  # the overlay, shown
     out = sandbox.meshops("plain", "upgrade", "--to", TO, "--wave-size", "5")
     assert out.returncode == 0, out.stderr[-3000:]
     assert settings(sandbox, "plain", NEW) == before
