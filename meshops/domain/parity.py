@@ -30,6 +30,7 @@ import yaml
 
 from meshops.domain.recover import LiveInstall
 
+Obj = dict[str, Any]
 REV_PLACEHOLDER = "<revision>"
 # Present in one revision only because they name it (or its version).
 _PER_REVISION = ("values.revision", "values.global.tag", "mesh.defaultConfig.discoveryAddress", "istiod.env.REVISION",
@@ -175,9 +176,6 @@ def effective(live: LiveInstall, injector_webhooks: Obj | None = None) -> dict[s
         if any(k == p or k.startswith(p + ".") for p in _PER_REVISION):
             del out[k]
     return out
-
-
-Obj = dict[str, Any]
 
 
 def _matches(path: str, prefixes: Iterable[str]) -> str | None:

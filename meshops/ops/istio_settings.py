@@ -89,7 +89,7 @@ def settings_for(kube: KubeApi, old: str, namespace: str, *, profiles: Sequence[
     live = recover(read_live(kube, old, namespace), namespace=namespace)
     rec = record.read_recorded(kube, namespace)
     if rec is not None and (rec.revision or "default") == (old or "default"):
-        base = _spec(rec.overlay)
+        base = overlay_spec(rec.overlay)
         source = f"ConfigMap {namespace}/{overlays.RECORD_CONFIGMAP} (meshops' record)"
         accepted: dict[str, str] = {}
     else:
@@ -110,7 +110,8 @@ def settings_for(kube: KubeApi, old: str, namespace: str, *, profiles: Sequence[
                     recovered=live.spec)
 
 
-def _spec(text: str) -> dict[str, Any]:
+def overlay_spec(text: str) -> dict[str, Any]:
+    """The spec of an IstioOperator overlay meshops rendered or recorded ({} when empty)."""
     doc = yaml.safe_load(text) if text.strip() else {}
     spec = (doc or {}).get("spec") if isinstance(doc, dict) else None
     return dict(spec) if isinstance(spec, dict) else {}

@@ -48,7 +48,7 @@ from meshops.ops.istio_common import (
     restore,
     run_istioctl,
 )
-from meshops.ops.istio_settings import _spec, get_or_none
+from meshops.ops.istio_settings import get_or_none, overlay_spec
 from meshops.ops.k8s_watch import watch_until
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.install import _deployment_ready, overlay_file, wait_ready
@@ -157,7 +157,7 @@ def _gateway_component(kube: KubeApi, w: Workload) -> dict[str, Any]:
 def gateway_overlay(kube: KubeApi, settings: str, gateways: list[Workload]) -> dict[str, Any]:
     """The new revision's settings with exactly these istioctl gateways enabled (every other
     gateway component off, so the install creates no new load balancer)."""
-    spec = _spec(settings)
+    spec = overlay_spec(settings)
     spec.pop("revision", None)
     spec.pop("tag", None)
     components = dict(spec.get("components") or {})
