@@ -184,6 +184,11 @@ def test_default_tag_side_effect_and_gateway_rewritten_in_place(mesh):
     assert not [k for k in labels if "operator.istio.io" in k] and labels["istio.io/tag"] == "prod"
     tags = __import__("json").loads(ok(mesh.istioctl(NEW, "tag", "list", "-o", "json")))
     assert {(t["tag"], t["revision"]) for t in tags} == {("default", R_OLD), ("prod", R_NEW)}
+    svc = c.store.get(SERVICES, "istio-system", "istiod-revision-tag-default")  # made by the install
+    assert svc["metadata"]["labels"]["operator.istio.io/component"] == "Pilot"
+    ok(mesh.istioctl(NEW, "tag", "set", "default", "--revision", R_NEW, "--overwrite", "-y"))
+    moved = c.store.get(mwcs, "", "istio-revision-tag-default")["metadata"]["labels"]
+    assert moved["istio.io/rev"] == R_NEW and not [k for k in moved if "operator.istio.io" in k]
     # Gateway pods go NotReady when the mesh ConfigMap their config-volume names is gone.
     wait_for(lambda: gateway_pods(mesh) and all(ready(p) and p["metadata"]["labels"]["istio.io/rev"] == R_NEW
                                                  for p in gateway_pods(mesh)), what="gateway on the new revision")
