@@ -184,6 +184,11 @@ def test_default_tag_side_effect_and_gateway_rewritten_in_place(mesh):
     assert not [k for k in labels if "operator.istio.io" in k] and labels["istio.io/tag"] == "prod"
     tags = __import__("json").loads(ok(mesh.istioctl(NEW, "tag", "list", "-o", "json")))
     assert {(t["tag"], t["revision"]) for t in tags} == {("default", R_OLD), ("prod", R_NEW)}
+    svc = c.store.get(SERVICES, "istio-system", "istiod-revision-tag-default")  # made by the install
+    assert svc["metadata"]["labels"]["operator.istio.io/component"] == "Pilot"
+    ok(mesh.istioctl(NEW, "tag", "set", "default", "--revision", R_NEW, "--overwrite", "-y"))
+    moved = c.store.get(mwcs, "", "istio-revision-tag-default")["metadata"]["labels"]
+    assert moved["istio.io/rev"] == R_NEW and not [k for k in moved if "operator.istio.io" in k]
     # Gateway pods go NotReady when the mesh ConfigMap their config-volume names is gone.
     wait_for(lambda: gateway_pods(mesh) and all(ready(p) and p["metadata"]["labels"]["istio.io/rev"] == R_NEW
                                                  for p in gateway_pods(mesh)), what="gateway on the new revision")
@@ -208,3 +213,18 @@ def test_native_sidecars_on_127_with_kubernetes_133(tmp_path):
         status = ok(m.istioctl(None, "proxy-status"))
         assert status.splitlines()[0].split() == ["NAME", "CLUSTER", "ISTIOD", "VERSION", "SUBSCRIBED", "TYPES"]
         assert any(line.startswith("cart-") for line in status.splitlines())
+
+
+def test_precheck_output_shapes(tmp_path):
+    """x precheck (reference §4, §6): success on stderr with stdout empty even with -o json;
+    any warning or worse on stdout and exit 1; 1.27 needs Kubernetes >= 1.29 (IST0142)."""
+    with MeshHarness(tmp_path, ["blue"], {"istio": "1.24.1", "istio_versions": ["1.27.1"], "route53": False},
+                     k8s_version="1.28.9") as m:
+        fine = m.istioctl("1.24.1", "x", "precheck", "-o", "json")
+        assert fine.returncode == 0 and fine.stdout == ""
+        assert fine.stderr.startswith("✔ No issues found when checking the cluster. Istio is safe to install or upgrade!")
+        low = m.istioctl("1.27.1", "x", "precheck", "-o", "json")
+        assert low.returncode == 1
+        (msg,) = __import__("json").loads(low.stdout)
+        assert msg["code"] == "IST0142" and msg["level"] == "Error"
+        assert "Issues found when checking the cluster. Istio may not be safe to install or upgrade." in low.stderr

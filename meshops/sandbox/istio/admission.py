@@ -109,16 +109,27 @@ def injector_settings(cluster: Any, namespace: str, service: str) -> Obj:
     }
 
 
+_MESH_CACHE: dict[tuple[int, str, str, str], Obj] = {}
+
+
 def _mesh_default_config(cluster: Any, namespace: str, suffix: str) -> Obj:
-    """`defaultConfig` of the revision's mesh config (ConfigMap `istio[-R]` key `mesh`)."""
+    """`defaultConfig` of the revision's mesh config (ConfigMap `istio[-R]` key `mesh`), parsed
+    once per ConfigMap resourceVersion (YAML parsing per injected pod is the slow part)."""
     import yaml
 
     cm = cluster.store.get(CONFIGMAPS, namespace, f"istio{suffix}")
-    try:
-        mesh = yaml.safe_load(((cm or {}).get("data") or {}).get("mesh") or "") or {}
-    except yaml.YAMLError:
+    if cm is None:
         return {}
-    return dict(mesh.get("defaultConfig") or {}) if isinstance(mesh, dict) else {}
+    key = (id(cluster.store), namespace, f"istio{suffix}", str((cm.get("metadata") or {}).get("resourceVersion", "")))
+    if key not in _MESH_CACHE:
+        try:
+            mesh = yaml.safe_load((cm.get("data") or {}).get("mesh") or "") or {}
+        except yaml.YAMLError:
+            mesh = {}
+        if len(_MESH_CACHE) > 256:
+            _MESH_CACHE.clear()
+        _MESH_CACHE[key] = dict(mesh.get("defaultConfig") or {}) if isinstance(mesh, dict) else {}
+    return _MESH_CACHE[key]
 
 
 def _kubelet_minors(cluster: Any) -> list[int]:

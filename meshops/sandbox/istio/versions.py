@@ -105,14 +105,6 @@ def build_sha(version: str) -> str:
     return hashlib.sha1(f"istio-{version}".encode(), usedforsecurity=False).hexdigest()
 
 
-def proxy_image(version: IstioVersion | str, hub: str = "docker.io/istio") -> str:
-    return f"{hub}/proxyv2:{version}"
-
-
-def pilot_image(version: IstioVersion | str, hub: str = "docker.io/istio") -> str:
-    return f"{hub}/pilot:{version}"
-
-
 def image_tag(image: str) -> str:
     """'docker.io/istio/proxyv2:1.24.1-distroless@sha256:..' -> '1.24.1' (no tag -> '').
 

@@ -173,16 +173,21 @@ def tag_configuration(tag: str, revision: str, *, namespace: str = ISTIO_NAMESPA
     }
 
 
-def tag_service(tag: str, revision: str, namespace: str = ISTIO_NAMESPACE) -> Obj:
-    """Service `istiod-revision-tag-<tag>` (revision-tags-svc.yaml) selecting the revision's istiod."""
+def tag_service(tag: str, revision: str, namespace: str = ISTIO_NAMESPACE, *, by_install: bool = False) -> Obj:
+    """Service `istiod-revision-tag-<tag>` selecting the revision's istiod. Installs create the
+    default one beside the default tag (seen in `istioctl install` output and in the purge code
+    that deletes it); like the tag MWC, only the install-made one keeps the operator labels."""
+    labels = {"app": "istiod", "istio.io/rev": _rev_label(revision), "istio.io/tag": tag}
+    if by_install:
+        labels.update({"operator.istio.io/component": "Pilot",
+                       "install.operator.istio.io/owning-resource-not-pruned": "true"})
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
             "name": f"istiod-revision-tag-{tag}",
             "namespace": namespace,
-            "labels": {"app": "istiod", "istio.io/rev": _rev_label(revision), "istio.io/tag": tag,
-                       "operator.istio.io/component": "Pilot"},
+            "labels": labels,
         },
         "spec": {
             "selector": {"app": "istiod", "istio.io/rev": _rev_label(revision)},

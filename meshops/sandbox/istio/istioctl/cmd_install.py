@@ -136,6 +136,7 @@ def run_install(ctx: Context, args: argparse.Namespace) -> int:
             client.apply(webhooks.tag_configuration("default", plan.revision, namespace=plan.namespace,
                                                     by_install=True))
             client.apply(webhooks.default_validator(plan.revision, namespace=plan.namespace, by_install=True))
+            client.apply(webhooks.tag_service("default", plan.revision, plan.namespace, by_install=True))
     return 0
 
 
