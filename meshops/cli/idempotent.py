@@ -85,14 +85,16 @@ def upgrade_done(app: App, to_version: str, *, istio_namespace: str = "istio-sys
 def install_done(app: App, *, overlay: str, version: str, revision: str) -> str | None:
     """Why ``meshops install`` has nothing to do, or None: the recorded overlay, version and revision
     are the ones asked for, and that revision's install is still there."""
+    from meshops.domain.overlays import RECORD_NAMESPACE
     from meshops.ops import install_record
-    from meshops.steps.install import overlays_sha
+    from meshops.steps.install import installed_settings, overlays_sha
 
     kube = app.drivers.kube
     rec = install_record.read_recorded(kube)
     if rec is None or rec.sha256 != overlays_sha(overlay) or rec.version != version or rec.revision != revision:
         return None
-    if install_record.installed_state(kube, revision) is None:
+    # What runs, not only what was recorded: that revision's istiod at that version.
+    if installed_settings(kube, revision, RECORD_NAMESPACE)[1] != version:
         return None
     return (f"Istio {version} revision {revision or 'default'} is installed with this overlay "
             f"(sha256 {rec.sha256[:12]}); nothing to do")

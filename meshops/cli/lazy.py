@@ -130,4 +130,5 @@ HELP = {
     "demo": "Rehearse a canary upgrade on a throwaway sandbox.",
     "report": "Render a run report (html, md, json).",
     "completion": "Shell completion script (bash, zsh, fish).",
+    "fleet": "Upgrade or switch many clusters in waves; render for Argo/GitHub/GitLab.",
 }

@@ -70,6 +70,7 @@ LAZY = {
     "status": "meshops.cli.upgrade_cmds:status",
     "demo": "meshops.cli.upgrade_demo:demo",
     "completion": "meshops.cli.completion:completion",
+    "fleet": "meshops.cli.fleet_cmds:fleet",
     # The sandbox is its own package; the CLI mounts it by name and never imports it otherwise.
     "sandbox": "meshops.sandbox.cli:sandbox",
 }

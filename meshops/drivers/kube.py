@@ -82,7 +82,8 @@ class KubeClient:
         # A kubeconfig, or the ServiceAccount inside a cluster; BadInput naming what was tried.
         self._api, self.context = load_api_client(kubeconfig, context)
         conf = self._api.configuration
-        self.server = str(conf.host)
+        # The API server URL: a guard matches it too (a context can be renamed, the server cannot).
+        self.server = str(conf.host or "")
         # Until the API server has answered once, a connection error is a wrong address or a
         # cluster that is down, not a blip: say so at once instead of retrying for 13 s.
         self._reached = False
