@@ -38,7 +38,8 @@ def imported_modules(argv: list[str]) -> set[str]:
 
 
 COMMANDS = ["run", "plan", "resume", "rollback", "approve", "runs list", "runs show", "playbook validate", "report",
-            "switchover", "install", "tune", "upgrade", "upgrade finalize", "status", "demo", "completion", "sandbox"]
+            "switchover", "install", "tune", "upgrade", "upgrade finalize", "status", "demo", "completion", "sandbox",
+            "fleet", "fleet run"]
 
 
 def main() -> None:
