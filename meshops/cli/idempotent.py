@@ -21,13 +21,13 @@ UNFINISHED = ("running", "interrupted", "awaiting_approval", "frozen", "rolling_
 
 
 def unfinished_runs(app: App, playbooks: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Runs of these playbooks left half-way, in the cluster's journal and this machine's."""
+    """Runs of these playbooks left half-way on this cluster: its own journal (meshops-system), not
+    this machine's state dir, which may hold runs against other clusters (one CI runner, many)."""
+    from meshops.drivers.kube_state import ConfigMapStateStore
     from meshops.engine.journal import RunState
 
     found: dict[str, dict[str, Any]] = {}
-    stores = [app.store(cluster=False)]
-    if app.cluster_configured():
-        stores.append(app.store(cluster=True))
+    stores = [ConfigMapStateStore(app.drivers.kube)] if app.cluster_configured() else [app.store(cluster=False)]
     for store in stores:
         for run_id in store.run_ids():
             if run_id in found:
