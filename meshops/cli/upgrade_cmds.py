@@ -87,6 +87,11 @@ def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_y
     return RunState.replay(result.run_id, engine.store.records(result.run_id))
 
 
+def _wave_index(key: str) -> int:
+    """``waves[10]`` -> 10 (so waves sort by number, not as text); other keys -> -1."""
+    return int(key[6:-1]) if key.startswith("waves[") and key.endswith("]") else -1
+
+
 def _report(state: RunState, soak: str) -> None:
     out = {k: (s.outputs or {}) for k, s in state.steps.items()}
     check = out.get("check", {})
@@ -95,7 +100,10 @@ def _report(state: RunState, soak: str) -> None:
                    f"{check.get('to_revision')} ({check.get('to_version')})")
     moved = [w for key, o in out.items() if key.startswith("waves[") for w in o.get("restarted", [])]
     if check:
-        click.echo(f"  {len(moved)} workload(s) restarted in {len([k for k in out if k.startswith('waves[')])} wave(s)")
+        sizes = [len(o.get("namespaces") or []) for k, o in sorted(out.items(), key=lambda kv: _wave_index(kv[0]))
+                 if k.startswith("waves[")]
+        click.echo(f"  {len(moved)} workload(s) restarted in {len(sizes)} wave(s) of "
+                   f"{', '.join(map(str, sizes))} namespace(s)")
     for _, o in sorted(out.items()):
         for w, why in (o.get("not_moved") or {}).items():
             click.echo(f"  not moved: {w}: {why}")

@@ -74,6 +74,7 @@ def test_wave_label_and_order_annotation_come_first(sandbox: Sandbox) -> None:
         _mark(sandbox, "order", "bookinfo-ops", "labels", "meshops.dev/wave", None)
         _mark(sandbox, "order", "bookinfo-backend", "annotations", "meshops.dev/order", None)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "8 workload(s) restarted in 3 wave(s) of 1, 2, 1 namespace(s)" in out.stdout
     outputs = sandbox.outputs("order", out.stdout.strip().splitlines()[-1])
     expected = [["bookinfo-ops"], ["bookinfo-backend", "bookinfo-frontend"], ["bookinfo-data"]]
     assert [outputs[f"waves[{i}]"]["namespaces"] for i in range(3)] == expected and "waves[3]" not in outputs
