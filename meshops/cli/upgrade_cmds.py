@@ -77,7 +77,7 @@ def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_y
     if check is not None:
         sizes = [len(p.inputs["wave"]["namespaces"]) for p in planned
                  if p.step_id.startswith("waves[") and isinstance(p.inputs.get("wave"), dict)]
-        click.echo(f"meshops: plan checked ({len(sizes)} wave(s) of {', '.join(map(str, sizes))} namespace(s)); "
+        click.echo(f"meshops: plan checked ({len(sizes)} wave(s) of {_sizes_text(sizes)} namespace(s)); "
                    "nothing changed yet", err=True)
     if dry_run:
         return None
@@ -85,6 +85,17 @@ def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_y
         engine = app.engine(cluster=True, assume_yes=assume_yes, stop=stop)
         result = engine.start(loaded, params)
     return RunState.replay(result.run_id, engine.store.records(result.run_id))
+
+
+def _sizes_text(sizes: list[int]) -> str:
+    """Wave sizes, runs of equal ones counted: ``1, 2, 4, 8`` or ``10 (x20)``."""
+    runs: list[list[int]] = []
+    for n in sizes:
+        if runs and runs[-1][0] == n:
+            runs[-1][1] += 1
+        else:
+            runs.append([n, 1])
+    return ", ".join(f"{n} (x{k})" if k > 2 else ", ".join([str(n)] * k) for n, k in runs)
 
 
 def _wave_index(key: str) -> int:
@@ -102,8 +113,8 @@ def _report(state: RunState, soak: str) -> None:
     if check:
         sizes = [len(o.get("namespaces") or []) for k, o in sorted(out.items(), key=lambda kv: _wave_index(kv[0]))
                  if k.startswith("waves[")]
-        click.echo(f"  {len(moved)} workload(s) restarted in {len(sizes)} wave(s) of "
-                   f"{', '.join(map(str, sizes))} namespace(s)")
+        click.echo(f"  {len(moved)} workload(s) restarted in {len(sizes)} wave(s) of {_sizes_text(sizes)} "
+                   "namespace(s)")
     for _, o in sorted(out.items()):
         for w, why in (o.get("not_moved") or {}).items():
             click.echo(f"  not moved: {w}: {why}")

@@ -168,3 +168,10 @@ def test_bad_wave_options_exit_2_before_touching_a_cluster(tmp_path: Path, capsy
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_wave_sizes_read_short_on_the_command_line() -> None:
+    from meshops.cli.upgrade_cmds import _sizes_text
+
+    assert _sizes_text([1, 2, 4, 8, 16, 32, 64, 73]) == "1, 2, 4, 8, 16, 32, 64, 73"
+    assert _sizes_text([10] * 20) == "10 (x20)" and _sizes_text([1, 1, 3, 3, 3]) == "1, 1, 3 (x3)"
