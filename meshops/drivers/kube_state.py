@@ -16,7 +16,7 @@ from typing import Any
 from meshops.domain.errors import Conflict, LockHeld
 from meshops.domain.k8stime import format_micro, parse_time
 from meshops.domain.locks import holder_is_dead
-from meshops.drivers.kube import KubeApi
+from meshops.drivers.kube_api import KubeApi
 
 NAMESPACE = "meshops-system"
 _RUN_LABEL = "meshops.dev/run"

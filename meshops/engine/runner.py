@@ -25,6 +25,8 @@ from meshops.domain.errors import (
     StepError,
 )
 from meshops.domain.redact import SECRETS
+from meshops.drivers.api import Drivers, NoDrivers
+from meshops.drivers.dry_run import DryRunDrivers
 from meshops.engine import templating
 from meshops.engine.journal import Journal, RunState, StateStore, new_run_id
 from meshops.engine.lock import LockRenewer, RunLock, holder_identity
@@ -50,13 +52,14 @@ class Engine:
         self,
         *,
         store: StateStore,
-        drivers: Any = None,
+        drivers: Drivers | None = None,
         lock: RunLock | None = None,
         options: EngineOptions | None = None,
         stop: StopFlag | None = None,
     ) -> None:
         self.store = store
-        self.drivers = drivers
+        # Without drivers (engine tests, local-only playbooks) a step that reaches out fails clearly.
+        self.drivers: Drivers = drivers if drivers is not None else NoDrivers()
         self.lock = lock
         self.opts = options or EngineOptions()
         self.stop = stop or StopFlag()
@@ -162,14 +165,14 @@ class Engine:
             raise StepFailed(key, f"with.{where}: {first['msg']}") from None
 
     def _make_ctx(self, run_id: str, spec: StepSpec, key: str, item: Any, attempt: int, deadline: float | None,
-                  first_started: float | None = None) -> StepContext:
+                  first_started: float | None = None, drivers: Drivers | None = None) -> StepContext:
         approvals: Approvals = JournalApprovals(self.store, run_id, self.opts.sleep, self.opts.clock)
         progress = self.opts.progress(key) if self.opts.progress else None
         ctx = StepContext(
             run_id=run_id, step_id=spec.id, step_key=key, attempt=attempt, item=item,
             log=log.bind(run_id=run_id, step=key, attempt=attempt),
             clock=self.opts.clock, sleep_fn=self.opts.sleep, deadline=deadline,
-            stop_requested=self.stop, drivers=self.drivers, approvals=approvals,
+            stop_requested=self.stop, drivers=drivers or self.drivers, approvals=approvals,
             interactive=self.opts.interactive, assume_yes=self.opts.assume_yes,
             first_started=first_started, confirm=self.opts.confirm,
         )
@@ -359,8 +362,10 @@ class Engine:
         """What each step would do, without changing anything.
 
         Read-only steps really run, so later steps are planned from real findings; a step
-        whose inputs depend on what an earlier, changing step would output says so.
+        whose inputs depend on what an earlier, changing step would output says so. Every step
+        gets dry-run drivers: reads reach the systems, writes are recorded and never made.
         """
+        dry = DryRunDrivers(self.drivers)
         run_id = "plan"
         ctx: dict[str, Any] = {"params": params, "steps": {}, "run": {"id": run_id}}
         planned: list[PlannedStep] = []
@@ -378,12 +383,18 @@ class Engine:
                     key = spec.id if spec.foreach is None else f"{spec.id}[{i}]"
                     item_ctx = ctx if spec.foreach is None else {**ctx, "item": item, "index": i}
                     inputs = self._render_inputs(spec, step, item_ctx, key)
-                    sctx = self._make_ctx(run_id, spec, key, item, 1, None)
-                    sctx.dry_run = True
+                    sctx = self._make_ctx(run_id, spec, key, item, 1, None, drivers=dry)
                     if step.read_only:
+                        before = len(dry.writes)
                         out = step.run(inputs, sctx).model_dump(mode="json")
+                        note = "read-only: ran to plan the steps after it"
+                        if len(dry.writes) > before:
+                            # A read-only step that writes is a bug; the dry-run drivers kept it harmless.
+                            suppressed = [str(w) for w in dry.writes[before:]]
+                            log.warning("plan.write_suppressed", step=key, writes=suppressed)
+                            note += f"; tried {len(suppressed)} write(s), not made: " + "; ".join(suppressed[:3])
                         planned.append(PlannedStep(step_id=key, uses=spec.uses, inputs=inputs.model_dump(mode="json"),
-                                                   note="read-only: ran to plan the steps after it"))
+                                                   note=note))
                         ctx["steps"][spec.id] = {"outputs": out, "status": "succeeded"}
                     else:
                         p = step.plan(inputs, sctx)
