@@ -119,8 +119,8 @@ def test_growing_canary_waves_show_their_size_on_the_timeline() -> None:
     assert [w.namespaces for w in rep.wave_groups[0].waves] == waves
     assert rep.wave_groups[0].waves[2].workloads == []  # the planned count is not a workload name
     texts = [t.text for t in _svg(timeline(rep)).iter(f"{SVG}text")]
-    assert ["ns-0", "2 namespaces", "4 namespaces"] == [t for t in texts if t in ("ns-0", "2 namespaces",
-                                                                                  "4 namespaces")]
+    sizes = ["ns-0", "2 namespaces", "4 namespaces"]
+    assert [t for t in texts if t in sizes] == sizes
 
 
 def test_the_weights_chart_stacks_shares_and_draws_each_bake() -> None:
