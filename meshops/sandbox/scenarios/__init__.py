@@ -1,6 +1,6 @@
 """Scenarios for `meshops sandbox up --scenario NAME|FILE`: what to install and deploy at start.
 
-A NAME is one of scenarios.yaml (default, revisioned, blue-green, fleet-200, istioctl-plain). A FILE is
+A NAME is one of scenarios.yaml (default, revisioned, blue-green, fleet-200, istioctl-plain, fleet). A FILE is
 multi-document Kubernetes YAML applied after start, on top of whatever the flags asked for.
 Objects come back split in two: plain Kubernetes objects, and Istio config that can only be
 created once Istio's CRDs exist.
