@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,13 @@ def test_unrecoverable_setting_refused_before_any_write(sandbox: Sandbox) -> Non
     kube.patch("apps/v1", "Deployment", f"istiod-{OLD}", {"spec": {"template": {"spec": {"containers": [
         {"name": "discovery", "env": [{"name": "LICENSE_KEY", "valueFrom": {"secretKeyRef": {
             "name": "istiod-extra", "key": "license"}}}]}]}}}}, "istio-system", patch_type="strategic")
+    # The audit log is written behind the response: wait for our own patch to show up in it, so
+    # the mark below starts after it and only meshops' writes can follow.
+    deadline = time.monotonic() + 10
+    while not any(r["verb"] == "patch" and r["path"].endswith(f"/deployments/istiod-{OLD}")
+                  for r in sandbox.audit("unrec")):
+        assert time.monotonic() < deadline, "the test's own patch never reached the audit log"
+        time.sleep(0.05)
     mark = len(sandbox.audit("unrec"))
     out = sandbox.meshops("unrec", "upgrade", "--to", TO)
     assert out.returncode == 2, out.stderr[-2000:]
