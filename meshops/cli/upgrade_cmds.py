@@ -22,7 +22,7 @@ from meshops.cli.switchover_cmds import preflight
 from meshops.domain.durations import format_duration, parse_duration
 from meshops.domain.errors import BadInput
 from meshops.engine.journal import RunState
-from meshops.engine.playbook import LoadedPlaybook, load_playbook, load_playbook_text, resolve_params
+from meshops.engine.playbook import LoadedPlaybook, load_playbook, resolve_params
 from meshops.engine.runner import Engine
 
 PLAYBOOKS = {"canary": "canary-upgrade.yaml", "inplace": "inplace-upgrade.yaml"}
@@ -44,19 +44,6 @@ def _duration(text: str, flag: str) -> str:
 
 def _csv(values: tuple[str, ...]) -> list[str]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
-
-
-def _with_on_failure(loaded: LoadedPlaybook, on_failure: str) -> LoadedPlaybook:
-    """The playbook with the waves' on_failure set (rollback or freeze): a playbook field, not a param."""
-    if on_failure == "rollback":
-        return loaded
-    import yaml
-
-    doc = yaml.safe_load(loaded.source.text)
-    for step in doc.get("steps") or []:
-        if step.get("uses") in ("istio.move_wave", "istio.gateways"):
-            step["on_failure"] = on_failure
-    return load_playbook_text(yaml.safe_dump(doc, sort_keys=False), path=loaded.path)
 
 
 def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_yes: bool, dry_run: bool) -> RunState | None:
@@ -188,7 +175,12 @@ def run_upgrade(app: App, strategy: str, given: dict[str, Any], *, playbook: str
     """Fill the strategy's playbook with ``given`` params and run it (after its read-only preflight)."""
     if strategy == "canary":
         given = {**given, "finalize_now": parse_duration(given.get("soak") or 0) == 0}
-    loaded = _with_on_failure(load_playbook(playbook or playbook_path(PLAYBOOKS[strategy])), on_failure)
+    loaded = load_playbook(playbook or playbook_path(PLAYBOOKS[strategy]))
+    if "on_failure" in loaded.playbook.params:
+        given = {**given, "on_failure": on_failure}
+    elif on_failure != "rollback":
+        raise BadInput(f"--on-failure {on_failure}: {loaded.path} has no on_failure param "
+                       f"(copy it from {PLAYBOOKS[strategy]})")
     params = resolve_params(loaded.playbook, given)
     return _start(app, loaded, params, assume_yes=assume_yes, dry_run=dry_run)
 
