@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -24,6 +24,12 @@ from meshops.domain.errors import BadInput
 from meshops.engine.journal import RunState
 from meshops.engine.playbook import LoadedPlaybook, load_playbook, resolve_params
 from meshops.engine.runner import Engine
+from meshops.steps.base import StepOutputs
+from meshops.steps.istio_finalize import FinalizeOutputs
+from meshops.steps.istio_precheck import CheckOutputs
+from meshops.steps.istio_waves import WaveOutputs
+
+OutT = TypeVar("OutT", bound=StepOutputs)
 
 PLAYBOOKS = {"canary": "canary-upgrade.yaml", "inplace": "inplace-upgrade.yaml"}
 # Istio's standard metrics, scoped to the wave's namespaces ({namespaces} is filled per wave).
@@ -60,24 +66,32 @@ def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_y
     return RunState.replay(result.run_id, engine.store.records(result.run_id))
 
 
+def outputs_of(state: RunState, key: str, model: type[OutT]) -> OutT | None:
+    """A finished step's outputs, read through its typed model (None: the step did not finish)."""
+    step = state.steps.get(key)
+    return model.model_validate(step.outputs) if step is not None and step.outputs else None
+
+
+def waves_of(state: RunState) -> list[WaveOutputs]:
+    return [w for key in sorted(state.steps) if key.startswith("waves[")
+            for w in [outputs_of(state, key, WaveOutputs)] if w is not None]
+
+
 def _report(state: RunState, soak: str) -> None:
-    out = {k: (s.outputs or {}) for k, s in state.steps.items()}
-    check = out.get("check", {})
+    check = outputs_of(state, "check", CheckOutputs)
+    waves = waves_of(state)
     if check:
-        click.echo(f"upgraded {check.get('from_revision')} ({check.get('from_version')}) -> "
-                   f"{check.get('to_revision')} ({check.get('to_version')})")
-    moved = [w for key, o in out.items() if key.startswith("waves[") for w in o.get("restarted", [])]
-    if check:
-        click.echo(f"  {len(moved)} workload(s) restarted in {len([k for k in out if k.startswith('waves[')])} wave(s)")
-    for _, o in sorted(out.items()):
-        for w, why in (o.get("not_moved") or {}).items():
-            click.echo(f"  not moved: {w}: {why}")
-    holding = sorted({p for key, o in out.items() if key.startswith("waves[") for p in o.get("holding_old", [])})
+        click.echo(f"upgraded {check.from_revision} ({check.from_version}) -> {check.to_revision} ({check.to_version})")
+        click.echo(f"  {sum(len(w.restarted) for w in waves)} workload(s) restarted in {len(waves)} wave(s)")
+    for w in waves:
+        for name, why in w.not_moved.items():
+            click.echo(f"  not moved: {name}: {why}")
+    holding = sorted({p for w in waves for p in w.holding_old})
     if holding:
         click.echo(f"  still on the old proxy (meshops does not restart these): {', '.join(holding)}")
-    fin = out.get("finalize")
+    fin = outputs_of(state, "finalize", FinalizeOutputs)
     if fin:
-        click.echo(f"  {fin.get('message')}")
+        click.echo(f"  {fin.message}")
     elif check and state.steps.get("finalize") is not None:
         until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((state.finished or time.time()) + parse_duration(soak)))
         click.echo(f"  soaking: the old revision stays until `meshops upgrade finalize {state.run_id}` "
@@ -198,14 +212,14 @@ def finalize(app: App, run_id: str, force: bool, playbook: str | None) -> None:
 def finalize_run(app: App, run_id: str, *, force: bool = False, playbook: str | None = None) -> str:
     store = app.store(cluster=app.cluster_configured() and not app.store(cluster=False).exists(run_id))
     state = RunState.replay(run_id, store.records(run_id))
-    check = (state.steps.get("check") or _none()).outputs or {}
-    if state.playbook_name != "canary-upgrade" or not check:
+    check = outputs_of(state, "check", CheckOutputs)
+    if state.playbook_name != "canary-upgrade" or check is None:
         raise BadInput(f"run {run_id} is not a canary upgrade that got past its checks")
     if state.status != "succeeded":
         raise BadInput(f"run {run_id} is {state.status}: finish it first (meshops resume {run_id})")
-    done = (state.steps.get("finalize") or _none()).outputs or {}
-    if done.get("complete"):
-        return f"{run_id}: already finalized ({done.get('message')})"
+    done = outputs_of(state, "finalize", FinalizeOutputs)
+    if done is not None and done.complete:
+        return f"{run_id}: already finalized ({done.message})"
     soak = parse_duration(str(state.params.get("soak") or 0))
     left = (state.finished or 0) + soak - time.time()
     if left > 0 and not force:
@@ -213,19 +227,13 @@ def finalize_run(app: App, run_id: str, *, force: bool = False, playbook: str | 
     loaded = load_playbook(playbook or playbook_path(PLAYBOOKS["canary"]))
     p = state.params
     params = resolve_params(loaded.playbook, {
-        "to": check["to_version"], "phase": "finalize", "old_revision": check["from_revision"],
-        "new_revision": check["to_revision"], "istioctl": p.get("istioctl", ""), "mode": p.get("mode", "tags"),
+        "to": check.to_version, "phase": "finalize", "old_revision": check.from_revision,
+        "new_revision": check.to_revision, "istioctl": p.get("istioctl", ""), "mode": p.get("mode", "tags"),
         "stable_tag": p.get("stable_tag", "prod-stable"), "force": force})
     new_state = _start(app, loaded, params, assume_yes=False, dry_run=False)
     assert new_state is not None
-    fin = (new_state.steps.get("finalize") or _none()).outputs or {}
-    return f"{fin.get('message', new_state.status)}\n{new_state.run_id}"
-
-
-def _none() -> Any:
-    from meshops.engine.journal import StepState
-
-    return StepState(key="-")
+    fin = outputs_of(new_state, "finalize", FinalizeOutputs)
+    return f"{fin.message if fin else new_state.status}\n{new_state.run_id}"
 
 
 @click.command()
