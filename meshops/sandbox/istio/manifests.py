@@ -48,7 +48,7 @@ def render(plan: InstallPlan) -> list[Component]:
 
 def installed_state(plan: InstallPlan) -> Obj:
     """The applied IstioOperator, recorded in-cluster as istioctl does (`installed-state[-<rev>]`)."""
-    iop = json.loads(json.dumps(plan.operator))
+    iop: Obj = json.loads(json.dumps(plan.operator))
     iop["metadata"] = {
         "name": installed_state_name(plan.revision),
         "namespace": plan.namespace,

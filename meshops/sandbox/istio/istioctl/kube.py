@@ -297,7 +297,7 @@ class Client:
 
 
 def _carry_server_fields(existing: Obj, desired: Obj) -> Obj:
-    out = json.loads(json.dumps(desired))
+    out: Obj = json.loads(json.dumps(desired))
     meta = out.setdefault("metadata", {})
     old_meta = existing.get("metadata") or {}
     meta["resourceVersion"] = old_meta.get("resourceVersion")
