@@ -108,13 +108,17 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
 
 
 def preflight(engine: Engine, loaded: LoadedPlaybook, params: dict[str, Any], *, show: bool = False) -> list[PlannedStep]:
-    """Plan the playbook (its read-only steps really run); BadInput when any step would fail now."""
-    planned = engine.plan(loaded, params)
-    errors = [p for p in planned if p.error]
-    if show or errors:
+    """The engine's preflight, with the plan shown when asked for or when it refuses (exit 2)."""
+    from meshops.engine.preflight import PreflightRefused
+    from meshops.engine.preflight import preflight as engine_preflight
+
+    try:
+        planned = engine_preflight(engine, loaded, params)
+    except PreflightRefused as exc:
+        _print_plan(exc.planned, "text")
+        raise
+    if show:
         _print_plan(planned, "text")
-    if errors:
-        raise BadInput(f"{errors[0].step_id}: {errors[0].error}; nothing was changed")
     return planned
 
 
