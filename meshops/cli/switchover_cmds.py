@@ -109,12 +109,11 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
 
 def preflight(engine: Engine, loaded: LoadedPlaybook, params: dict[str, Any], *, show: bool = False) -> list[PlannedStep]:
     """The engine's preflight, with the plan shown when asked for or when it refuses (exit 2)."""
-    from meshops.engine.preflight import PreflightRefused
-    from meshops.engine.preflight import preflight as engine_preflight
+    from meshops.engine.plan_refusal import PlanRefused, refuse_if_any_step_would_fail
 
     try:
-        planned = engine_preflight(engine, loaded, params)
-    except PreflightRefused as exc:
+        planned = refuse_if_any_step_would_fail(engine, loaded, params)
+    except PlanRefused as exc:
         _print_plan(exc.planned, "text")
         raise
     if show:

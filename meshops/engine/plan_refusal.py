@@ -1,4 +1,4 @@
-"""The generic preflight every command runs before a run exists: plan the playbook (its read-only
+"""The generic check every command runs before a run exists: plan the playbook (its read-only
 steps really run, on dry-run drivers) and refuse, with nothing changed, when any step would fail now."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from meshops.engine.runner import Engine
 from meshops.engine.runtypes import PlannedStep
 
 
-class PreflightRefused(BadInput):
+class PlanRefused(BadInput):
     """Exit 2: a step would fail now. ``planned`` is the whole plan, for the caller to show."""
 
     def __init__(self, message: str, planned: list[PlannedStep]) -> None:
@@ -19,9 +19,9 @@ class PreflightRefused(BadInput):
         self.planned = planned
 
 
-def preflight(engine: Engine, loaded: LoadedPlaybook, params: dict[str, Any]) -> list[PlannedStep]:
+def refuse_if_any_step_would_fail(engine: Engine, loaded: LoadedPlaybook, params: dict[str, Any]) -> list[PlannedStep]:
     planned = engine.plan(loaded, params)
     errors = [p for p in planned if p.error]
     if errors:
-        raise PreflightRefused(f"{errors[0].step_id}: {errors[0].error}; nothing was changed", planned)
+        raise PlanRefused(f"{errors[0].step_id}: {errors[0].error}; nothing was changed", planned)
     return planned
