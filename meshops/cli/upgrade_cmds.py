@@ -73,8 +73,9 @@ def outputs_of(state: RunState, key: str, model: type[OutT]) -> OutT | None:
 
 
 def waves_of(state: RunState) -> list[WaveOutputs]:
-    return [w for key in sorted(state.steps) if key.startswith("waves[")
-            for w in [outputs_of(state, key, WaveOutputs)] if w is not None]
+    """The finished waves' outputs, in wave order (``waves[10]`` after ``waves[9]``)."""
+    keys = sorted((k for k in state.steps if k.startswith("waves[") and k.endswith("]")), key=lambda k: int(k[6:-1]))
+    return [w for key in keys for w in [outputs_of(state, key, WaveOutputs)] if w is not None]
 
 
 def _report(state: RunState, soak: str) -> None:
