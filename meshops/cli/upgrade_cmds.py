@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -24,12 +24,13 @@ from meshops.domain.errors import BadInput
 from meshops.engine.journal import RunState
 from meshops.engine.playbook import LoadedPlaybook, load_playbook, resolve_params
 from meshops.engine.runner import Engine
-from meshops.steps.base import StepOutputs
-from meshops.steps.istio_finalize import FinalizeOutputs
-from meshops.steps.istio_precheck import CheckOutputs
-from meshops.steps.istio_waves import WaveOutputs
 
-OutT = TypeVar("OutT", bound=StepOutputs)
+if TYPE_CHECKING:
+    from meshops.steps.base import StepOutputs
+    from meshops.steps.istio_waves import WaveOutputs
+
+# Step modules are imported where their Outputs are read, not when the CLI starts.
+OutT = TypeVar("OutT", bound="StepOutputs")
 
 PLAYBOOKS = {"canary": "canary-upgrade.yaml", "inplace": "inplace-upgrade.yaml"}
 # Istio's standard metrics, scoped to the wave's namespaces ({namespaces} is filled per wave).
@@ -74,11 +75,16 @@ def outputs_of(state: RunState, key: str, model: type[OutT]) -> OutT | None:
 
 def waves_of(state: RunState) -> list[WaveOutputs]:
     """The finished waves' outputs, in wave order (``waves[10]`` after ``waves[9]``)."""
+    from meshops.steps.istio_waves import WaveOutputs
+
     keys = sorted((k for k in state.steps if k.startswith("waves[") and k.endswith("]")), key=lambda k: int(k[6:-1]))
     return [w for key in keys for w in [outputs_of(state, key, WaveOutputs)] if w is not None]
 
 
 def _report(state: RunState, soak: str) -> None:
+    from meshops.steps.istio_finalize import FinalizeOutputs
+    from meshops.steps.istio_precheck import CheckOutputs
+
     check = outputs_of(state, "check", CheckOutputs)
     waves = waves_of(state)
     if check:
@@ -211,6 +217,9 @@ def finalize(app: App, run_id: str, force: bool, playbook: str | None) -> None:
 
 
 def finalize_run(app: App, run_id: str, *, force: bool = False, playbook: str | None = None) -> str:
+    from meshops.steps.istio_finalize import FinalizeOutputs
+    from meshops.steps.istio_precheck import CheckOutputs
+
     store = app.store(cluster=app.cluster_configured() and not app.store(cluster=False).exists(run_id))
     state = RunState.replay(run_id, store.records(run_id))
     check = outputs_of(state, "check", CheckOutputs)
