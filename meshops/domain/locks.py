@@ -26,4 +26,10 @@ def holder_is_dead(holder: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    # A killed process whose parent died too stays a zombie until init reaps it: it still
+    # answers kill(0) but can never renew. /proc/PID/stat's third field is its state.
+    try:
+        with open(f"/proc/{pid_text}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rpartition(")")[2].split()[:1] == ["Z"]
+    except OSError:
+        return False

@@ -26,6 +26,10 @@ _SECRET_VALUE = re.compile(
 )
 
 
+def _is_scalar_value(value: object) -> bool:
+    return value not in (None, "") and not isinstance(value, Mapping | list | tuple)
+
+
 def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
 
@@ -62,7 +66,12 @@ class SecretRegistry:
         """A copy of ``data`` with secret keys and known secret values replaced."""
         if isinstance(data, Mapping):
             return {
-                k: (REDACTED if isinstance(k, str) and is_secret_key(k) and v not in (None, "") else self.scrub(v))
+                # Only a scalar under a secret-looking key is a secret: a mapping or list there is
+                # structure (a projected volume's `serviceAccountToken`, `values.global.sds.token`,
+                # a volume's `secret: {secretName}`), and blanking it corrupts the backups that
+                # rollback restores from the journal.
+                k: (REDACTED if isinstance(k, str) and is_secret_key(k) and _is_scalar_value(v)
+                    else self.scrub(v))
                 for k, v in data.items()
             }
         if isinstance(data, list | tuple):
