@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -93,17 +92,26 @@ def install(app: object, profiles: tuple[str, ...], version: str | None, revisio
     if version is None:
         version = _default_version(istioctl_path)
     _refuse_removed(rendered.spec, version)
-    if diff:
-        from meshops.ops import install_record
-        from meshops.ops.install_overlay import diff_text
-        from meshops.steps.install import installed_settings
-
-        kube = app.drivers.kube
-        recorded = install_record.read_recorded(kube)
-        spec, _ = installed_settings(kube, revision, "istio-system")
-        click.echo(diff_text(rendered, version=version, revision=revision, recorded=recorded, installed_spec=spec))
-        return
     from meshops.cli import idempotent, output
+    loaded = load_playbook(playbook_path("install.yaml"))
+    params = resolve_params(loaded.playbook, {
+        "overlay": rendered.text, "profiles": list(profiles) + ([f"tuning:{tuning}"] if tuning else []),
+        "version": version, "revision": revision, "readiness_timeout": timeout,
+        "istioctl": os.path.abspath(istioctl_path) if istioctl_path else ""})
+    if diff:
+        # The diff is the plan of the install playbook: its snapshot really runs (read-only) on
+        # dry-run drivers and the install step compares the overlay with what it found.
+        from meshops.engine.runner import Engine
+
+        planned = {p.step_id: p for p in Engine(store=app.store(cluster=False), drivers=app.drivers).plan(loaded, params)}
+        for p in planned.values():
+            if p.error:
+                click.echo(f"meshops: note: {p.step_id} would fail now: {p.error}", err=True)
+        step = planned.get("install")
+        if step is None or not step.note:
+            raise BadInput(f"cannot diff: {(step.error or step.note) if step else 'no install step'}")
+        click.echo(step.note)
+        return
     from meshops.drivers.istioctl import find_istioctl
 
     fmt = output.fmt_of()
@@ -115,11 +123,6 @@ def install(app: object, profiles: tuple[str, ...], version: str | None, revisio
         output.notice(done, event="install.nothing_to_do")
         output.finish(fmt, run_id=None, status="nothing_to_do", summary=done, table=done)
         return
-    loaded = load_playbook(playbook_path("install.yaml"))
-    params = resolve_params(loaded.playbook, {
-        "overlay": rendered.text, "profiles": list(profiles) + ([f"tuning:{tuning}"] if tuning else []),
-        "version": version, "revision": revision, "readiness_timeout": timeout,
-        "istioctl": os.path.abspath(istioctl_path) if istioctl_path else ""})
     output.confirm_change(f"install Istio {version} revision {revision or 'default'} on context "
                           f"{app.kube_context or 'current'}", assume_yes=assume_yes)
     with stop_on_signals() as stop:
@@ -184,10 +187,17 @@ def _until(text: str | None) -> float | None:
               help="Per-query timeout. A bearer token for Prometheus is read from $MESHOPS_PROMETHEUS_TOKEN.")
 def tune(url: str, window: str, until: str | None, percentile: float, limit_percentile: float | None, min_samples: int,
          resolution: str, namespaces: tuple[str, ...], istio_namespace: str, output: str, out_dir: str | None, timeout: str) -> None:
-    """Recommend requests and limits for istiod, gateways and sidecars from what Prometheus saw."""
+    """Recommend requests and limits for istiod, gateways and sidecars from what Prometheus saw.
+
+    It runs playbooks/tune.yaml: a read-only gather step, then (with --out-dir) a step writing
+    the two files."""
+    from meshops.cli.app import app_from
     from meshops.domain.tuning import Policy
-    from meshops.ops import tune_report
-    from meshops.ops.tune_gather import Scope, gather
+    from meshops.drivers.live import LiveDrivers
+    from meshops.engine.journal import RunState
+    from meshops.engine.playbook import load_playbook, resolve_params
+    from meshops.engine.runner import Engine
+    from meshops.steps.tune_recommend import GatherOutputs
 
     window_s = _duration(window, "--window")
     step = _duration(resolution, "--resolution")
@@ -195,32 +205,26 @@ def tune(url: str, window: str, until: str | None, percentile: float, limit_perc
         raise BadInput(f"--resolution {resolution}: a whole number of seconds, at least 1m (rate() needs 2 samples)")
     if window_s < 2 * step:
         raise BadInput(f"--window {window}: at least twice --resolution ({resolution})")
+    limit = limit_percentile if limit_percentile is not None else max(99.0, percentile)
     try:
-        limit = limit_percentile if limit_percentile is not None else max(99.0, percentile)
-        policy = Policy(percentile=percentile, limit_percentile=limit, min_samples=min_samples)
+        Policy(percentile=percentile, limit_percentile=limit, min_samples=min_samples)
     except ValueError as exc:
         raise BadInput(f"--percentile/--limit-percentile/--min-samples: {exc}") from None
-    scope = Scope(window_seconds=window_s, until=_until(until), namespaces=tuple(namespaces),
-                  istio_namespace=istio_namespace, step_seconds=int(step))
-    from meshops.cli.app import app_from
-    from meshops.drivers.live import LiveDrivers
-
+    loaded = load_playbook(playbook_path("tune.yaml"))
+    params = resolve_params(loaded.playbook, {
+        "prometheus": url, "window_seconds": window_s, "until": _until(until) or 0, "step_seconds": int(step),
+        "namespaces": list(namespaces), "istio_namespace": istio_namespace, "percentile": percentile,
+        "limit_percentile": limit, "min_samples": min_samples, "out_dir": out_dir or ""})
+    app = app_from(click.get_current_context())
     # The per-query timeout is this command's own; the token comes from the one settings builder.
-    settings = app_from(click.get_current_context()).driver_settings(prometheus_timeout=_duration(timeout, "--timeout"))
-    prom = LiveDrivers(settings).prometheus(url)
-    report = gather(prom, scope, policy, clock=time.time)
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        Path(out_dir, "tuning-overlay.yaml").write_text(
-            tune_report.dump([tune_report.overlay_document(report, url)]), encoding="utf-8")
-        Path(out_dir, "proxy-annotations.yaml").write_text(
-            tune_report.dump([tune_report.annotations_document(report, url)]), encoding="utf-8")
-    if output == "yaml":
-        click.echo(tune_report.render_yaml(report, url), nl=False)
-    elif output == "json":
+    drivers = LiveDrivers(app.driver_settings(prometheus_timeout=_duration(timeout, "--timeout")))
+    engine = Engine(store=app.store(cluster=False), drivers=drivers)
+    result = engine.start(loaded, params)
+    state = RunState.replay(result.run_id, engine.store.records(result.run_id))
+    gathered = GatherOutputs.model_validate(state.steps["gather"].outputs)
+    if output == "json":
         import json
 
-        docs = [tune_report.overlay_document(report, url), tune_report.annotations_document(report, url)]
-        click.echo(json.dumps(docs, indent=2, default=str))
+        click.echo(json.dumps([gathered.overlay, gathered.annotations], indent=2, default=str))
     else:
-        click.echo(tune_report.render_table(report))
+        click.echo(gathered.yaml if output == "yaml" else gathered.table, nl=output != "yaml")

@@ -210,15 +210,17 @@ def record_lock(app: App, zone: str, record: str) -> RecordLock:
 
 
 def preflight(engine: Engine, loaded: LoadedPlaybook, params: dict[str, Any], *, show: bool = False) -> list[PlannedStep]:
-    """Plan the playbook (its read-only steps really run); BadInput when any step would fail now."""
+    """The engine's preflight, with the plan shown when asked for or when it refuses (exit 2)."""
     from meshops.cli.run_cmds import _print_plan
+    from meshops.engine.plan_refusal import PlanRefused, refuse_if_any_step_would_fail
 
-    planned = engine.plan(loaded, params)
-    errors = [p for p in planned if p.error]
-    if show or errors:
+    try:
+        planned = refuse_if_any_step_would_fail(engine, loaded, params)
+    except PlanRefused as exc:
+        _print_plan(exc.planned, "text")
+        raise
+    if show:
         _print_plan(planned, "text")
-    if errors:
-        raise BadInput(f"{errors[0].step_id}: {errors[0].error}; nothing was changed")
     return planned
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -24,6 +24,13 @@ if TYPE_CHECKING:
     from meshops.cli.app import App
     from meshops.engine.journal import RunState
     from meshops.engine.playbook import LoadedPlaybook
+
+if TYPE_CHECKING:
+    from meshops.steps.base import StepOutputs
+    from meshops.steps.istio_waves import WaveOutputs
+
+# Step modules are imported where their Outputs are read, not when the CLI starts.
+OutT = TypeVar("OutT", bound="StepOutputs")
 
 PLAYBOOKS = {"canary": "canary-upgrade.yaml", "inplace": "inplace-upgrade.yaml"}
 # Istio's standard metrics, scoped to the wave's namespaces ({namespaces} is filled per wave).
@@ -57,26 +64,10 @@ def _wave_params(wave_size: int | None, growth: float | None, max_wave_size: int
             "max_wave_size": max_wave_size or 0, "order": order}
 
 
-def _with_on_failure(loaded: LoadedPlaybook, on_failure: str) -> LoadedPlaybook:
-    """The playbook with the waves' on_failure set (rollback or freeze): a playbook field, not a param."""
-    from meshops.engine.playbook import load_playbook_text
-
-    if on_failure == "rollback":
-        return loaded
-    import yaml
-
-    doc = yaml.safe_load(loaded.source.text)
-    for step in doc.get("steps") or []:
-        if step.get("uses") in ("istio.move_wave", "istio.gateways"):
-            step["on_failure"] = on_failure
-    return load_playbook_text(yaml.safe_dump(doc, sort_keys=False), path=loaded.path)
-
-
 def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_yes: bool, dry_run: bool,
            confirm: bool = True) -> RunState | None:
     from meshops.cli.app import stop_on_signals
     from meshops.cli.switchover_cmds import preflight
-    from meshops.engine.journal import RunState
     from meshops.engine.runner import Engine
 
     planned = preflight(Engine(store=app.store(cluster=False), drivers=app.drivers), loaded, params, show=dry_run)
@@ -111,32 +102,42 @@ def _sizes_text(sizes: list[int]) -> str:
     return ", ".join(f"{n} (x{k})" if k > 2 else ", ".join([str(n)] * k) for n, k in runs)
 
 
-def _wave_index(key: str) -> int:
-    """``waves[10]`` -> 10 (so waves sort by number, not as text); other keys -> -1."""
-    return int(key[6:-1]) if key.startswith("waves[") and key.endswith("]") else -1
+def outputs_of(state: RunState, key: str, model: type[OutT]) -> OutT | None:
+    """A finished step's outputs, read through its typed model (None: the step did not finish)."""
+    step = state.steps.get(key)
+    return model.model_validate(step.outputs) if step is not None and step.outputs else None
+
+
+def waves_of(state: RunState) -> list[WaveOutputs]:
+    """The finished waves' outputs, in wave order (``waves[10]`` after ``waves[9]``)."""
+    from meshops.steps.istio_waves import WaveOutputs
+
+    keys = sorted((k for k in state.steps if k.startswith("waves[") and k.endswith("]")), key=lambda k: int(k[6:-1]))
+    return [w for key in keys for w in [outputs_of(state, key, WaveOutputs)] if w is not None]
 
 
 def _report(state: RunState, soak: str, fmt: str = "table") -> None:
-    out = {k: (s.outputs or {}) for k, s in state.steps.items()}
-    check = out.get("check", {})
+    from meshops.steps.istio_finalize import FinalizeOutputs
+    from meshops.steps.istio_precheck import CheckOutputs
+
+    check = outputs_of(state, "check", CheckOutputs)
+    waves = waves_of(state)
+    restarted = sum(len(w.restarted) for w in waves)
     lines: list[str] = []
     if check:
-        lines.append(f"upgraded {check.get('from_revision')} ({check.get('from_version')}) -> "
-                     f"{check.get('to_revision')} ({check.get('to_version')})")
-    moved = [w for key, o in out.items() if key.startswith("waves[") for w in o.get("restarted", [])]
-    if check:
-        sizes = [len(o.get("namespaces") or []) for k, o in sorted(out.items(), key=lambda kv: _wave_index(kv[0]))
-                 if k.startswith("waves[")]
-        lines.append(f"  {len(moved)} workload(s) restarted in {len(sizes)} wave(s) of {_sizes_text(sizes)} "
+        lines.append(f"upgraded {check.from_revision} ({check.from_version}) -> {check.to_revision} "
+                     f"({check.to_version})")
+        sizes = [len(w.namespaces) for w in waves]
+        lines.append(f"  {restarted} workload(s) restarted in {len(sizes)} wave(s) of {_sizes_text(sizes)} "
                      "namespace(s)")
-    not_moved = {w: why for _, o in sorted(out.items()) for w, why in (o.get("not_moved") or {}).items()}
+    not_moved = {name: why for w in waves for name, why in w.not_moved.items()}
     lines += [f"  not moved: {w}: {why}" for w, why in not_moved.items()]
-    holding = sorted({p for key, o in out.items() if key.startswith("waves[") for p in o.get("holding_old", [])})
+    holding = sorted({p for w in waves for p in w.holding_old})
     if holding:
         lines.append(f"  still on the old proxy (meshops does not restart these): {', '.join(holding)}")
-    fin = out.get("finalize")
+    fin = outputs_of(state, "finalize", FinalizeOutputs)
     if fin:
-        lines.append(f"  {fin.get('message')}")
+        lines.append(f"  {fin.message}")
     elif check and state.steps.get("finalize") is not None:
         until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((state.finished or time.time()) + parse_duration(soak)))
         lines.append(f"  soaking: the old revision stays until `meshops upgrade finalize {state.run_id}` "
@@ -144,8 +145,9 @@ def _report(state: RunState, soak: str, fmt: str = "table") -> None:
     lines.append(state.run_id)
     summary = lines[0] if check else state.message
     output.finish(fmt, run_id=state.run_id, status=state.status, summary=summary, table="\n".join(lines),
-                  from_revision=check.get("from_revision"), to_revision=check.get("to_revision"),
-                  restarted=len(moved), not_moved=not_moved, holding_old=holding)
+                  from_revision=check.from_revision if check else None,
+                  to_revision=check.to_revision if check else None,
+                  restarted=restarted, not_moved=not_moved, holding_old=holding)
 
 
 @click.group(invoke_without_command=True)
@@ -278,7 +280,12 @@ def run_upgrade(app: App, strategy: str, given: dict[str, Any], *, playbook: str
 
     if strategy == "canary":
         given = {**given, "finalize_now": parse_duration(given.get("soak") or 0) == 0}
-    loaded = _with_on_failure(load_playbook(playbook or playbook_path(PLAYBOOKS[strategy])), on_failure)
+    loaded = load_playbook(playbook or playbook_path(PLAYBOOKS[strategy]))
+    if "on_failure" in loaded.playbook.params:
+        given = {**given, "on_failure": on_failure}
+    elif on_failure != "rollback":
+        raise BadInput(f"--on-failure {on_failure}: {loaded.path} has no on_failure param "
+                       f"(copy it from {PLAYBOOKS[strategy]})")
     params = resolve_params(loaded.playbook, given)
     return _start(app, loaded, params, assume_yes=assume_yes, dry_run=dry_run)
 
@@ -304,17 +311,19 @@ def finalize_run(app: App, run_id: str, *, force: bool = False, playbook: str | 
     from meshops.cli.install_cmds import playbook_path
     from meshops.engine.journal import RunState
     from meshops.engine.playbook import load_playbook, resolve_params
+    from meshops.steps.istio_finalize import FinalizeOutputs
+    from meshops.steps.istio_precheck import CheckOutputs
 
     store = app.store(cluster=app.cluster_configured() and not app.store(cluster=False).exists(run_id))
     state = RunState.replay(run_id, store.records(run_id))
-    check = (state.steps.get("check") or _none()).outputs or {}
-    if state.playbook_name != "canary-upgrade" or not check:
+    check = outputs_of(state, "check", CheckOutputs)
+    if state.playbook_name != "canary-upgrade" or check is None:
         raise BadInput(f"run {run_id} is not a canary upgrade that got past its checks")
     if state.status != "succeeded":
         raise BadInput(f"run {run_id} is {state.status}: finish it first (meshops resume {run_id})")
-    done = (state.steps.get("finalize") or _none()).outputs or {}
-    if done.get("complete"):
-        return f"{run_id}: already finalized ({done.get('message')})"
+    done = outputs_of(state, "finalize", FinalizeOutputs)
+    if done is not None and done.complete:
+        return f"{run_id}: already finalized ({done.message})"
     soak = parse_duration(str(state.params.get("soak") or 0))
     left = (state.finished or 0) + soak - time.time()
     if left > 0 and not force:
@@ -322,21 +331,14 @@ def finalize_run(app: App, run_id: str, *, force: bool = False, playbook: str | 
     loaded = load_playbook(playbook or playbook_path(PLAYBOOKS["canary"]))
     p = state.params
     params = resolve_params(loaded.playbook, {
-        "to": check["to_version"], "phase": "finalize", "old_revision": check["from_revision"],
-        "new_revision": check["to_revision"], "istioctl": p.get("istioctl", ""), "mode": p.get("mode", "tags"),
-        "stable_tag": p.get("stable_tag", "prod-stable"), "force": force,
-        "policy_before": check.get("policy_before") or {}})
-    output.confirm_change(f"finalize run {run_id}: remove revision {check['from_revision']}", assume_yes=assume_yes)
+        "to": check.to_version, "phase": "finalize", "old_revision": check.from_revision,
+        "new_revision": check.to_revision, "istioctl": p.get("istioctl", ""), "mode": p.get("mode", "tags"),
+        "stable_tag": p.get("stable_tag", "prod-stable"), "force": force, "policy_before": check.policy_before})
+    output.confirm_change(f"finalize run {run_id}: remove revision {check.from_revision}", assume_yes=assume_yes)
     new_state = _start(app, loaded, params, assume_yes=False, dry_run=False, confirm=False)
     assert new_state is not None
-    fin = (new_state.steps.get("finalize") or _none()).outputs or {}
-    return f"{fin.get('message', new_state.status)}\n{new_state.run_id}"
-
-
-def _none() -> Any:
-    from meshops.engine.journal import StepState
-
-    return StepState(key="-")
+    fin = outputs_of(new_state, "finalize", FinalizeOutputs)
+    return f"{fin.message if fin else new_state.status}\n{new_state.run_id}"
 
 
 @click.command()

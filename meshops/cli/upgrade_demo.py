@@ -62,7 +62,9 @@ def _meshops(env: dict[str, str], app: App, *args: str) -> subprocess.CompletedP
 @pass_app
 def demo(app: App, from_version: str, to_version: str, directory: str | None, keep: bool) -> None:
     """Start a sandbox, canary-upgrade its Istio, show the mesh before and after, stop the sandbox."""
+    from meshops.cli.upgrade_cmds import outputs_of, waves_of
     from meshops.engine.journal import RunState
+    from meshops.steps.istio_finalize import FinalizeOutputs
 
     d = Path(directory or tempfile.mkdtemp(prefix="meshops-demo-"))
     _say(f"Starting a sandbox cluster with Istio {from_version} in {d}")
@@ -90,13 +92,12 @@ def demo(app: App, from_version: str, to_version: str, directory: str | None, ke
         if not run_id:
             raise click.ClickException(f"meshops upgrade named no run:\n{upgraded.stdout}{upgraded.stderr}")
         state = RunState.replay(run_id, demo_app.store(cluster=False).records(run_id))
-        out = {k: (s.outputs or {}) for k, s in state.steps.items()}
-        moved = [w for k, o in out.items() if k.startswith("waves[") for w in o.get("restarted", [])]
+        moved = [w for wave in waves_of(state) for w in wave.restarted]
         click.echo(f"run {state.run_id}: {state.status}; {len(moved)} workload(s) moved: {', '.join(moved)}")
-        fin = out.get("finalize", {})
-        click.echo(fin.get("message", ""))
-        if not fin.get("complete"):
-            holders = fin.get("holders", [])
+        fin = outputs_of(state, "finalize", FinalizeOutputs)
+        click.echo(fin.message if fin else "")
+        if fin is not None and not fin.complete:
+            holders = fin.holders
             _say("What meshops will not do for you")
             click.echo(f"{', '.join(holders)} still run(s) the old proxy. meshops does not delete pods that no "
                        "controller would\nrecreate, so the old revision stays, and the run said exactly why. The "

@@ -1,4 +1,4 @@
-"""What ``meshops status`` shows, as data and as text (``meshops demo`` prints it too)."""
+"""What ``meshops status`` shows, as data and as text: the outputs of the ``istio.status`` step."""
 
 from __future__ import annotations
 
@@ -11,33 +11,29 @@ _OPEN = ("running", "interrupted", "awaiting_approval", "frozen", "rolling_back"
 
 
 def collect_status(app: App) -> dict[str, Any]:
+    """Run ``playbooks/status.yaml`` (one read-only step, journaled locally, no lock) and add the
+    runs in progress that the cluster's journal mirror knows of."""
+    from meshops.cli.install_cmds import playbook_path
     from meshops.drivers.kube_state import ConfigMapStateStore
-    from meshops.ops.istio_common import collect
-    from meshops.steps.istio_discover import lock_holder, summarize
+    from meshops.engine.playbook import load_playbook, resolve_params
+    from meshops.engine.runner import Engine
+    from meshops.steps.istio_status import StatusOutputs
 
-    kube = app.drivers.kube
-    snap = collect(kube)
-    data = summarize(snap)
-    default = data["default_revision"]
-    on_old: dict[str, list[str]] = {}
-    for p in snap.live_proxies():
-        if p.revision != default:
-            on_old.setdefault(p.revision or "?", []).append(f"{p.owner_kind or 'Pod'}/{p.namespace}/{p.owner_name or p.name}")
-    data["workloads_on_old"] = {rev: sorted(set(refs)) for rev, refs in sorted(on_old.items())}
-    data.pop("blockers", None)
-    data.pop("workloads_on_old_count", None)
-    data.pop("from_revision", None)
-    data.pop("from_version", None)
-    store = ConfigMapStateStore(kube)
+    loaded = load_playbook(playbook_path("status.yaml"))
+    engine = Engine(store=app.store(cluster=False), drivers=app.drivers)
+    result = engine.start(loaded, resolve_params(loaded.playbook, {}))
+    state = RunState.replay(result.run_id, engine.store.records(result.run_id))
+    status = StatusOutputs.model_validate(state.steps["status"].outputs)
+    store = ConfigMapStateStore(app.drivers.kube)
     runs = []
     for run_id in store.run_ids():
-        state = RunState.replay(run_id, store.records(run_id))
-        if state.status in _OPEN:
-            runs.append({"run_id": run_id, "playbook": state.playbook_name, "status": state.status,
-                         "failed_step": state.failed_step})
-    data = {"context": kube.context, **data, "lock": lock_holder(kube), "runs_in_progress": runs,
-            "drift": revision_drift(kube, default, sorted(snap.revisions), snap.istio_namespace)}
-    return data
+        run = RunState.replay(run_id, store.records(run_id))
+        if run.status in _OPEN:
+            runs.append({"run_id": run_id, "playbook": run.playbook_name, "status": run.status,
+                         "failed_step": run.failed_step})
+    drift = revision_drift(app.drivers.kube, status.default_revision, sorted(status.revisions),
+                           str(loaded.playbook.params["istio_namespace"].default))
+    return {**status.model_dump(mode="json"), "runs_in_progress": runs, "drift": drift}
 
 
 def revision_drift(kube: Any, default: str | None, revisions: list[str], namespace: str) -> dict[str, list[str]]:

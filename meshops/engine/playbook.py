@@ -24,6 +24,7 @@ from meshops.steps.base import StepInputs
 API_VERSION = "meshops.dev/v1"
 STEP_ID = r"^[a-z][a-z0-9_-]{0,62}$"
 OnFailure = Literal["rollback", "freeze", "continue"]
+ON_FAILURE: tuple[str, ...] = ("rollback", "freeze", "continue")
 
 
 class _Model(BaseModel):
@@ -68,7 +69,16 @@ class StepSpec(_Model):
     timeout: str | Annotated[float, Field(gt=0)] | None = None
     foreach: str | list[Any] | None = None
     concurrency: Annotated[int, Field(ge=1, le=1000)] | str = 1
-    on_failure: OnFailure | None = None
+    # A policy, or a template of one from params (``"{{ params.on_failure }}"``), so a command's
+    # choice is a param rather than an edit of the playbook.
+    on_failure: OnFailure | str | None = None
+
+    @field_validator("on_failure")
+    @classmethod
+    def _on_failure_is_policy_or_template(cls, v: str | None) -> str | None:
+        if v is not None and v not in ON_FAILURE and not templating.is_template(v):
+            raise ValueError(f"must be one of {', '.join(ON_FAILURE)} (or a {{{{ template }}}} of one)")
+        return v
 
     @field_validator("timeout")
     @classmethod

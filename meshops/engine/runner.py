@@ -30,7 +30,7 @@ from meshops.drivers.dry_run import DryRunDrivers
 from meshops.engine import templating
 from meshops.engine.journal import Journal, RunState, StateStore, new_run_id
 from meshops.engine.lock import LockRenewer, RunLock, holder_identity
-from meshops.engine.playbook import LoadedPlaybook, StepSpec, load_playbook_text
+from meshops.engine.playbook import ON_FAILURE, LoadedPlaybook, StepSpec, load_playbook_text
 from meshops.engine.runtypes import (
     EngineOptions,
     JournalApprovals,
@@ -164,6 +164,21 @@ class Engine:
             where = ".".join(str(p) for p in first["loc"])
             raise StepFailed(key, f"with.{where}: {first['msg']}") from None
 
+    @staticmethod
+    def _on_failure(spec: StepSpec, default: str, ctx: dict[str, Any]) -> str:
+        """The step's failure policy, rendered when it is a template; an unknown answer is a rollback."""
+        policy = spec.on_failure or default
+        if templating.is_template(policy):
+            try:
+                policy = str(templating.render_value(policy, ctx))
+            except templating.TemplateError as exc:
+                log.error("step.on_failure_unrenderable", step=spec.id, error=str(exc))
+                return "rollback"
+        if policy not in ON_FAILURE:
+            log.error("step.on_failure_unknown", step=spec.id, on_failure=policy)
+            return "rollback"
+        return policy
+
     def _make_ctx(self, run_id: str, spec: StepSpec, key: str, item: Any, attempt: int, deadline: float | None,
                   first_started: float | None = None, drivers: Drivers | None = None) -> StepContext:
         approvals: Approvals = JournalApprovals(self.store, run_id, self.opts.sleep, self.opts.clock)
@@ -208,7 +223,7 @@ class Engine:
                     journal.write("step_failed", step=spec.id, error=reason)
                     journal.write("run_finished", status="refused", failed_step=spec.id, message=reason)
                     raise BadInput(f"run {run_id} refused at {key}, before any change: {reason}") from None
-                policy = spec.on_failure or pb.on_failure
+                policy = self._on_failure(spec, pb.on_failure, ctx)
                 bound.error("step.failed", step=key, error=reason, on_failure=policy)
                 if policy == "continue":
                     journal.write("step_failed", step=spec.id, error=reason, continued=True)

@@ -106,6 +106,14 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def rendered_from_text(text: str, profiles: Sequence[str]) -> RenderedOverlay:
+    """A ``RenderedOverlay`` of an overlay meshops rendered before (a playbook param, a record)."""
+    doc = yaml.safe_load(text) or {}
+    spec = doc.get("spec") if isinstance(doc, dict) else None
+    return RenderedOverlay(spec=spec if isinstance(spec, dict) else {}, text=text, sha256=sha256(text),
+                           profiles=tuple(profiles))
+
+
 # ---- diff against what is installed ---------------------------------------------------------
 
 

@@ -393,7 +393,7 @@ class _ControlHandler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         query = parse_qs(urlsplit(self.path).query)
-        cluster = (query.get("cluster") or [None])[0]
+        cluster = query["cluster"][0] if query.get("cluster") else None
         fault_id = int(query["id"][0]) if query.get("id") else None
         self._reply(200, [asdict(f) for f in self.server.book.clear(cluster, fault_id)])
 

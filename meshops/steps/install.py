@@ -24,7 +24,7 @@ from meshops.domain.iop_schema import SPEC
 from meshops.drivers.istioctl_api import IstioctlFailed
 from meshops.drivers.kube_api import KubeApi, Obj
 from meshops.ops import install_record as record
-from meshops.ops.install_overlay import sha256
+from meshops.ops.install_overlay import diff_text, rendered_from_text, sha256
 from meshops.ops.k8s_watch import watch_until
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.registry import register
@@ -134,6 +134,7 @@ class InstallInputs(StepInputs):
     namespace: str = NAMESPACE
     readiness_timeout: Annotated[float, Field(gt=0)] = 600.0
     istioctl: str = ""
+    profiles: list[str] = Field(default_factory=list)  # for the plan's diff only
     previous: dict[str, Any] = Field(default_factory=dict)  # the snapshot's outputs
 
 
@@ -161,11 +162,18 @@ class Install(Step[InstallInputs, InstallOutputs]):
     needs = frozenset({"kube", "istioctl"})
 
     def plan(self, inputs: InstallInputs, ctx: StepContext) -> StepPlan:
+        """The install, and (as the note) what it would change against the snapshot: ``install --diff``."""
         sha = overlays_sha(inputs.overlay)
+        recorded = inputs.previous.get("recorded")
+        installed = inputs.previous.get("installed_spec")
+        diff = diff_text(rendered_from_text(inputs.overlay, inputs.profiles), version=inputs.version,
+                         revision=inputs.revision,
+                         recorded=record.RecordedInstall.from_dict(recorded) if isinstance(recorded, dict) else None,
+                         installed_spec=installed if isinstance(installed, dict) else None)
         return StepPlan(changes=(Change(action="call", target=f"istioctl {inputs.version} install",
                                         detail=f"revision {rev_label(inputs.revision)}, overlay sha256 {sha[:12]}"),
                                  Change(action="wait", target=f"Deployments istio.io/rev={rev_label(inputs.revision)}",
-                                        detail="available")))
+                                        detail="available")), note=diff)
 
     def run(self, inputs: InstallInputs, ctx: StepContext) -> InstallOutputs:
         kube: KubeApi = ctx.drivers.kube

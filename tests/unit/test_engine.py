@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from meshops.domain.errors import AwaitingApproval, Interrupted, LockHeld, RollbackFailed, RunFailed
+from meshops.domain.errors import AwaitingApproval, BadInput, Interrupted, LockHeld, RollbackFailed, RunFailed
 from meshops.engine.journal import LocalStateStore, RunState
 from meshops.engine.lock import FileLock
 from meshops.engine.playbook import load_playbook_text, resolve_params
@@ -216,6 +216,35 @@ def test_on_failure_continue_goes_on(h: Harness) -> None:
     """))
     assert result.status == "succeeded"
     assert h.last_state().steps["optional"].status == "failed_continued"
+
+
+@pytest.mark.parametrize(("choice", "status"), [("freeze", "frozen"), ("rollback", "rolled_back")])
+def test_on_failure_from_a_param(h: Harness, tmp_path: Path, choice: str, status: str) -> None:
+    """A command's choice of failure policy is a param the playbook templates, not an edit of its YAML."""
+    text = playbook(f"""
+        - id: write
+          uses: test.write_file
+          with: {{path: "{tmp_path}/kept"}}
+        - id: gate
+          uses: test.flaky
+          with: {{failures: 1, permanent: true}}
+          on_failure: "{{{{ params.on_failure }}}}"
+    """, params="""
+        on_failure: {type: string, enum: [rollback, freeze], default: rollback}
+    """)
+    with pytest.raises(RunFailed):
+        h.run(text, {"on_failure": choice})
+    assert h.last_state().status == status
+    assert (tmp_path / "kept").exists() == (choice == "freeze")
+
+
+def test_on_failure_must_be_a_policy_or_a_template() -> None:
+    with pytest.raises(BadInput, match="on_failure"):
+        load_playbook_text(playbook("""
+            - id: a
+              uses: core.noop
+              on_failure: explode
+        """), path="bad.yaml")
 
 
 def test_irreversible_steps_are_passed_over_in_rollback(h: Harness) -> None:

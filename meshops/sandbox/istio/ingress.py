@@ -59,7 +59,7 @@ def _uri_matches(match: Obj, path: str) -> bool:
     if not uri:
         return True
     if "exact" in uri:
-        return path == uri["exact"]
+        return bool(path == uri["exact"])
     if "prefix" in uri:
         return path.startswith(uri["prefix"])
     if "regex" in uri:

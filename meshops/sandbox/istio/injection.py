@@ -375,4 +375,4 @@ def proxy_container(pod: Obj) -> Obj | None:
 
 def is_gateway_proxy(pod: Obj) -> bool:
     c = proxy_container(pod)
-    return bool(c) and "router" in (c.get("args") or [])
+    return c is not None and "router" in (c.get("args") or [])

@@ -305,15 +305,15 @@ def rule_matches(webhook: Obj, operation: str, group: str, version: str, resourc
 
 
 def _listed(values: list[str] | None, value: str) -> bool:
-    return bool(values) and ("*" in values or value in values)
+    return values is not None and ("*" in values or value in values)
 
 
 def configuration_revision(configuration: Obj) -> str:
-    return ((configuration.get("metadata") or {}).get("labels") or {}).get("istio.io/rev", "")
+    return str(((configuration.get("metadata") or {}).get("labels") or {}).get("istio.io/rev", ""))
 
 
 def configuration_tag(configuration: Obj) -> str:
-    return ((configuration.get("metadata") or {}).get("labels") or {}).get("istio.io/tag", "")
+    return str(((configuration.get("metadata") or {}).get("labels") or {}).get("istio.io/tag", ""))
 
 
 def is_istio_injector(webhook: Obj) -> bool:

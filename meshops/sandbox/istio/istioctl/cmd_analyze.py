@@ -301,10 +301,10 @@ def _webhooks(state: ClusterState) -> list[Message]:
                    if webhooks.is_istio_injector(m.webhook) and m.service]
         revs = {injection.revision_of_service(m.service[1]) for m in matched if m.service}
         if len(revs) > 1:
-            names = ", ".join(sorted({m.configuration for m in matched}))
+            conf_names = ", ".join(sorted({m.configuration for m in matched}))
             out.append(Message("IST0139", "Error", f"Namespace {ns}",
                                f"Webhooks of more than one revision ({', '.join(sorted(revs))}) inject pods in this "
-                               f"namespace ({names}); the first by name wins"))
+                               f"namespace ({conf_names}); the first by name wins"))
     return out
 
 

@@ -216,7 +216,7 @@ def args_duration(seconds: float) -> str:
 def deployment_ready(dep: Obj) -> bool:
     spec, status = dep.get("spec") or {}, dep.get("status") or {}
     want = spec.get("replicas", 1)
-    return (status.get("observedGeneration", 0) >= (dep.get("metadata") or {}).get("generation", 0)
+    return bool(status.get("observedGeneration", 0) >= (dep.get("metadata") or {}).get("generation", 0)
             and status.get("updatedReplicas", 0) >= want
             and status.get("availableReplicas", 0) >= want
             and status.get("replicas", 0) <= want + 0)

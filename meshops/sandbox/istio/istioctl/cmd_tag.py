@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from meshops.sandbox.istio import webhooks
 from meshops.sandbox.istio.istioctl.app import CommandError, Context, UsageError, bool_flag, confirm
@@ -46,7 +47,7 @@ def _one_tag(args: argparse.Namespace, verb: str) -> str:
 
 
 def _generate(client: Client, tag: str, revision: str, *, overwrite: bool, generate: bool, name: str,
-              namespace: str) -> list[dict]:
+              namespace: str) -> list[dict[str, Any]]:
     if not revision:
         raise CommandError('required flag(s) "revision" not set')
     collisions = client.list(MWC_PATH, label_selector=f"istio.io/rev={tag},!istio.io/tag")
@@ -121,7 +122,7 @@ def run_list(ctx: Context, args: argparse.Namespace) -> int:
     if not confs:
         print("No Istio revision tag MutatingWebhookConfigurations to list")
         return 0
-    rows: dict[tuple[str, str], dict] = {}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     for conf in confs:
         tag = webhooks.configuration_tag(conf)
         rev = webhooks.configuration_revision(conf)
