@@ -18,6 +18,7 @@ from meshops.domain.errors import (
     AwaitingApproval,
     BadInput,
     DriverError,
+    ExitCode,
     Interrupted,
     MeshopsError,
     RollbackFailed,
@@ -222,7 +223,8 @@ class Engine:
                 if isinstance(exc, StepFailed) and exc.refused and self._nothing_changed(run_id, pb):
                     journal.write("step_failed", step=spec.id, error=reason)
                     journal.write("run_finished", status="refused", failed_step=spec.id, message=reason)
-                    raise BadInput(f"run {run_id} refused at {key}, before any change: {reason}") from None
+                    raise BadInput(f"run {run_id} refused at {key}, before any change: {reason}",
+                                   hint=exc.hint if isinstance(exc, StepFailed) else None) from None
                 policy = self._on_failure(spec, pb.on_failure, ctx)
                 bound.error("step.failed", step=key, error=reason, on_failure=policy)
                 if policy == "continue":
@@ -341,10 +343,15 @@ class Engine:
             except Interrupted:
                 raise
             except (StepError, DriverError) as exc:
+                if exc.exit_code == ExitCode.BAD_INPUT:
+                    # A driver that never reached its system (an API server that never answered)
+                    # cannot have changed anything: a refusal, like bad input.
+                    journal.write("attempt_failed", step=key, attempt=attempt, error=exc.message, temporary=False)
+                    raise StepFailed(key, exc.message, refused=True, hint=exc.hint) from None
                 temporary, delay, message = exc.temporary, getattr(exc, "delay", None), exc.message
             except BadInput as exc:
                 journal.write("attempt_failed", step=key, attempt=attempt, error=exc.message, temporary=False)
-                raise StepFailed(key, exc.message, refused=True) from None
+                raise StepFailed(key, exc.message, refused=True, hint=exc.hint) from None
             except MeshopsError as exc:
                 temporary, delay, message = False, None, exc.message
             except Exception as exc:  # a bug in a step; fail it permanently, keep the type for the journal

@@ -15,8 +15,8 @@ from meshops.steps.base import Change, Progress
 
 
 class StepFailed(MeshopsError):
-    def __init__(self, key: str, message: str, *, refused: bool = False) -> None:
-        super().__init__(f"step {key} failed: {message}")
+    def __init__(self, key: str, message: str, *, refused: bool = False, hint: str | None = None) -> None:
+        super().__init__(f"step {key} failed: {message}", hint=hint)
         self.key = key
         self.reason = message
         # The step refused its input (BadInput) before acting: if nothing before it changed
