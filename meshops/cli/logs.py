@@ -9,11 +9,11 @@ from typing import Any
 
 import structlog
 
-from meshops.domain.redact import SECRETS
+from meshops.domain import redact
 
 
 def _scrub(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
-    scrubbed: dict[str, Any] = SECRETS.scrub(event_dict)
+    scrubbed: dict[str, Any] = redact.active().scrub(event_dict)
     return scrubbed
 
 

@@ -55,10 +55,10 @@ def run(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...]
     """Run PLAYBOOK. Prints the run id; the journal makes it resumable."""
     loaded = load_playbook(playbook)
     params = _params(loaded, var, var_file)
-    if dry_run:
-        _print_plan(Engine(store=app.store(cluster=False), drivers=app.drivers).plan(loaded, params), "text")
-        return
     secret = {n for n, s in loaded.playbook.params.items() if s.secret}
+    if dry_run:
+        _print_plan(Engine(store=app.store(cluster=False), drivers=app.drivers).plan(loaded, params, secret_params=secret), "text")
+        return
     cluster = "kube" in app.needs(loaded) and loaded.playbook.metadata.lock
     with stop_on_signals() as stop:
         # The run id goes to stdout as soon as the run exists, so a pipeline has it whatever the outcome.
@@ -77,7 +77,8 @@ def plan(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...
     loaded = load_playbook(playbook)
     params = _params(loaded, var, var_file)
     engine = Engine(store=app.store(cluster=False), drivers=app.drivers, options=EngineOptions())
-    _print_plan(engine.plan(loaded, params), output)
+    secret = {n for n, s in loaded.playbook.params.items() if s.secret}
+    _print_plan(engine.plan(loaded, params, secret_params=secret), output)
 
 
 def _engine_for_run(app: App, run_id: str, assume_yes: bool, stop: Any) -> Engine:

@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 import urllib3
 
 from meshops.domain.errors import BadInput, Conflict, DriverError, NotFound
-from meshops.domain.redact import SECRETS
+from meshops.domain.redact import register_credential
 from meshops.drivers.ratelimit import TokenBucket
 
 Obj = dict[str, Any]
@@ -110,8 +110,8 @@ class KubeClient:
         conf = self._api.configuration
         for key in ("authorization", "BearerToken"):
             if conf.api_key.get(key):
-                SECRETS.add(conf.api_key[key])
-                SECRETS.add(str(conf.api_key[key]).removeprefix("Bearer ").strip())
+                register_credential(conf.api_key[key])
+                register_credential(str(conf.api_key[key]).removeprefix("Bearer ").strip())
         self._api.user_agent = "meshops/0.1"
         self.limiter = TokenBucket(qps=qps, burst=burst)
         self._sleep = sleep

@@ -15,7 +15,7 @@ from typing import Any
 
 from meshops.domain.errors import Conflict, LockHeld
 from meshops.domain.k8stime import format_micro, parse_time
-from meshops.domain.locks import holder_is_dead
+from meshops.domain.locks import PAUSED_ANNOTATION, LockLost, holder_is_dead, paused_holder, run_of
 from meshops.drivers.kube import KubeApi
 
 NAMESPACE = "meshops-system"
@@ -55,11 +55,18 @@ class LeaseLock:
                                       "metadata": {"name": self.lease_name, "namespace": NAMESPACE}, "spec": spec})
                 else:
                     cur = lease.get("spec") or {}
+                    annotations = (lease.get("metadata") or {}).get("annotations") or {}
+                    paused = annotations.get(PAUSED_ANNOTATION)
+                    if paused and paused != run_of(holder):
+                        raise LockHeld(holder=paused_holder(paused), since=cur.get("renewTime") or "?", lock=self.name)
+                    if paused:
+                        annotations.pop(PAUSED_ANNOTATION, None)  # its own run resumes: no longer paused
                     current_holder = cur.get("holderIdentity")
                     renewed = parse_time(cur.get("renewTime"))
                     held_for = float(cur.get("leaseDurationSeconds") or self.duration)
                     alive = not holder_is_dead(current_holder) if current_holder else False
-                    if current_holder and current_holder != holder and alive and renewed + held_for > now:
+                    if (current_holder and not paused and current_holder != holder and alive
+                            and renewed + held_for > now):
                         since = cur.get("acquireTime") or cur.get("renewTime") or "?"
                         raise LockHeld(holder=current_holder, since=since, lock=self.name)
                     if current_holder == holder:
@@ -77,10 +84,42 @@ class LeaseLock:
         if self._holder is None:
             return
         lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
-        if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self._holder:
+        current = (lease.get("spec") or {}).get("holderIdentity") if lease is not None else None
+        if current != self._holder:
+            raise LockLost(f"{self.name} is now held by {current or 'nobody'}")
+        assert lease is not None
+        lease["spec"]["renewTime"] = format_micro(self._clock())
+        try:
+            self.kube.replace(lease)  # resourceVersion: a holder change in between is a 409
+        except Conflict:
+            raise LockLost(f"{self.name} changed while renewing it") from None
+
+    def pause(self, run_id: str) -> None:
+        """Keep the Lease for a stopped run, marked with its run id: nobody else may take it."""
+        holder, self._holder = self._holder, None
+        if holder is None:
             return
+        lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
+        if lease is None or (lease.get("spec") or {}).get("holderIdentity") != holder:
+            return
+        lease.setdefault("metadata", {}).setdefault("annotations", {})[PAUSED_ANNOTATION] = run_id
         lease["spec"]["renewTime"] = format_micro(self._clock())
         self.kube.replace(lease)
+
+    def abandon(self, run_id: str) -> bool:
+        """Release the Lease if ``run_id`` holds it (paused or not). True if it did."""
+        lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
+        if lease is None:
+            return False
+        annotations = (lease.get("metadata") or {}).get("annotations") or {}
+        holder = (lease.get("spec") or {}).get("holderIdentity")
+        if annotations.get(PAUSED_ANNOTATION) != run_id and run_of(holder) != run_id:
+            return False
+        annotations.pop(PAUSED_ANNOTATION, None)
+        lease["spec"]["holderIdentity"] = None
+        lease["spec"]["renewTime"] = None
+        self.kube.replace(lease)
+        return True
 
     def release(self) -> None:
         holder, self._holder = self._holder, None

@@ -24,7 +24,7 @@ from urllib.parse import urlencode, urlsplit
 import urllib3
 
 from meshops.domain.errors import DriverError
-from meshops.domain.redact import SECRETS
+from meshops.domain.redact import register_credential
 
 # How much of a non-JSON error body goes into a message: enough for a proxy's error page
 # title, not a whole HTML document.
@@ -87,7 +87,7 @@ class PrometheusClient:
         self.queries = 0
         self._headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
         if bearer_token:
-            SECRETS.add(bearer_token)
+            register_credential(bearer_token)
             self._headers["Authorization"] = f"Bearer {bearer_token}"
         self._http = urllib3.PoolManager(num_pools=2, maxsize=4, retries=False,
                                          timeout=urllib3.Timeout(connect=min(5.0, timeout), read=timeout))

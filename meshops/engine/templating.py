@@ -127,3 +127,54 @@ def walk_strings(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from walk_strings(v, (*path, i))
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, Mapping):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _leaves(v)
+    elif value is not None and not isinstance(value, bool):
+        yield value
+
+
+def _reads_secret(source: str, secret_params: set[str]) -> bool:
+    try:
+        tree = environment().parse(source)
+    except TemplateSyntaxError:
+        return False
+    whole_uses = sum(1 for n in tree.find_all(nodes.Name) if n.name == "params")
+    fixed_uses = 0
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        base = getattr(node, "node", None)
+        if isinstance(base, nodes.Name) and base.name == "params" and (
+                isinstance(node, nodes.Getattr)
+                or (isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str))):
+            fixed_uses += 1
+    named = {name for base_name, name in references(source) if base_name == "params"}
+    # Any use of `params` not through a fixed name (`params[k]`, `params | dictsort`) could
+    # reach a secret: count it as reading one.
+    return bool(named & secret_params) or whole_uses > fixed_uses
+
+
+def derived_from(template: Any, rendered: Any, secret_params: set[str]) -> Iterator[Any]:
+    """The rendered values (leaves) computed by templates that read a secret param.
+
+    ``rendered`` has the shape of ``template`` (``render_value`` keeps it), so each template
+    string's result is found at the same path. Only a template that reads a secret can
+    produce one, so nothing else is blanked out.
+    """
+    if not secret_params:
+        return
+    for path, source in walk_strings(template):
+        if not is_template(source) or not _reads_secret(source, secret_params):
+            continue
+        value = rendered
+        try:
+            for part in path:
+                value = value[part]
+        except (KeyError, IndexError, TypeError):
+            continue
+        yield from _leaves(value)
