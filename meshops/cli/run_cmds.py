@@ -81,7 +81,7 @@ def plan(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...
     _print_plan(engine.plan(loaded, params, secret_params=secret), output)
 
 
-def _engine_for_run(app: App, run_id: str, assume_yes: bool, stop: Any) -> Engine:
+def engine_for_run(app: App, run_id: str, assume_yes: bool, stop: Any) -> Engine:
     local = app.store(cluster=False)
     cluster = (app.cluster_configured() and not local.exists(run_id)) or _run_needs_cluster(app, run_id)
     return app.engine(cluster=cluster, assume_yes=assume_yes, stop=stop)
@@ -105,7 +105,7 @@ def _run_needs_cluster(app: App, run_id: str) -> bool:
 def resume(app: App, run_id: str, var: tuple[str, ...], assume_yes: bool) -> None:
     """Resume RUN_ID: finished steps are skipped, the interrupted one is checked and continued."""
     with stop_on_signals() as stop:
-        engine = _engine_for_run(app, run_id, assume_yes, stop)
+        engine = engine_for_run(app, run_id, assume_yes, stop)
         secrets = {**_secret_env(), **parse_vars(var)}
         result = engine.resume(run_id, secret_values=secrets)
     click.echo(f"{result.run_id} {result.status}{': ' + result.message if result.message else ''}")
@@ -118,7 +118,7 @@ def resume(app: App, run_id: str, var: tuple[str, ...], assume_yes: bool) -> Non
 def rollback(app: App, run_id: str, var: tuple[str, ...]) -> None:
     """Undo RUN_ID's finished steps, newest first (also for a run that succeeded)."""
     with stop_on_signals() as stop:
-        engine = _engine_for_run(app, run_id, False, stop)
+        engine = engine_for_run(app, run_id, False, stop)
         result = engine.rollback(run_id, secret_values={**_secret_env(), **parse_vars(var)})
     click.echo(f"{result.run_id} {result.status}: {result.message}")
 
@@ -140,7 +140,7 @@ def approve(app: App, run_id: str, step: str, by: str | None) -> None:
 
     from meshops.domain.errors import BadInput
 
-    engine = _engine_for_run(app, run_id, False, None)
+    engine = engine_for_run(app, run_id, False, None)
     state = RunState.replay(run_id, engine.store.records(run_id))
     gates = _gate_keys(engine, run_id)
     if step not in gates:

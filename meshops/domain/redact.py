@@ -34,10 +34,10 @@ _SECRET_VALUE = re.compile(
 # At or above this length a secret is replaced wherever it occurs, even inside a longer
 # word: a random 8+ character token does not occur by chance. A shorter one ("hunter2",
 # "42") would, so it is replaced only where it stands alone: a whole value, or a token
-# not touching a letter, digit or one of ``_ . - /`` (so "42" goes in "pin=42" and
-# "pin 42", but not in "10.42.0.1" or "istio-1-42").
+# not touching a letter, digit or underscore, nor joined to one by ``. - /`` (so "42" goes
+# in "pin=42" and "the pin is 42.", but not in "10.42.0.1" or "istio-1-42").
 LONG_SECRET = 8
-_WORD = r"[A-Za-z0-9_.\-/]"
+_JOIN = r"[.\-/]"  # joins two word parts ("10.42", "istio-1-42"); a sentence's full stop does not
 
 
 def is_secret_key(key: str) -> bool:
@@ -64,7 +64,8 @@ class SecretRegistry:
             if len(text) >= LONG_SECRET:
                 self._values.add(text)
             else:
-                self._short[text] = re.compile(rf"(?<!{_WORD}){re.escape(text)}(?!{_WORD})")
+                self._short[text] = re.compile(
+                    rf"(?<![A-Za-z0-9_])(?<![A-Za-z0-9_]{_JOIN}){re.escape(text)}(?![A-Za-z0-9_]|{_JOIN}[A-Za-z0-9_])")
 
     def add_all(self, values: Iterable[object]) -> None:
         for v in values:

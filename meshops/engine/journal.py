@@ -224,6 +224,22 @@ class MirroredStateStore:
             if failures:
                 raise MirrorFailed(f"journal mirror of run {run_id} is behind: {'; '.join(failures)}")
 
+    def sync(self, run_id: str) -> bool:
+        """Bring every mirror level with the first store (on resume, rollback, abandon). True if level."""
+        first, *mirrors = self.stores
+        if not first.exists(run_id):
+            return True
+        level = True
+        with self._mu:
+            for i, s in enumerate(mirrors, 1):
+                self._synced.discard((i, run_id))
+                try:
+                    self._mirror(i, s, first, run_id, [])
+                except (MeshopsError, OSError) as exc:
+                    log.warning("journal.mirror_behind", run_id=run_id, error=str(exc))
+                    level = False
+        return level
+
     def _mirror(self, i: int, s: StateStore, truth: StateStore, run_id: str, records: list[Record]) -> None:
         if (i, run_id) in self._synced:
             s.append(run_id, records)

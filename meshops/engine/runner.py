@@ -27,7 +27,7 @@ from meshops.domain.errors import (
     StepError,
 )
 from meshops.domain.locks import LockLost
-from meshops.domain.runlog import StepState, StepStatus
+from meshops.domain.runlog import RunStatus, StepState, StepStatus
 from meshops.engine import templating
 from meshops.engine.fencing import Fence, FencedDrivers
 from meshops.engine.journal import Journal, MirrorFailed, RunState, StateStore, new_run_id
@@ -91,7 +91,7 @@ class Engine:
         state, loaded, params = self._reload(run_id, secret_values)
         if state.status == "succeeded":
             return RunResult(run_id=run_id, status="succeeded", message="already finished")
-        if state.status in ("rolled_back", "rolling_back", "rollback_failed"):
+        if state.status in ("rolled_back", "rolling_back", "rollback_failed", "abandoned"):
             raise BadInput(f"run {run_id} is {state.status.replace('_', ' ')}; it cannot be resumed "
                            f"(to finish a rollback: meshops rollback {run_id})")
         journal = self._journal(run_id)
@@ -114,6 +114,22 @@ class Engine:
             return self._rollback(run_id, loaded, ctx, journal, state, cause="requested")
 
         return self._locked(run_id, go)
+
+    def abandon(self, run_id: str, *, reason: str, by: str) -> str:
+        """Give up RUN_ID: journal who and why, and release the lock it keeps while paused.
+
+        Its changes stay as they are (``meshops rollback RUN_ID`` can still undo them).
+        """
+        if not reason.strip():
+            raise BadInput("--reason is required: say why the run is abandoned (it is journaled)")
+        state = RunState.replay(run_id, self.store.records(run_id))
+        if state.status == RunStatus.UNKNOWN:
+            raise BadInput(f"no run {run_id} (see: meshops runs list)")
+        journal = self._journal(run_id)
+        journal.strict = False
+        journal.write("run_abandoned", reason=reason, by=by, previous_status=str(state.status))
+        released = self.lock.abandon(run_id) if self.lock is not None else False
+        return f"{run_id} abandoned (was {state.status}); lock {'released' if released else 'not held by it'}"
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -138,6 +154,9 @@ class Engine:
         return Journal(self.store, run_id, wall=self.opts.clock, secrets=self.secrets)
 
     def _reload(self, run_id: str, secret_values: dict[str, Any] | None) -> tuple[RunState, LoadedPlaybook, dict[str, Any]]:
+        sync = getattr(self.store, "sync", None)
+        if sync is not None:
+            sync(run_id)  # a mirror left behind by a failed write is brought level first
         records = self.store.records(run_id)
         state = RunState.replay(run_id, records)
         loaded = load_playbook_text(self.store.playbook_text(run_id), path=state.playbook or f"{run_id}/playbook.yaml")
@@ -250,6 +269,7 @@ class Engine:
         if progress is not None:
             ctx.progress = progress
         ctx.facts = dict(facts or {})
+        ctx.fence = self.fence.check
         if journal is not None:
             def record_fact(name: str, value: Any) -> None:
                 # Durable before the step goes on: a retry, resume or rollback decides from it.

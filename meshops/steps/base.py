@@ -119,6 +119,8 @@ class StepContext:
     # "installed" after, so a retry, a resume or an undo knows what this run itself created.
     facts: dict[str, Any] = field(default_factory=dict)
     record_fact: Callable[[str, Any], None] | None = None
+    # Raises when the run no longer holds its lock (the engine's fence): checked in check().
+    fence: Callable[[], None] | None = None
 
     def fact(self, name: str, value: Any) -> None:
         """Record ``name = value`` for this step (journaled by the engine before returning)."""
@@ -132,6 +134,8 @@ class StepContext:
 
     def check(self) -> None:
         """Raise if the run is being stopped or this step is out of time. Call it between actions."""
+        if self.fence is not None:
+            self.fence()
         if self.stop_requested():
             raise Interrupted(f"stopped during {self.step_key}; resume with: meshops resume {self.run_id}")
         if self.deadline is not None and self.clock() >= self.deadline:
