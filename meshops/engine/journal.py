@@ -73,6 +73,12 @@ class LocalStateStore:
         if not runs_existed:
             _fsync_dir(d.parent.parent)  # `runs/` itself is a new entry of the state directory
 
+    def temp_dir(self, run_id: str) -> Path:
+        """The run's private temp directory (0700), for files handed to subprocesses."""
+        d = self._dir(run_id) / "tmp"
+        d.mkdir(mode=0o700, exist_ok=True)
+        return d
+
     def _fd(self, run_id: str) -> tuple[int, list[Record]]:
         """The append descriptor of a run's journal, and records to write first (a repair note)."""
         fd = self._fds.get(run_id)
@@ -251,6 +257,10 @@ class MirroredStateStore:
         if missing:
             s.append(run_id, missing)
         self._synced.add((i, run_id))
+
+    def temp_dir(self, run_id: str) -> Path | None:
+        first = self.stores[0]
+        return first.temp_dir(run_id) if isinstance(first, LocalStateStore) and first.exists(run_id) else None
 
     def _first(self, run_id: str) -> StateStore:
         for s in self.stores:

@@ -8,6 +8,7 @@ killed at any instant can be resumed (``meshops resume``) or rolled back
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -67,6 +68,7 @@ class Engine:
         self.secrets = redact.SecretRegistry(parent=redact.CREDENTIALS)
         self.secret_params: set[str] = set()
         self.fence = Fence(clock=self.opts.monotonic)
+        self._temp_dir: str | None = None
 
     # ---- entry points ---------------------------------------------------------------------
 
@@ -269,6 +271,7 @@ class Engine:
         if progress is not None:
             ctx.progress = progress
         ctx.facts = dict(facts or {})
+        ctx.temp_dir = self._temp_dir
         ctx.fence = self.fence.check
         if journal is not None:
             def record_fact(name: str, value: Any) -> None:
@@ -283,8 +286,23 @@ class Engine:
 
     # ---- forward execution ----------------------------------------------------------------
 
+    def _fresh_temp_dir(self, run_id: str) -> None:
+        """The run's temp directory, emptied: files a killed session left behind go now."""
+        make = getattr(self.store, "temp_dir", None)
+        d = make(run_id) if make is not None else None
+        if d is None:
+            self._temp_dir = None
+            return
+        for leftover in d.iterdir():
+            if leftover.is_file() or leftover.is_symlink():
+                leftover.unlink(missing_ok=True)
+            elif leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+        self._temp_dir = str(d)
+
     def _execute(self, run_id: str, loaded: LoadedPlaybook, params: dict[str, Any], journal: Journal, state: RunState) -> RunResult:
         pb = loaded.playbook
+        self._fresh_temp_dir(run_id)
         ctx = self._template_context(run_id, params, state)
         bound = log.bind(run_id=run_id, playbook=pb.metadata.name)
         bound.info("run.start", steps=len(pb.steps), resumed=bool(state.steps))
@@ -543,6 +561,7 @@ class Engine:
     def _rollback(self, run_id: str, loaded: LoadedPlaybook, ctx: dict[str, Any], journal: Journal,
                   state: RunState, *, cause: str) -> RunResult:
         pb = loaded.playbook
+        self._fresh_temp_dir(run_id)
         journal.strict = False  # a rollback finishes on the local journal even if the mirror fails
         journal.write("rollback_started", cause=cause)
         log.warning("rollback.start", run_id=run_id, cause=cause)

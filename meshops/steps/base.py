@@ -119,6 +119,9 @@ class StepContext:
     # "installed" after, so a retry, a resume or an undo knows what this run itself created.
     facts: dict[str, Any] = field(default_factory=dict)
     record_fact: Callable[[str, Any], None] | None = None
+    # A private directory under the run's state dir for files handed to subprocesses; the
+    # engine empties it when the run resumes. None: use the system's temp directory.
+    temp_dir: str | None = None
     # Raises when the run no longer holds its lock (the engine's fence): checked in check().
     fence: Callable[[], None] | None = None
 

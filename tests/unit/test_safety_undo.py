@@ -1,0 +1,75 @@
+"""Undo from facts, not attempts: what this run created is decided once, journaled around the action."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshops.steps.istio_install_revision import InstallRevision, InstallRevisionInputs
+from meshops.steps.istio_precheck import CheckInputs, UpgradeCheck
+from tests.support.canary_fixtures import FakeWorld
+
+
+def _ctx(world: FakeWorld, facts: dict[str, Any]) -> Any:
+    ctx = world.ctx("install")
+    ctx.facts = facts  # what the engine replays from the journal into each attempt
+    ctx.record_fact = facts.__setitem__
+    return ctx
+
+
+def _setup() -> tuple[FakeWorld, InstallRevisionInputs, dict[str, Any]]:
+    world = FakeWorld(apps=2, per_ns=1)
+    before = world.state()
+    check = UpgradeCheck().run(CheckInputs(to="1.25.2"), world.ctx("check"))
+    return world, InstallRevisionInputs(version="1.25.2", revision=check.to_revision, overlay=check.overlay), before
+
+
+def test_an_install_retried_or_resumed_is_still_undone() -> None:
+    """Attempt 1 installs and is cut off before its outcome is journaled; attempt 2 finds the
+    revision present. The undo must still remove it (before: installed=False, istiod-NEW left)."""
+    world, inputs, before = _setup()
+    facts: dict[str, Any] = {}
+    InstallRevision().run(inputs, _ctx(world, facts))  # outcome lost: the process was killed here
+    assert facts == {"install_begun": True, "installed": True}
+    second = InstallRevision().run(inputs, _ctx(world, facts))
+    assert second.installed
+    InstallRevision().undo(inputs, second, _ctx(world, facts))
+    assert world.state() == before
+
+
+def test_a_step_that_never_began_installing_never_uninstalls() -> None:
+    """A revision that was there before the run is left alone by an undo of a step cut off
+    before it acted (outputs None, no facts). Before: undo uninstalled it."""
+    world, inputs, _ = _setup()
+    InstallRevision().run(inputs, _ctx(world, {}))  # installed by some earlier run
+    present = world.state()
+    InstallRevision().undo(inputs, None, _ctx(world, {}))
+    assert world.state() == present
+
+
+def test_a_step_whose_inputs_failed_validation_is_not_undone(tmp_path: Any) -> None:
+    """b's inputs render to something invalid: the run rolls back a (exit 1), and never
+    re-renders b's bad inputs for an undo (before: rollback_failed, exit 3)."""
+    import pytest
+
+    from meshops.domain.errors import RunFailed
+    from meshops.engine.journal import LocalStateStore, RunState
+    from meshops.engine.playbook import load_playbook_text
+    from meshops.engine.runner import Engine, EngineOptions
+    from tests.unit.test_engine import playbook
+
+    text = playbook(f"""
+        - id: a
+          uses: test.write_file
+          with: {{path: "{tmp_path}/a"}}
+        - id: b
+          uses: test.write_file
+          with: {{path: "{tmp_path}/b", pause: "{{{{ 'soon' }}}}"}}
+    """)
+    store = LocalStateStore(tmp_path / "state")
+    with pytest.raises(RunFailed, match="rolled back"):
+        Engine(store=store, options=EngineOptions()).start(load_playbook_text(text, path="t.yaml"), {})
+    run_id = store.run_ids()[-1]
+    state = RunState.replay(run_id, store.records(run_id))
+    assert state.status == "rolled_back"
+    assert state.steps["a"].undo_status == "undone" and state.steps["b"].undo_status is None
+    assert not (tmp_path / "a").exists()
