@@ -98,11 +98,19 @@ class KubeClient:
 
     def __init__(self, *, kubeconfig: str | None = None, context: str | None = None, qps: float = 50.0,
                  burst: int = 100, max_retries: int = 6, request_timeout: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, max_retry_after: float = 10.0) -> None:
         from kubernetes import config as kconfig
 
         try:
-            self._api = kconfig.new_client_from_config(config_file=kubeconfig, context=context, persist_config=False)  # type: ignore[no-untyped-call]
+            from kubernetes.client import Configuration
+            from urllib3.util.retry import Retry
+
+            conf_in = type.__call__(Configuration)
+            # urllib3 would otherwise sleep out any Retry-After itself, unbounded, before we see the
+            # 429: retrying (and its cap) is this class's job alone.
+            conf_in.retries = Retry(total=0, respect_retry_after_header=False, raise_on_status=False)
+            self._api = kconfig.new_client_from_config(config_file=kubeconfig, context=context, persist_config=False,  # type: ignore[no-untyped-call]
+                                                       client_configuration=conf_in)
             _, active = kconfig.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         except Exception as exc:  # the loader raises ConfigException, FileNotFoundError, ValueError...
             raise BadInput(f"cannot load kubeconfig{f' context {context!r}' if context else ''}: {exc}") from None
@@ -116,6 +124,7 @@ class KubeClient:
         self.limiter = TokenBucket(qps=qps, burst=burst)
         self._sleep = sleep
         self._max_retries = max_retries
+        self._max_retry_after = max_retry_after
         self._timeout = request_timeout
         self._resources: dict[tuple[str, str], Resource] = {}
         self._discovered: set[str] = set()
@@ -162,6 +171,9 @@ class KubeClient:
                     delay = float(retry_after) if retry_after else min(8.0, 0.2 * 2 ** (attempt - 1))
                 except ValueError:
                     delay = 1.0
+                # A server (or anything in between) may ask for any wait; a run must not hang on
+                # it. Past the cap the retry budget, not the header, decides.
+                delay = min(max(0.0, delay), self._max_retry_after) if delay == delay else 1.0
                 if resp.status == 429:
                     self.limiter.pause_until(time.monotonic() + delay)
                 else:

@@ -121,14 +121,14 @@ def test_the_sandbox_refuses_a_configmap_over_1_mib_as_the_api_server_does(kube:
 
 
 def test_the_mirror_grows_past_1_mib_in_chunks(kube: KubeClient) -> None:
-    """~1.3 MiB of ~8 KB wave records: every chunk stays under the limit; records come back in order."""
+    """~1.3 MiB of 32 KB records: every chunk stays under the limit; records come back in order."""
     store = ConfigMapStateStore(kube)
     store.create_run("chunky", playbook_text="x", playbook_path="p")
-    blob = "w" * 8000
-    for i in range(170):
+    blob = "w" * 32000
+    for i in range(42):
         store.append("chunky", [{"type": "step_succeeded", "ts": float(i), "step": f"wave[{i}]", "outputs": {"b": blob}}])
     records = store.records("chunky")
-    assert [r["step"] for r in records] == [f"wave[{i}]" for i in range(170)]
+    assert [r["step"] for r in records] == [f"wave[{i}]" for i in range(42)]
     chunks = [kube.get("v1", "ConfigMap", f"meshops-run-chunky-j{n}", "meshops-system") for n in range(3)]
     assert all(c is not None for c in chunks)
     assert all(len(c["data"]["journal.jsonl"].encode()) <= 512 * 1024 for c in chunks if c)
@@ -207,3 +207,31 @@ def test_a_lease_taken_by_another_holder_is_noticed_and_a_paused_lease_is_kept(k
     LeaseLock(kube, name="t-fence2", duration=30).acquire("run-b@h/3")  # its own resume takes it
     assert LeaseLock(kube, name="t-fence2").abandon("run-b")
     LeaseLock(kube, name="t-fence2", duration=30).acquire("run-c@h/2")
+
+
+def test_retry_after_is_capped(cluster: Cluster, tmp_path: Path) -> None:
+    """A 429 asking for a day's wait is retried after the cap, not after a day (before: it hung)."""
+    import threading
+    import time
+
+    seen = []
+
+    def throttle(info):  # type: ignore[no-untyped-def]
+        if info.resource == "configmaps" and info.verb == "get" and len(seen) < 2:
+            seen.append(1)
+            return 429, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 429,
+                         "reason": "TooManyRequests", "message": "slow down"}, {"Retry-After": "86400"}
+        return None
+
+    cluster.request_filters.append(throttle)
+    try:
+        kube = KubeClient(kubeconfig=str(write_kubeconfig(tmp_path / "kc", cluster.url)), max_retry_after=0.2)
+        result: list[object] = []
+        t = threading.Thread(target=lambda: result.append(kube.get("v1", "ConfigMap", "nope", "default")), daemon=True)
+        started = time.monotonic()
+        t.start()
+        t.join(timeout=10)
+        assert not t.is_alive(), "the client honoured a day-long Retry-After"
+        assert result == [None] and len(seen) == 2 and time.monotonic() - started < 5
+    finally:
+        cluster.request_filters.remove(throttle)
