@@ -34,6 +34,7 @@ from meshops.engine.fencing import Fence, FencedDrivers
 from meshops.engine.journal import Journal, MirrorFailed, RunState, StateStore, new_run_id
 from meshops.engine.lock import LockRenewer, RunLock, holder_identity
 from meshops.engine.playbook import LoadedPlaybook, StepSpec, load_playbook_text
+from meshops.engine.preflight import preflight
 from meshops.engine.runtypes import (
     EngineOptions,
     JournalApprovals,
@@ -76,6 +77,12 @@ class Engine:
         run_id = new_run_id(loaded.playbook.metadata.name, self.opts.clock())
         self._new_secrets(params, secret_params or set())
         public = {k: v for k, v in params.items() if k not in (secret_params or set())}
+        try:
+            preflight(loaded, params)  # before the lock and the journal: bad input writes nothing
+        except BadInput as exc:
+            exc.message = self.secrets.scrub_text(exc.message)
+            exc.args = (exc.message,)
+            raise
 
         def begin() -> RunResult:
             # Created under the lock: a run refused with exit 4 leaves no journal behind.
@@ -495,6 +502,12 @@ class Engine:
         """What each step would do (see ``_plan``), with every secret and value derived from one redacted."""
         self._new_secrets(params, set(secret_params or ()))
         with redact.activated(self.secrets):
+            try:
+                preflight(loaded, params)
+            except BadInput as exc:
+                exc.message = self.secrets.scrub_text(exc.message)
+                exc.args = (exc.message,)
+                raise
             return [self._scrub_planned(p) for p in self._plan(loaded, params)]
 
     def _scrub_planned(self, p: PlannedStep) -> PlannedStep:

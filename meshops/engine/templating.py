@@ -22,6 +22,26 @@ class TemplateError(Exception):
     pass
 
 
+class NotYetKnown(Exception):
+    """Raised by a preflight context for values only a run can know (earlier steps' outputs)."""
+
+
+class Unknowable(Mapping[str, Any]):
+    """A mapping whose every key exists but cannot be read before the run: ``steps`` in preflight."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> Any:
+        raise NotYetKnown(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
 def _to_yaml(value: Any) -> str:
     import yaml
 
@@ -62,6 +82,8 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
             if whole and "{{" not in whole.group(1) and "}}" not in whole.group(1):
                 return _compile_expression(whole.group(1))(**context)
             return environment().from_string(value).render(**context)
+        except NotYetKnown:
+            raise
         except UndefinedError as exc:
             raise TemplateError(f"{exc.message} in {value!r}") from None
         except TemplateSyntaxError as exc:
@@ -87,6 +109,8 @@ def evaluate_condition(value: str | bool | None, context: Mapping[str, Any]) -> 
         source = whole.group(1)
     try:
         return bool(_compile_expression(source)(**context))
+    except NotYetKnown:
+        raise
     except UndefinedError as exc:
         raise TemplateError(f"{exc.message} in when: {value!r}") from None
     except TemplateSyntaxError as exc:
@@ -110,6 +134,15 @@ def references(source: str, *, expression: bool = False) -> Iterator[tuple[str, 
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error: {exc.message}") from None
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        name = ""
+        if isinstance(node, nodes.Getattr):
+            name = node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            name = node.arg.value
+        if name.startswith("_"):
+            # The sandbox refuses these when rendering; refusing them here makes a playbook
+            # that tries (`{{ ().__class__ }}`) bad input at load time, before any write.
+            raise TemplateError(f"blocked: {name!r} is not allowed in templates (no private or dunder attributes)")
         base = getattr(node, "node", None)
         if isinstance(base, nodes.Name) and base.name in ("params", "steps"):
             if isinstance(node, nodes.Getattr):

@@ -47,7 +47,7 @@ def test_a_step_that_never_began_installing_never_uninstalls() -> None:
 
 
 def test_a_step_whose_inputs_failed_validation_is_not_undone(tmp_path: Any) -> None:
-    """b's inputs render to something invalid: the run rolls back a (exit 1), and never
+    """b's inputs render (from a's outputs, so only at run time) to something invalid: the run rolls back a (exit 1), and never
     re-renders b's bad inputs for an undo (before: rollback_failed, exit 3)."""
     import pytest
 
@@ -63,7 +63,7 @@ def test_a_step_whose_inputs_failed_validation_is_not_undone(tmp_path: Any) -> N
           with: {{path: "{tmp_path}/a"}}
         - id: b
           uses: test.write_file
-          with: {{path: "{tmp_path}/b", pause: "{{{{ 'soon' }}}}"}}
+          with: {{path: "{tmp_path}/b", pause: "{{{{ steps.a.outputs.path }}}}"}}
     """)
     store = LocalStateStore(tmp_path / "state")
     with pytest.raises(RunFailed, match="rolled back"):
