@@ -9,6 +9,7 @@ hand edit, a record from a newer meshops) is skipped with a warning, never taken
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class JournalRecord:
     ts: float
     step: str | None = None
     fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    sha: str | None = None
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.fields.get(name, default)
@@ -96,6 +98,8 @@ class JournalRecord:
         out: dict[str, Any] = {"type": str(self.type), "ts": self.ts, **self.fields}
         if self.step is not None:
             out["step"] = self.step
+        if self.sha is not None:
+            out["sha"] = self.sha
         return out
 
     @classmethod
@@ -119,8 +123,12 @@ class JournalRecord:
                 RunStatus(str(raw.get("status")))
             except ValueError:
                 raise BadRecord(f"run_finished: unknown status {raw.get('status')!r}") from None
-        rest = {k: v for k, v in raw.items() if k not in ("type", "ts", "step")}
-        return cls(type=type_, ts=float(ts), step=step, fields=MappingProxyType(rest))
+        digest = raw.get("sha")
+        if digest is not None and digest != record_digest(raw):
+            raise BadRecord(f"{type_}: does not match its digest (damaged or edited)")
+        rest = {k: v for k, v in raw.items() if k not in ("type", "ts", "step", "sha")}
+        return cls(type=type_, ts=ts, step=step, fields=MappingProxyType(rest),
+                   sha=digest if isinstance(digest, str) else None)
 
     @classmethod
     def parse_line(cls, line: str) -> JournalRecord:
@@ -129,6 +137,14 @@ class JournalRecord:
         except json.JSONDecodeError as exc:
             raise BadRecord(f"not JSON: {exc.msg}") from None
         return cls.parse(raw)
+
+
+def record_digest(raw: Mapping[str, Any]) -> str:
+    """A digest of a record (without its own ``sha``): a record changed after it was written
+    (a torn write, a hand edit of the cluster mirror) no longer matches and is not replayed."""
+    body = {k: v for k, v in raw.items() if k != "sha"}
+    text = json.dumps(body, separators=(",", ":"), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def parse_records(raws: Iterable[Mapping[str, Any] | JournalRecord],

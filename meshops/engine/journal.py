@@ -21,7 +21,7 @@ import structlog
 
 from meshops.domain.errors import BadInput, MeshopsError, StepError
 from meshops.domain.redact import CREDENTIALS, SecretRegistry
-from meshops.domain.runlog import TERMINAL_STEP, BadRecord, JournalRecord, RunState, StepState
+from meshops.domain.runlog import TERMINAL_STEP, BadRecord, JournalRecord, RunState, StepState, record_digest
 
 log = structlog.get_logger("meshops.journal")
 
@@ -301,6 +301,7 @@ class Journal:
     def write(self, type_: str, **fields: Any) -> Record:
         record: Record = {"type": type_, "ts": round(self._wall(), 3), **fields}
         record = self.secrets.scrub(record, keep=_STRUCTURAL)
+        record["sha"] = record_digest(record)
         JournalRecord.parse(record)  # a record the replay could not read is a bug here, not later
         with self._lock:
             try:

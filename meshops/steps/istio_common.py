@@ -163,8 +163,44 @@ def tag_backup(kube: KubeApi, snap: MeshSnapshot, tags: list[str], *, istio_name
     return out
 
 
-def restore(kube: KubeApi, backup: list[dict[str, Any]]) -> list[str]:
-    """Make each backed-up object exactly what it was (absent ones deleted). Idempotent."""
+# What tag_backup records, and so all restore() may touch. A backup arrives through the
+# journal, which may have come from a ConfigMap anyone with write access to meshops-system
+# can edit: restoring whatever it names would lend them meshops' own RBAC.
+_RESTORABLE = {
+    (ADMISSION, MWC): ("istio-", "namespace."),
+    (ADMISSION, VWC): ("istiod-", "istio-"),
+    ("v1", "Service"): ("istiod",),
+}
+
+
+def _check_restorable(entry: Any, istio_namespace: str | None) -> None:
+    ref = entry.get("ref") if isinstance(entry, dict) else None
+    want = entry.get("object") if isinstance(entry, dict) else None
+    if not isinstance(ref, dict):
+        raise PermanentStepError(f"refusing to restore a backup entry without a ref: {entry!r:.200}")
+    key = (ref.get("apiVersion"), ref.get("kind"))
+    name, namespace = str(ref.get("name") or ""), ref.get("namespace")
+    prefixes = _RESTORABLE.get(key)  # type: ignore[arg-type]
+    ok = prefixes is not None and name.startswith(prefixes)
+    if ok and key == ("v1", "Service"):
+        ok = namespace is not None and (istio_namespace is None or namespace == istio_namespace)
+    if ok and want is not None:
+        meta = want.get("metadata") or {} if isinstance(want, dict) else {}
+        ok = (isinstance(want, dict) and (want.get("apiVersion"), want.get("kind")) == key
+              and meta.get("name") == name and meta.get("namespace") == namespace)
+    if not ok:
+        raise PermanentStepError(f"refusing to restore {ref.get('kind')} {namespace or ''}/{name}: not something "
+                                 "meshops backs up (the journal's backup may have been altered)")
+
+
+def restore(kube: KubeApi, backup: list[dict[str, Any]], *, istio_namespace: str | None = None) -> list[str]:
+    """Make each backed-up object exactly what it was (absent ones deleted). Idempotent.
+
+    Every entry is checked first (kinds and names tag_backup records, object matching its ref),
+    so a tampered backup changes nothing at all.
+    """
+    for entry in backup:
+        _check_restorable(entry, istio_namespace)
     changed = []
     for entry in backup:
         ref, want = entry["ref"], entry.get("object")

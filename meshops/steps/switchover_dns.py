@@ -125,7 +125,7 @@ class PrepareInputs(_DnsTarget):
     health_checks: bool = True
     health_check_type: Literal["HTTP", "HTTPS", "TCP"] = "HTTP"
     health_check_port: Annotated[int, Field(ge=1, le=65535)] = 80
-    health_check_path: str = "/"
+    health_check_path: Annotated[str, Field(pattern=r"^/\S{0,254}$")] = "/"  # Route53 ResourcePath: a path, at most 255
     health_check_interval: Literal[10, 30] = 30
     health_check_threshold: Annotated[int, Field(ge=1, le=10)] = 3
 

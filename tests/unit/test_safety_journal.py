@@ -129,3 +129,19 @@ def test_the_report_takes_its_statuses_from_the_same_replay(h: Harness) -> None:
 def test_playbook_text_roundtrip_unchanged(h: Harness) -> None:
     loaded = load_playbook_text(_three_writes(h), path="t.yaml")
     assert loaded.playbook.steps[0].id == "a"
+
+
+def test_an_edited_record_no_longer_matches_its_digest_and_is_not_replayed(h: Harness) -> None:
+    h.run(_three_writes(h))
+    run_id = h.store.run_ids()[-1]
+    path = _journal(h, run_id)
+    lines = path.read_text().splitlines()
+    i = next(n for n, line in enumerate(lines) if '"step_succeeded"' in line and '"step":"b"' in line)
+    record = json.loads(lines[i])
+    assert "sha" in record
+    record["outputs"]["path"] = "/etc/passwd"
+    lines[i] = json.dumps(record, separators=(",", ":"), sort_keys=True)
+    path.write_text("\n".join(lines) + "\n")
+    state = RunState.replay(run_id, LocalStateStore(h.tmp / "state").records(run_id))
+    assert state.steps["b"].outputs is None and not state.done("b")
+    assert state.done("a") and state.done("c")

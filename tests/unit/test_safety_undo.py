@@ -73,3 +73,28 @@ def test_a_step_whose_inputs_failed_validation_is_not_undone(tmp_path: Any) -> N
     assert state.status == "rolled_back"
     assert state.steps["a"].undo_status == "undone" and state.steps["b"].undo_status is None
     assert not (tmp_path / "a").exists()
+
+
+def test_restore_refuses_anything_a_backup_would_not_hold() -> None:
+    """A journal backup edited in the cluster ConfigMap cannot make meshops create what it names
+    (before: restore() created any apiVersion/kind it was given, with the operator's RBAC)."""
+    import pytest
+
+    from meshops.domain.errors import PermanentStepError
+    from meshops.steps.istio_common import restore
+
+    world = FakeWorld()
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": "pwned"}, "roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}}
+    evil = [
+        {"ref": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "name": "pwned",
+                 "namespace": None}, "object": binding},
+        # A ref that looks like a webhook, carrying another kind of object.
+        {"ref": {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                 "name": "istio-sidecar-injector", "namespace": None}, "object": binding},
+    ]
+    for entry in evil:
+        writes = len(world.kube.writes)
+        with pytest.raises(PermanentStepError, match="refusing to restore"):
+            restore(world.kube, [entry])
+        assert world.kube.writes[writes:] == []
