@@ -95,6 +95,15 @@ class LeaseLock:
         except Conflict:
             raise LockLost(f"{self.name} changed while renewing it") from None
 
+    def verify(self) -> None:
+        """Raise LockLost if the Lease names another holder now (a read; changes nothing)."""
+        if self._holder is None:
+            return
+        lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
+        current = (lease.get("spec") or {}).get("holderIdentity") if lease is not None else None
+        if current != self._holder:
+            raise LockLost(f"{self.name} is now held by {current or 'nobody'}")
+
     def pause(self, run_id: str) -> None:
         """Keep the Lease for a stopped run, marked with its run id: nobody else may take it."""
         holder, self._holder = self._holder, None

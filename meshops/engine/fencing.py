@@ -24,12 +24,34 @@ WRITE_METHODS = frozenset({
 
 
 class Fence:
-    def __init__(self, *, clock: Callable[[], float], duration: float | None = None) -> None:
+    """Whether the run may still write. ``verify`` (the lock's own look at who holds it) runs
+    at most every ``verify_every`` seconds from ``check``, so a stolen lock is noticed within
+    that time however the renewer is scheduled, at the cost of one read per interval."""
+
+    def __init__(self, *, clock: Callable[[], float], duration: float | None = None,
+                 verify: Callable[[], None] | None = None, verify_every: float = 1.0) -> None:
         self._clock = clock
         self.duration = duration
         self._lost: str | None = None
         self._renewed = clock()
         self._mu = threading.Lock()
+        self._verify = verify
+        self._verify_every = verify_every
+        self._verified = clock()
+        self._verify_mu = threading.Lock()
+
+    def verify_now(self) -> None:
+        """Look at the lock now; a changed holder loses the fence, a failed look proves nothing."""
+        if self._verify is None:
+            return
+        with self._verify_mu:
+            try:
+                self._verify()
+            except LockLost as exc:
+                self.lose(exc.message)
+            except Exception:
+                return
+            self._verified = self._clock()
 
     def renewed(self) -> None:
         with self._mu:
@@ -51,6 +73,8 @@ class Fence:
             return self._lost
 
     def check(self) -> None:
+        if self._verify is not None and self._clock() - self._verified > self._verify_every:
+            self.verify_now()
         reason = self.lost
         if reason is not None:
             raise LockLost(f"lock lost: {reason}; stopped before the next write")

@@ -29,6 +29,7 @@ class RunLock(Protocol):
 
     def acquire(self, holder: str) -> None: ...
     def renew(self) -> None: ...  # raises LockLost when another holder has it
+    def verify(self) -> None: ...  # raises LockLost when another holder has it; changes nothing
     def release(self) -> None: ...
     # Keep the lock for a run that stopped to wait (exit 130): marked paused with its run id,
     # so no other run takes it until that run resumes or is abandoned.
@@ -97,6 +98,17 @@ class FileLock:
         self._update(bump)
         if lost:
             raise LockLost(f"{self.name} is now held by {lost[0]}")
+
+    def verify(self) -> None:
+        holder = self._holder
+        if holder is None:
+            return
+        try:
+            cur = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            cur = None
+        if not cur or cur.get("holder") != holder:
+            raise LockLost(f"{self.name} is now held by {cur.get('holder') if cur else 'nobody'}")
 
     def pause(self, run_id: str) -> None:
         holder, self._holder = self._holder, None

@@ -197,7 +197,7 @@ class Engine:
         lock.acquire(holder_identity(run_id))
         # Renewals come every third of the lease; two missed in a row and another runner may be
         # about to take it over: stop writing before it can. Real elapsed time, as the lease's.
-        self.fence = Fence(clock=self.opts.monotonic, duration=lock.duration * 2 / 3)
+        self.fence = Fence(clock=self.opts.monotonic, duration=lock.duration * 2 / 3, verify=lock.verify)
 
         def renew_failed(exc: Exception) -> None:
             log.warning("lock.renew_failed", run_id=run_id, error=str(exc))
@@ -221,7 +221,10 @@ class Engine:
 
     def _regain(self, run_id: str, journal: Journal) -> bool:
         """After losing the lock: take it back if it is free again (then a rollback may write)."""
-        if self.lock is None or self.fence.lost is None:
+        if self.lock is None:
+            return True
+        self.fence.verify_now()  # a step may have failed because someone else has the lock
+        if self.fence.lost is None:
             return True
         reason = self.fence.lost
         try:

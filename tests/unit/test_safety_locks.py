@@ -45,11 +45,13 @@ def _records(tmp: Path) -> list[dict[str, Any]]:
     return store.records(store.run_ids()[-1])
 
 
-def test_a_stolen_lock_stops_the_run_before_its_next_write(tmp_path: Path) -> None:
+@pytest.mark.parametrize("duration", [1.5, 30.0])
+def test_a_stolen_lock_stops_the_run_before_its_next_write(tmp_path: Path, duration: float) -> None:
     """Another holder takes the lock mid-run: the run stops (exit 1, frozen, says why); b is never written.
-    Before: renew() returned quietly and the run went on writing and succeeded."""
+    Before: renew() returned quietly and the run went on writing and succeeded. With a 30 s lease
+    (renewed every 10 s) the fence's own look at the lock notices within a second."""
     lock_path = tmp_path / "l"
-    lock = FileLock(lock_path, duration=1.5)
+    lock = FileLock(lock_path, duration=duration)
 
     def steal() -> None:
         while not (tmp_path / "a").exists():
