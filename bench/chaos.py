@@ -337,6 +337,8 @@ def one_run(sb: Sandbox, plan: Plan, rng: random.Random) -> Outcome:
     if not killed and code != 0:
         err = proc.stderr.read() if proc.stderr else ""
         o.history.append(f"stderr: {err.strip().splitlines()[-1][:200] if err.strip() else ''}")
+        if code not in (1, 4, 130):
+            (sb.dir.parent / f"meshops-chaos-run-{plan.index}-{plan.cluster}.stderr").write_text(err)
     sb.clear()
     runs = sb.state(c) / "runs"
     o.run_id = sorted(p.name for p in runs.iterdir())[-1] if runs.exists() and any(runs.iterdir()) else None
@@ -355,6 +357,7 @@ def one_run(sb: Sandbox, plan: Plan, rng: random.Random) -> Outcome:
         o.history.append(f"{action}: exit {out.returncode}")
         if out.returncode not in (0, 1, 4):
             o.history.append(f"stderr: {out.stderr.strip().splitlines()[-1][:200] if out.stderr.strip() else ''}")
+            (sb.dir.parent / f"meshops-chaos-run-{plan.index}-{action}.stderr").write_text(out.stderr)
         if out.returncode == 4:
             time.sleep(3)  # a stolen Lease expires after 3 s
         action = rng.choice(["resume", "rollback"]) if action == "resume" else "rollback"

@@ -153,7 +153,7 @@ class LockRenewer:
         self._thread.start()
 
     def _loop(self) -> None:
-        interval = max(0.5, self.lock.duration / 3)
+        interval = max(0.5, self.lock.duration / 4)
         while not self._stop.wait(interval):
             try:
                 self.lock.renew()

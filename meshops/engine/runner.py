@@ -7,7 +7,6 @@ killed at any instant can be resumed (``meshops resume``) or rolled back
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -23,7 +22,6 @@ from meshops.domain.errors import (
     DriverError,
     Interrupted,
     MeshopsError,
-    RollbackFailed,
     RunFailed,
     StepError,
 )
@@ -33,6 +31,7 @@ from meshops.engine import templating
 from meshops.engine.fencing import Fence, FencedDrivers
 from meshops.engine.journal import Journal, MirrorFailed, RunState, StateStore, new_run_id
 from meshops.engine.lock import LockRenewer, RunLock, holder_identity
+from meshops.engine.planning import plan_steps, scrub_planned
 from meshops.engine.playbook import LoadedPlaybook, StepSpec, load_playbook_text
 from meshops.engine.preflight import preflight
 from meshops.engine.runtypes import (
@@ -43,6 +42,7 @@ from meshops.engine.runtypes import (
     StepFailed,
     StopFlag,
 )
+from meshops.engine.undo import roll_back
 from meshops.steps import registry
 from meshops.steps.base import Approvals, Step, StepContext, StepInputs, StepOutputs
 
@@ -120,7 +120,7 @@ class Engine:
 
         def go() -> RunResult:
             ctx = self._template_context(run_id, params, state)
-            return self._rollback(run_id, loaded, ctx, journal, state, cause="requested")
+            return roll_back(self, run_id, loaded, ctx, journal, state, cause="requested")
 
         return self._locked(run_id, go)
 
@@ -195,9 +195,10 @@ class Engine:
             return body()
         lock = self.lock
         lock.acquire(holder_identity(run_id))
-        # Renewals come every third of the lease; two missed in a row and another runner may be
-        # about to take it over: stop writing before it can. Real elapsed time, as the lease's.
-        self.fence = Fence(clock=self.opts.monotonic, duration=lock.duration * 2 / 3, verify=lock.verify)
+        # Renewals come every quarter of the lease; unrenewed for 80 % of it and another runner
+        # may soon take it over: stop writing before it can (the rest is margin for clock skew
+        # between runners). Real elapsed time, as the lease's.
+        self.fence = Fence(clock=self.opts.monotonic, duration=lock.duration * 0.8, verify=lock.verify)
 
         def renew_failed(exc: Exception) -> None:
             log.warning("lock.renew_failed", run_id=run_id, error=str(exc))
@@ -358,7 +359,7 @@ class Engine:
                     raise RunFailed(f"run {run_id}: {msg}\n  next: fix it, then `meshops resume {run_id}`, "
                                     f"or `meshops rollback {run_id}`") from None
                 fresh = RunState.replay(run_id, self.store.records(run_id))
-                result = self._rollback(run_id, loaded, ctx, journal, fresh, cause=f"{key} failed: {reason}")
+                result = roll_back(self, run_id, loaded, ctx, journal, fresh, cause=f"{key} failed: {reason}")
                 raise RunFailed(f"run {run_id}: {key} failed: {reason}; rolled back ({result.message})") from None
         journal.write("run_finished", status="succeeded")
         bound.info("run.done", status="succeeded")
@@ -511,133 +512,9 @@ class Engine:
                 exc.message = self.secrets.scrub_text(exc.message)
                 exc.args = (exc.message,)
                 raise
-            return [self._scrub_planned(p) for p in self._plan(loaded, params)]
-
-    def _scrub_planned(self, p: PlannedStep) -> PlannedStep:
-        text = self.secrets.scrub_text
-        return dataclasses.replace(
-            p, inputs=self.secrets.scrub(p.inputs), note=text(p.note), error=None if p.error is None else text(p.error),
-            changes=[dataclasses.replace(c, target=text(c.target), detail=text(c.detail)) for c in p.changes])
-
-    def _plan(self, loaded: LoadedPlaybook, params: dict[str, Any]) -> list[PlannedStep]:
-        """What each step would do, without changing anything.
-
-        Read-only steps really run, so later steps are planned from real findings; a step
-        whose inputs depend on what an earlier, changing step would output says so.
-        """
-        run_id = "plan"
-        ctx: dict[str, Any] = {"params": params, "steps": {}, "run": {"id": run_id}}
-        planned: list[PlannedStep] = []
-        for spec in loaded.playbook.steps:
-            step = self._step_type(spec)
-            try:
-                if not templating.evaluate_condition(spec.when, ctx):
-                    planned.append(PlannedStep(step_id=spec.id, uses=spec.uses, skipped=True, note="when is false"))
-                    ctx["steps"][spec.id] = {"outputs": {}, "status": "skipped"}
-                    continue
-                items = [None] if spec.foreach is None else templating.render_value(spec.foreach, ctx)
-                if not isinstance(items, list):
-                    raise templating.TemplateError(f"foreach must give a list, got {type(items).__name__}")
-                for i, item in enumerate(items):
-                    key = spec.id if spec.foreach is None else f"{spec.id}[{i}]"
-                    item_ctx = ctx if spec.foreach is None else {**ctx, "item": item, "index": i}
-                    inputs = self._render_inputs(spec, step, item_ctx, key)
-                    sctx = self._make_ctx(run_id, spec, key, item, 1, None)
-                    sctx.dry_run = True
-                    if step.read_only:
-                        out = step.run(inputs, sctx).model_dump(mode="json")
-                        planned.append(PlannedStep(step_id=key, uses=spec.uses, inputs=inputs.model_dump(mode="json"),
-                                                   note="read-only: ran to plan the steps after it"))
-                        ctx["steps"][spec.id] = {"outputs": out, "status": "succeeded"}
-                    else:
-                        p = step.plan(inputs, sctx)
-                        planned.append(PlannedStep(step_id=key, uses=spec.uses, inputs=inputs.model_dump(mode="json"),
-                                                   changes=list(p.changes), predictable=p.predictable, note=p.note))
-            except (StepFailed, templating.TemplateError) as exc:
-                reason = exc.reason if isinstance(exc, StepFailed) else str(exc)
-                planned.append(PlannedStep(step_id=spec.id, uses=spec.uses, predictable=False,
-                                           note=f"cannot plan until earlier steps have run: {reason}"))
-            except (StepError, DriverError) as exc:
-                planned.append(PlannedStep(step_id=spec.id, uses=spec.uses, predictable=False, error=exc.message,
-                                           note="would fail now"))
-        return planned
+            return [scrub_planned(self, p) for p in plan_steps(self, loaded, params)]
 
     # ---- rollback ---------------------------------------------------------------------------
-
-    def _undo_inputs(self, spec: StepSpec, step: Step[Any, Any], ctx: dict[str, Any], s: Any) -> StepInputs:
-        """The inputs the step acted with: as journaled when they are whole, else rendered again."""
-        if s.inputs is not None and not _has_redacted(s.inputs):
-            try:
-                inputs: StepInputs = step.Inputs.model_validate(s.inputs)
-                return inputs
-            except ValidationError:
-                pass
-        return self._render_inputs(spec, step, ctx, s.key)
-
-    def _rollback(self, run_id: str, loaded: LoadedPlaybook, ctx: dict[str, Any], journal: Journal,
-                  state: RunState, *, cause: str) -> RunResult:
-        pb = loaded.playbook
-        self._fresh_temp_dir(run_id)
-        journal.strict = False  # a rollback finishes on the local journal even if the mirror fails
-        journal.write("rollback_started", cause=cause)
-        log.warning("rollback.start", run_id=run_id, cause=cause)
-        # Undo in reverse order of completion; a step that failed or was cut off mid-way is
-        # undone first (its undo looks before it acts, so a partial run is fine).
-        candidates = [s for s in state.steps.values() if s.undo_status not in ("undone", "undo_skipped")]
-        # Only what began acting is undone: a step_started record was written, with inputs that
-        # rendered and validated. A step refused before that (bad inputs) changed nothing.
-        partial = [s for s in candidates if s.status in ("started", "failed") and s.inputs_valid]
-        finished = sorted((s for s in candidates if s.status == "succeeded"), key=lambda s: s.order, reverse=True)
-        undone = 0
-        for s in partial + finished:
-            step_id = s.key.split("[", 1)[0]
-            try:
-                spec = pb.step(step_id)
-            except KeyError:
-                continue
-            if spec.foreach is not None and "[" not in s.key:
-                continue  # a foreach step is undone item by item
-            step = self._step_type(spec)
-            if step.irreversible:
-                journal.write("undo_skipped", step=s.key, reason="irreversible")
-                continue
-            if s.status in ("started", "failed") and step.side_effect_free:
-                continue
-            index = int(s.key.split("[", 1)[1].rstrip("]")) if "[" in s.key else None
-            item_ctx = dict(ctx)
-            if index is not None:
-                items = templating.render_value(spec.foreach, ctx)
-                item_ctx.update(item=items[index] if isinstance(items, list) and index < len(items) else None, index=index)
-            try:
-                inputs = self._undo_inputs(spec, step, item_ctx, s)
-                outputs = step.Outputs.model_validate(s.outputs) if s.status == "succeeded" and s.outputs is not None else None
-                sctx = self._make_ctx(run_id, spec, s.key, item_ctx.get("item"), 0, None, journal=journal, facts=s.facts)
-                sctx.stop_requested = lambda: False  # a rollback is finished even when asked to stop
-                self.fence.check()
-                journal.write("undo_started", step=s.key)
-                step.undo(inputs, outputs, sctx)
-            except Exception as exc:
-                message = exc.message if isinstance(exc, MeshopsError) else f"{type(exc).__name__}: {exc}"
-                journal.write("undo_failed", step=s.key, error=message)
-                msg = (f"rollback failed at {s.key}: {message}. The journal of run {run_id} says what is undone; "
-                       f"fix it, then `meshops rollback {run_id}` continues from there")
-                journal.write("run_finished", status="rollback_failed", failed_step=s.key, message=msg)
-                raise RollbackFailed(msg) from None
-            journal.write("undone", step=s.key)
-            undone += 1
-        msg = f"undid {undone} step(s)"
-        journal.write("run_finished", status="rolled_back", message=msg)
-        log.warning("rollback.done", run_id=run_id, undone=undone)
-        return RunResult(run_id=run_id, status="rolled_back", message=msg)
-
-
-def _has_redacted(value: Any) -> bool:
-    if isinstance(value, dict):
-        return any(_has_redacted(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_redacted(v) for v in value)
-    return isinstance(value, str) and redact.REDACTED in value
-
 
 def _blank(key: str) -> StepState:
     return StepState(key=key)
