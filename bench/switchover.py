@@ -140,7 +140,14 @@ def failure_latency(args: argparse.Namespace) -> None:
     from meshops.engine.journal import LocalStateStore
     from meshops.engine.playbook import load_playbook, resolve_params
     from meshops.engine.runner import Engine
-    from tests.support.switchover import PLAYBOOK, FakeKube, Ingress, cluster_objects, drivers_for, params
+    from tests.support.switchover import (
+        PLAYBOOK,
+        Ingress,
+        cluster_objects,
+        drivers_for,
+        params,
+        seeded,
+    )
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(50))
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -170,8 +177,8 @@ def failure_latency(args: argparse.Namespace) -> None:
                 marked["after"] = len(proxy.exchanges) + 1
 
         proxy.on_change = on_change
-        kube = {"blue": FakeKube("blue", cluster_objects(ingress="blue-lb.example.net")),
-                "green": FakeKube("green", cluster_objects(ingress="green-lb.example.net"))}
+        kube = {"blue": seeded("blue", cluster_objects(ingress="blue-lb.example.net")),
+                "green": seeded("green", cluster_objects(ingress="green-lb.example.net"))}
         given = params(probes=["http://app.example.com/"], bake="30s", probe_interval=f"{args.probe_interval}s",
                        connect_to=[f"blue-lb.example.net:80:127.0.0.1:{blue.port}",
                                    f"green-lb.example.net:80:127.0.0.1:{green.port}"])

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from meshops.domain.durations import parse_duration  # noqa: E402
 from meshops.domain.tuning import Policy, Recommendation  # noqa: E402
 from meshops.drivers.prometheus import PrometheusClient  # noqa: E402
-from meshops.steps.tune_gather import Scope, gather  # noqa: E402
+from meshops.ops.tune_gather import Scope, gather  # noqa: E402
 from tests.integration import prom_fixture  # noqa: E402
 
 SAFE = "bcdfghjklmnpqrstvwxz2456789"

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from meshops.domain.errors import BadInput
-from meshops.drivers import DriverSet, DriverSettings
+from meshops.drivers.api import Drivers, DriverSettings
 from meshops.engine.journal import LocalStateStore, MirroredStateStore, StateStore
 from meshops.engine.lock import FileLock, RunLock
 from meshops.engine.playbook import LoadedPlaybook
@@ -29,13 +29,26 @@ class App:
     state_dir: str
     qps: float = 50.0
     burst: int = 100
-    _drivers: DriverSet | None = field(default=None, repr=False)
+    _drivers: Drivers | None = field(default=None, repr=False)
+
+    def driver_settings(self, **overrides: Any) -> DriverSettings:
+        """Everything the drivers need, from the options and the environment: the one place it is read."""
+        env = os.environ
+        values: dict[str, Any] = {
+            "kubeconfig": self.kubeconfig, "context": self.kube_context, "qps": self.qps, "burst": self.burst,
+            "prometheus_token": env.get("MESHOPS_PROMETHEUS_TOKEN") or None,
+            "prometheus_tokens": parse_prometheus_tokens(env.get("MESHOPS_PROMETHEUS_TOKENS", "")),
+            "aws_profile": env.get("MESHOPS_AWS_PROFILE") or None, "aws_region": env.get("MESHOPS_AWS_REGION") or None,
+        }
+        values.update(overrides)
+        return DriverSettings(**values)
 
     @property
-    def drivers(self) -> DriverSet:
+    def drivers(self) -> Drivers:
         if self._drivers is None:
-            self._drivers = DriverSet(DriverSettings(kubeconfig=self.kubeconfig, context=self.kube_context,
-                                                     qps=self.qps, burst=self.burst))
+            from meshops.drivers.live import LiveDrivers
+
+            self._drivers = LiveDrivers(self.driver_settings())
         return self._drivers
 
     def cluster_configured(self) -> bool:
@@ -169,3 +182,14 @@ def parse_vars(pairs: tuple[str, ...], var_files: tuple[str, ...] = ()) -> dict[
 
 def env_params(names: list[str]) -> dict[str, str]:
     return {n: os.environ[f"MESHOPS_PARAM_{n.upper()}"] for n in names if f"MESHOPS_PARAM_{n.upper()}" in os.environ}
+
+
+def parse_prometheus_tokens(text: str) -> dict[str, str]:
+    """``$MESHOPS_PROMETHEUS_TOKENS``: ``URL=TOKEN`` entries separated by spaces, commas or newlines."""
+    out: dict[str, str] = {}
+    for entry in text.replace(",", " ").split():
+        url, sep, token = entry.partition("=")
+        if not sep or not url or not token:
+            raise BadInput("$MESHOPS_PROMETHEUS_TOKENS: expected URL=TOKEN entries separated by spaces or commas")
+        out[url] = token
+    return out

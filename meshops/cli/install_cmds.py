@@ -71,7 +71,7 @@ def install(app: object, profiles: tuple[str, ...], version: str | None, revisio
     """Install Istio from composed profiles with the istioctl of that version, and record the overlay."""
     from meshops.cli.app import App, stop_on_signals
     from meshops.engine.playbook import load_playbook, resolve_params
-    from meshops.steps.install_overlay import render_install_overlay
+    from meshops.ops.install_overlay import render_install_overlay
 
     assert isinstance(app, App)
     if revision and (not REVISION.match(revision) or revision == "default"):
@@ -90,8 +90,8 @@ def install(app: object, profiles: tuple[str, ...], version: str | None, revisio
     if version is None:
         version = _default_version(istioctl_path)
     if diff:
-        from meshops.steps import install_record
-        from meshops.steps.install_overlay import diff_text
+        from meshops.ops import install_record
+        from meshops.ops.install_overlay import diff_text
 
         kube = app.drivers.kube
         recorded = install_record.read_recorded(kube)
@@ -156,9 +156,8 @@ def tune(url: str, window: str, until: str | None, percentile: float, limit_perc
          resolution: str, namespaces: tuple[str, ...], istio_namespace: str, output: str, out_dir: str | None, timeout: str) -> None:
     """Recommend requests and limits for istiod, gateways and sidecars from what Prometheus saw."""
     from meshops.domain.tuning import Policy
-    from meshops.drivers.prometheus import PrometheusClient
-    from meshops.steps import tune_report
-    from meshops.steps.tune_gather import Scope, gather
+    from meshops.ops import tune_report
+    from meshops.ops.tune_gather import Scope, gather
 
     window_s = _duration(window, "--window")
     step = _duration(resolution, "--resolution")
@@ -173,8 +172,12 @@ def tune(url: str, window: str, until: str | None, percentile: float, limit_perc
         raise BadInput(f"--percentile/--limit-percentile/--min-samples: {exc}") from None
     scope = Scope(window_seconds=window_s, until=_until(until), namespaces=tuple(namespaces),
                   istio_namespace=istio_namespace, step_seconds=int(step))
-    prom = PrometheusClient(url, timeout=_duration(timeout, "--timeout"),
-                            bearer_token=os.environ.get("MESHOPS_PROMETHEUS_TOKEN") or None)
+    from meshops.cli.app import app_from
+    from meshops.drivers.live import LiveDrivers
+
+    # The per-query timeout is this command's own; the token comes from the one settings builder.
+    settings = app_from(click.get_current_context()).driver_settings(prometheus_timeout=_duration(timeout, "--timeout"))
+    prom = LiveDrivers(settings).prometheus(url)
     report = gather(prom, scope, policy, clock=time.time)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from html import escape
 
+from meshops.domain.durations import format_duration
 from meshops.domain.report_model import Report, StepReport
 from meshops.domain.report_outputs import label_of
 
@@ -133,17 +134,7 @@ def rel_label(seconds: float, step: float = 1.0) -> str:
 
 
 def human(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    m, s = divmod(round(seconds), 60)
-    if m < 60:
-        return f"{m}m {s:02d}s"
-    h, m = divmod(m, 60)
-    return f"{h}h {m:02d}m"
+    return "-" if seconds is None else format_duration(seconds, spaced=True)
 
 
 # ---- timeline ---------------------------------------------------------------------------------

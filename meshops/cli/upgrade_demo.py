@@ -2,8 +2,10 @@
 
 It starts a sandbox (the ``default`` scenario: one cluster, unrevisioned Istio, a bookinfo
 spread over namespaces with the awkward cases a real mesh has), shows the mesh, upgrades
-it with the same code path as ``meshops upgrade``, shows it again, and stops the sandbox.
-The sandbox runs as its own program (``meshops sandbox up``), as a user would run it.
+it, shows it again, and stops the sandbox. It is a script over public commands, run as a
+user would run them (``meshops sandbox up``, ``meshops status``, ``meshops upgrade``): the
+sandbox's environment (its istioctl programs on PATH) goes to those child processes only,
+never into this process's ``os.environ``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from meshops.cli.app import App
 from meshops.cli.app_light import pass_app
 
 _EXPORT = re.compile(r'^export ([A-Z0-9_]+)="(.*)"$')
+_STARTED = re.compile(r"meshops: run (\S+) started")
 
 
 def _say(text: str) -> None:
@@ -32,22 +35,24 @@ def _sandbox(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False, timeout=300)
 
 
-def _load_env(path: Path) -> None:
+def _sandbox_env(path: Path) -> dict[str, str]:
+    """This process's environment plus the sandbox's exports, for the child commands."""
+    env = dict(os.environ)
     for line in path.read_text().splitlines():
         m = _EXPORT.match(line.strip())
         if m:
-            os.environ[m.group(1)] = m.group(2).replace("$PATH", os.environ.get("PATH", ""))
+            env[m.group(1)] = m.group(2).replace("$PATH", env.get("PATH", ""))
+    return env
 
 
-def _quiet_logs_for_the_story() -> None:
-    """The demo narrates; step-by-step events would drown it. Warnings (blockers, held pods) stay,
-    in console form even off a terminal; -v brings every event back."""
-    from meshops.cli import logs
-    from meshops.cli.main import Settings
-
-    settings = click.get_current_context().find_object(Settings)
-    if settings is not None and settings.verbosity == 0:
-        logs.configure(fmt="console" if settings.log_format == "auto" else settings.log_format, verbosity=-1)
+def _meshops(env: dict[str, str], app: App, *args: str) -> subprocess.CompletedProcess[str]:
+    """One public meshops command against the sandbox, quiet unless it fails."""
+    argv = [sys.executable, "-m", "meshops", "--kubeconfig", str(app.kubeconfig), "--state-dir", app.state_dir,
+            "--quiet", *args]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=1800)
+    if proc.returncode not in (0, 130):
+        raise click.ClickException(f"meshops {' '.join(args)} exited {proc.returncode}:\n{proc.stderr or proc.stdout}")
+    return proc
 
 
 @click.command()
@@ -59,10 +64,8 @@ def _quiet_logs_for_the_story() -> None:
 @pass_app
 def demo(app: App, from_version: str, to_version: str, directory: str | None, keep: bool) -> None:
     """Start a sandbox, canary-upgrade its Istio, show the mesh before and after, stop the sandbox."""
-    from meshops.cli.upgrade_cmds import finalize_run, run_upgrade
-    from meshops.cli.upgrade_status import collect_status, render_status
+    from meshops.engine.journal import RunState
 
-    _quiet_logs_for_the_story()
     d = Path(directory or tempfile.mkdtemp(prefix="meshops-demo-"))
     _say(f"Starting a sandbox cluster with Istio {from_version} in {d}")
     up = _sandbox("up", "--dir", str(d), "--scenario", "default", "--istio", from_version,
@@ -70,20 +73,25 @@ def demo(app: App, from_version: str, to_version: str, directory: str | None, ke
     if up.returncode != 0:
         raise click.ClickException(f"the sandbox did not start:\n{up.stderr or up.stdout}")
     try:
-        _load_env(d / "env")
+        env = _sandbox_env(d / "env")
         demo_app = App(kube_context=None, kubeconfig=str(d / "kubeconfig"), state_dir=str(d / "state"))
         click.echo("It is a local Kubernetes API with Istio's webhooks and istioctl programs for both versions.\n"
                    "The app is bookinfo over four namespaces labelled istio-injection=enabled, with what real\n"
                    "meshes have: a StatefulSet, a DaemonSet, a finished Job, a naked pod, a pod that opts out.")
         _say("The mesh before (meshops status)")
-        click.echo(render_status(collect_status(demo_app)))
+        click.echo(_meshops(env, demo_app, "status").stdout, nl=False)
         _say(f"meshops upgrade --strategy canary --to {to_version}")
         click.echo(f"Checks first, before any write: skew, Kubernetes support, istioctl {to_version}, `istioctl x "
                    "precheck`,\nthe lock. Then istiod of the new revision beside the old one, the default tag moved, "
                    "every\nworkload restarted (K at a time, waited on through watches) and verified, the ingress "
                    "gateway\nmoved, and the old revision removed once nothing runs on it.")
-        state = run_upgrade(demo_app, "canary", {"to": to_version, "concurrency": 20}, assume_yes=True)
-        assert state is not None
+        upgraded = _meshops(env, demo_app, "upgrade", "--strategy", "canary", "--to", to_version,
+                            "--concurrency", "20", "--yes")
+        started = _STARTED.search(upgraded.stderr)
+        if started is None:
+            raise click.ClickException(f"meshops upgrade named no run:\n{upgraded.stderr}")
+        run_id = started.group(1)
+        state = RunState.replay(run_id, demo_app.store(cluster=False).records(run_id))
         out = {k: (s.outputs or {}) for k, s in state.steps.items()}
         moved = [w for k, o in out.items() if k.startswith("waves[") for w in o.get("restarted", [])]
         click.echo(f"run {state.run_id}: {state.status}; {len(moved)} workload(s) moved: {', '.join(moved)}")
@@ -100,9 +108,9 @@ def demo(app: App, from_version: str, to_version: str, directory: str | None, ke
             for ref in holders:
                 ns, name = ref.split("/", 1)
                 kube.delete("v1", "Pod", name, ns)
-            click.echo(finalize_run(demo_app, state.run_id))
+            click.echo(_meshops(env, demo_app, "upgrade", "finalize", state.run_id).stdout, nl=False)
         _say("The mesh after (meshops status)")
-        click.echo(render_status(collect_status(demo_app)))
+        click.echo(_meshops(env, demo_app, "status").stdout, nl=False)
         click.echo(f"\nEverything meshops did is in the journal: meshops --state-dir {d / 'state'} runs show "
                    f"{state.run_id}")
     finally:

@@ -12,7 +12,7 @@ _OPEN = ("running", "interrupted", "awaiting_approval", "frozen", "rolling_back"
 
 def collect_status(app: App) -> dict[str, Any]:
     from meshops.drivers.kube_state import ConfigMapStateStore
-    from meshops.steps.istio_common import collect
+    from meshops.ops.istio_common import collect
     from meshops.steps.istio_discover import lock_holder, summarize
 
     kube = app.drivers.kube

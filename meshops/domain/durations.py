@@ -42,13 +42,16 @@ def _parse(value: str | int | float) -> float:
     return total
 
 
-def format_duration(seconds: float) -> str:
+def format_duration(seconds: float, *, spaced: bool = False) -> str:
+    """``250ms``, ``4.2s``, ``5m03s``, ``1h02m`` (``spaced``: ``250 ms``, ``4.2 s``, ``5m 03s``, ``1h 02m``,
+    as reports print them)."""
+    sp = " " if spaced else ""
     if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
+        return f"{seconds * 1000:.0f}{sp}ms"
     if seconds < 60:
-        return f"{seconds:.1f}s"
+        return f"{seconds:.1f}{sp}s"
     minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
+        return f"{minutes}m{sp}{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return f"{hours}h{sp}{minutes:02d}m"

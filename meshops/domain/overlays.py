@@ -38,7 +38,7 @@ API_VERSION = "install.istio.io/v1alpha1"
 KIND = "IstioOperator"
 _MERGE_BY_NAME = ("ingressGateways", "egressGateways")
 
-# Where a later canary upgrade finds the settings of the last install (meshops.steps.install_record).
+# Where a later canary upgrade finds the settings of the last install (meshops.ops.install_record).
 RECORD_NAMESPACE = "istio-system"
 RECORD_CONFIGMAP = "meshops-install-overlay"
 RECORD_KEY = "overlay.yaml"

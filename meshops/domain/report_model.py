@@ -12,15 +12,13 @@ from typing import Any
 
 SCHEMA = "meshops.dev/report/v1"
 
-# Outcomes of one attempt, and the colour class a renderer gives each.
-OUTCOMES = ("succeeded", "failed", "retried", "skipped", "interrupted", "awaiting_approval", "killed", "running")
-
 
 @dataclass(kw_only=True)
 class Attempt:
     number: int
     started: float | None
     finished: float | None = None
+    # succeeded | failed | retried | skipped | interrupted | awaiting_approval | killed | running
     outcome: str = "running"
     error: str | None = None
     start_inferred: bool = False

@@ -81,14 +81,6 @@ def mebibytes(nbytes: float) -> int:
     return _ceil(nbytes / MIB)
 
 
-def format_cpu(cores: float) -> str:
-    return f"{millicores(cores)}m"
-
-
-def format_memory(nbytes: float) -> str:
-    return f"{mebibytes(nbytes)}Mi"
-
-
 def quantile(values: Sequence[float], q: float) -> float:
     """PromQL's ``quantile``: linear interpolation between ranks, q in [0, 1]."""
     if not values:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from meshops.drivers.istioctl import IstioctlApi, IstioctlFailed, IstioctlResult
+from meshops.drivers.istioctl_api import IstioctlFailed, IstioctlResult
 
 Response = IstioctlResult | Callable[[tuple[str, ...]], IstioctlResult]
 
@@ -66,20 +66,3 @@ class FakeIstioctl:
 
     def ran(self, prefix: str) -> list[tuple[str, ...]]:
         return [c for c in self.calls if " ".join(c).startswith(prefix)]
-
-
-@dataclass
-class FakeIstioctls:
-    """What steps get from ``ctx.drivers.get("istioctl")``: one fake per version."""
-
-    by_version: dict[str, FakeIstioctl] = field(default_factory=dict)
-
-    def get(self, version: str, explicit: str | None = None) -> IstioctlApi:
-        if version not in self.by_version:
-            from meshops.domain.errors import BadInput
-
-            raise BadInput(f"no istioctl {version} found (fake has {sorted(self.by_version)})")
-        return self.by_version[version]
-
-    def available(self) -> dict[str, str]:
-        return {v: f.path for v, f in sorted(self.by_version.items())}

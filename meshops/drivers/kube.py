@@ -13,16 +13,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import urllib3
 
 from meshops.domain.errors import BadInput, Conflict, DriverError, NotFound
 from meshops.domain.redact import register_credential
+from meshops.drivers.kube_api import KubeApi as KubeApi
+from meshops.drivers.kube_api import Obj as Obj
+from meshops.drivers.kube_api import ObjectList as ObjectList
+from meshops.drivers.kube_api import PatchType as PatchType
+from meshops.drivers.kube_api import WatchEvent as WatchEvent
 from meshops.drivers.ratelimit import TokenBucket
 
-Obj = dict[str, Any]
-PatchType = Literal["merge", "strategic", "json", "apply"]
 _PATCH_CONTENT_TYPES = {
     "merge": "application/merge-patch+json",
     "strategic": "application/strategic-merge-patch+json",
@@ -48,38 +51,6 @@ class Resource:
         if sub:
             base += f"/{sub}"
         return base
-
-
-@dataclass(frozen=True, kw_only=True)
-class ObjectList:
-    items: list[Obj]
-    resource_version: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class WatchEvent:
-    type: str  # ADDED | MODIFIED | DELETED | BOOKMARK
-    object: Obj
-
-
-class KubeApi(Protocol):
-    """What steps may ask of a cluster. ``FakeKube`` (kube_fake.py) implements it in memory."""
-
-    context: str
-
-    def server_version(self) -> str: ...
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None: ...
-    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
-             label_selector: str | None = None, field_selector: str | None = None) -> ObjectList: ...
-    def create(self, obj: Obj) -> Obj: ...
-    def replace(self, obj: Obj) -> Obj: ...
-    def patch(self, api_version: str, kind: str, name: str, patch: Any, namespace: str | None = None, *,
-              patch_type: PatchType = "merge", subresource: str | None = None) -> Obj: ...
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
-               propagation: str = "Background") -> bool: ...
-    def watch(self, api_version: str, kind: str, namespace: str | None = None, *, label_selector: str | None = None,
-              field_selector: str | None = None, resource_version: str | None = None,
-              timeout: float | None = None) -> Iterator[WatchEvent]: ...
 
 
 def status_reason(body: str | bytes | None) -> tuple[str, str]:

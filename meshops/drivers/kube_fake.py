@@ -18,56 +18,28 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from meshops.domain.errors import Conflict, DriverError, NotFound
-from meshops.drivers.kube import Obj, ObjectList, PatchType, WatchEvent
+from meshops.domain.patches import PatchConflict, PatchInvalid, json_patch, merge_patch
+from meshops.domain.selectors import selector_matches
+from meshops.drivers.kube_api import Obj, ObjectList, PatchType, WatchEvent
 
 CLUSTER_SCOPED = frozenset({
     "Namespace", "Node", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
     "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "PersistentVolume",
 })
 _GENERATION_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
-_REQ = re.compile(r"^\s*(!?)([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
 
 Reactor = Callable[["FakeKube", str, Obj], None]
 
 
-def _split_selector(text: str) -> list[str]:
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    if cur.strip():
-        parts.append(cur)
-    return parts
-
-
 def label_selector_matches(selector: str | None, labels: dict[str, str]) -> bool:
-    """A label selector string (``a=b,c!=d,e in (x,y),f,!g``) against labels."""
-    for part in _split_selector(selector or ""):
-        m = _REQ.match(part)
-        if not m:
-            raise DriverError(f"unable to parse requirement {part!r}", temporary=False)
-        neg, key, op, value, set_op, values = m.groups()
-        if set_op:
-            options = {v.strip() for v in values.split(",") if v.strip()}
-            ok = key in labels and labels[key] in options
-            if (set_op == "in" and not ok) or (set_op == "notin" and ok):
-                return False
-        elif op:
-            eq = labels.get(key) == value
-            if (op in ("=", "==") and not eq) or (op == "!=" and eq):
-                return False
-        elif (key in labels) == bool(neg):
-            return False
-    return True
+    try:
+        return selector_matches(selector, labels)
+    except ValueError as exc:
+        raise DriverError(str(exc), temporary=False) from None
 
 
 def _field_matches(selector: str | None, obj: Obj) -> bool:
@@ -80,19 +52,6 @@ def _field_matches(selector: str | None, obj: Obj) -> bool:
         if (op == "!=" and eq) or (op != "!=" and not eq):
             return False
     return True
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
 
 
 def strategic_patch(target: Any, patch: Any) -> Any:
@@ -120,39 +79,17 @@ def strategic_patch(target: Any, patch: Any) -> Any:
     return out
 
 
-def json_patch(target: Obj, ops: list[dict[str, Any]]) -> Obj:
-    out = copy.deepcopy(target)
-    for op in ops:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        parent: Any = out
-        for p in parts[:-1]:
-            parent = parent[int(p)] if isinstance(parent, list) else parent.setdefault(p, {})
-        last = parts[-1]
-        if op["op"] in ("add", "replace"):
-            if isinstance(parent, list):
-                idx = len(parent) if last == "-" else int(last)
-                if op["op"] == "add":
-                    parent.insert(idx, op["value"])
-                else:
-                    parent[idx] = op["value"]
-            else:
-                parent[last] = op["value"]
-        elif op["op"] == "remove":
-            if isinstance(parent, list):
-                parent.pop(int(last))
-            else:
-                parent.pop(last, None)
-        else:
-            raise DriverError(f"json patch op {op['op']} is not supported by FakeKube", temporary=False)
-    return out
-
-
 class FakeKube:
     """In-memory ``KubeApi``. Thread-safe; ``writes`` records every mutating call."""
 
-    def __init__(self, *, context: str = "fake", version: str = "v1.30.2", history: int = 100_000) -> None:
+    def __init__(self, *, context: str = "fake", version: str = "v1.30.2", history: int = 100_000,
+                 served: Collection[str] | None = None) -> None:
         self.context = context
         self.version = version
+        # The API versions this cluster serves (None: all); others are NotFound, as for a missing CRD.
+        self.served = None if served is None else frozenset(served)
+        # False: every request fails as a refused connection does (temporary).
+        self.reachable = True
         self._objects: dict[tuple[str, str, str, str], Obj] = {}
         self._events: list[tuple[int, str, Obj]] = []
         self._history = history
@@ -172,8 +109,12 @@ class FakeKube:
         ns = "" if kind in CLUSTER_SCOPED else (namespace or "default")
         return (api_version, kind, ns, name)
 
-    def _count(self, verb: str, kind: str) -> None:
+    def _count(self, verb: str, kind: str, api_version: str | None = None) -> None:
         self.requests += 1
+        if not self.reachable:
+            raise DriverError(f"cannot reach the API server of {self.context}: ConnectionRefusedError", temporary=True)
+        if api_version is not None and self.served is not None and api_version not in self.served:
+            raise NotFound(f"the cluster {self.context} serves no {kind} in {api_version}")
         for fault in self.faults:
             if fault[3] > 0 and fault[0] in ("*", verb) and fault[1] in ("*", kind):
                 fault[3] -= 1
@@ -206,14 +147,14 @@ class FakeKube:
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
         with self._cond:
-            self._count("get", kind)
+            self._count("get", kind, api_version)
             obj = self._objects.get(self._key(api_version, kind, name, namespace))
             return copy.deepcopy(obj) if obj is not None else None
 
     def list(self, api_version: str, kind: str, namespace: str | None = None, *,
              label_selector: str | None = None, field_selector: str | None = None) -> ObjectList:
         with self._cond:
-            self._count("list", kind)
+            self._count("list", kind, api_version)
             items = [copy.deepcopy(o) for (av, k, ns, _), o in sorted(self._objects.items())
                      if av == api_version and k == kind and (namespace is None or ns == namespace)
                      and label_selector_matches(label_selector, o["metadata"].get("labels") or {})
@@ -222,7 +163,7 @@ class FakeKube:
 
     def create(self, obj: Obj) -> Obj:
         with self._cond:
-            self._count("create", obj["kind"])
+            self._count("create", obj["kind"], obj["apiVersion"])
             obj = copy.deepcopy(obj)
             meta = obj.setdefault("metadata", {})
             if obj["kind"] in CLUSTER_SCOPED:
@@ -257,7 +198,7 @@ class FakeKube:
 
     def replace(self, obj: Obj) -> Obj:
         with self._cond:
-            self._count("replace", obj["kind"])
+            self._count("replace", obj["kind"], obj["apiVersion"])
             meta = obj["metadata"]
             key = self._key(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
             old = self._objects.get(key)
@@ -275,7 +216,7 @@ class FakeKube:
     def patch(self, api_version: str, kind: str, name: str, patch: Any, namespace: str | None = None, *,
               patch_type: PatchType = "merge", subresource: str | None = None) -> Obj:
         with self._cond:
-            self._count("patch", kind)
+            self._count("patch", kind, api_version)
             key = self._key(api_version, kind, name, namespace)
             old = self._objects.get(key)
             if old is None:
@@ -285,7 +226,10 @@ class FakeKube:
             elif patch_type == "strategic":
                 new = strategic_patch(old, patch)
             elif patch_type == "json":
-                new = json_patch(old, patch)
+                try:
+                    new = json_patch(old, patch)
+                except (PatchInvalid, PatchConflict) as exc:  # the API server's 400/422
+                    raise DriverError(f"{kind} {name}: {exc}", temporary=False) from None
             else:
                 raise DriverError("FakeKube does not serve apply patches", temporary=False)
             want_rv = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
@@ -299,7 +243,7 @@ class FakeKube:
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
                propagation: str = "Background") -> bool:
         with self._cond:
-            self._count("delete", kind)
+            self._count("delete", kind, api_version)
             key = self._key(api_version, kind, name, namespace)
             obj = self._objects.pop(key, None)
             if obj is None:
@@ -313,7 +257,7 @@ class FakeKube:
               field_selector: str | None = None, resource_version: str | None = None,
               timeout: float | None = None) -> Iterator[WatchEvent]:
         with self._cond:
-            self._count("watch", kind)
+            self._count("watch", kind, api_version)
 
         def wanted(obj: Obj) -> bool:
             meta = obj["metadata"]

@@ -17,7 +17,7 @@ from meshops.domain.errors import Conflict, DriverError, LockHeld
 from meshops.domain.k8stime import format_micro, parse_time
 from meshops.domain.locks import PAUSED_ANNOTATION, LockLost, holder_is_dead, paused_holder, run_of
 from meshops.domain.runlog import BadRecord, JournalRecord
-from meshops.drivers.kube import KubeApi
+from meshops.drivers.kube_api import KubeApi
 
 NAMESPACE = "meshops-system"
 _RUN_LABEL = "meshops.dev/run"

@@ -20,7 +20,7 @@ from typing import Any
 
 from meshops.domain.errors import Conflict, DriverError
 from meshops.domain.mesh import Pod, as_int, pod_from_object
-from meshops.drivers.kube import KubeApi, Obj
+from meshops.drivers.kube_api import KubeApi, Obj
 
 API_VERSIONS = {"Deployment": "apps/v1", "StatefulSet": "apps/v1", "DaemonSet": "apps/v1", "Pod": "v1"}
 WATCH_SECONDS = 120.0
@@ -311,10 +311,3 @@ def rollout_state(obj: Obj | None, generation: int) -> RolloutState:
             return RolloutState(done=False, detail=f"{status.get('numberAvailable') or 0} of {want} available")
         return RolloutState(done=True)
     return RolloutState(done=False, failed=f"cannot follow a rollout of a {kind}")
-
-
-def pods_on_revision(pods: list[Pod], revision: str) -> tuple[bool, list[Pod]]:
-    """(every live pod runs ``revision`` and is ready, the live pods that do not)."""
-    live = [p for p in pods if p.live]
-    off = [p for p in live if p.revision != revision or not p.ready]
-    return (not off, off)

@@ -15,64 +15,24 @@ namespaces) never meets a URL length limit. One connection pool per client.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import urllib3
 
 from meshops.domain.errors import DriverError
 from meshops.domain.redact import register_credential
+from meshops.drivers.prometheus_api import BadQuery as BadQuery
+from meshops.drivers.prometheus_api import NoData as NoData
+from meshops.drivers.prometheus_api import PrometheusApi as PrometheusApi
+from meshops.drivers.prometheus_api import RangeSeries as RangeSeries
+from meshops.drivers.prometheus_api import Sample as Sample
+from meshops.drivers.prometheus_api import finite as finite
 
 # How much of a non-JSON error body goes into a message: enough for a proxy's error page
 # title, not a whole HTML document.
 _BODY_SNIPPET = 300
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One series of an instant vector (or a scalar, with empty labels) at one instant."""
-
-    labels: dict[str, str]
-    value: float
-
-
-@dataclass(frozen=True)
-class RangeSeries:
-    """One series of a range query: (unix seconds, value) points in ascending time."""
-
-    labels: dict[str, str]
-    points: tuple[tuple[float, float], ...]
-
-
-class BadQuery(DriverError):
-    """Prometheus rejected the expression (``bad_data``) or could not execute it (``execution``)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, temporary=False)
-
-
-class NoData(DriverError):
-    """The query was valid but matched no series."""
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message, temporary=False, hint=hint)
-
-
-class PrometheusApi(Protocol):
-    """What meshops asks of Prometheus. ``FakePrometheus`` (prometheus_fake.py) implements it."""
-
-    url: str
-    queries: int
-
-    def query(self, expr: str, *, at: float | None = None, allow_empty: bool = False) -> list[Sample]: ...
-
-    def query_range(self, expr: str, *, start: float, end: float, step: float,
-                    allow_empty: bool = False) -> list[RangeSeries]: ...
-
-    def ready(self) -> bool: ...
 
 
 class PrometheusClient:
@@ -213,8 +173,3 @@ def _short(expr: str, limit: int = 160) -> str:
 def _reason(exc: Exception) -> str:
     reason = getattr(exc, "reason", None)
     return str(reason or exc)[:_BODY_SNIPPET]
-
-
-def finite(samples: Sequence[Sample]) -> list[Sample]:
-    """The samples whose value is a real number (Prometheus answers NaN and ±Inf in edge cases)."""
-    return [s for s in samples if math.isfinite(s.value)]

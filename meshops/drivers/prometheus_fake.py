@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from meshops.domain.errors import DriverError
-from meshops.drivers.prometheus import NoData, RangeSeries, Sample
+from meshops.drivers.prometheus_api import NoData, RangeSeries, Sample
 
 Answer = list[Sample] | list[RangeSeries] | BaseException | Callable[[str, dict[str, Any]], Any]
 

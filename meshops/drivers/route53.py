@@ -26,110 +26,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from meshops.domain.errors import BadInput, DriverError, NotFound
 from meshops.domain.weights import ChangeBatch, RecordSet, fqdn, validate_batch
+from meshops.drivers.route53_api import ChangeInfo as ChangeInfo
+from meshops.drivers.route53_api import HealthCheck as HealthCheck
+from meshops.drivers.route53_api import HealthCheckSpec as HealthCheckSpec
+from meshops.drivers.route53_api import HostedZone as HostedZone
+from meshops.drivers.route53_api import Route53Api as Route53Api
 
 RETRYABLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNotComplete", "RequestLimitExceeded",
                              "ServiceUnavailable", "InternalError"})
 _CREDENTIAL_CODES = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException",
                                "AccessDenied", "AccessDeniedException", "ExpiredToken", "InvalidAccessKeyId"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class HostedZone:
-    id: str  # without the /hostedzone/ prefix
-    name: str
-    private: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChangeInfo:
-    id: str
-    status: str  # PENDING | INSYNC
-
-
-@dataclass(frozen=True, kw_only=True)
-class HealthCheckSpec:
-    """What a Route53 health check checks. ``RequestInterval`` and ``Type`` cannot change later."""
-
-    type: str = "HTTP"  # HTTP | HTTPS | TCP
-    fqdn: str | None = None
-    ip: str | None = None
-    port: int = 80
-    path: str = "/"
-    interval: int = 30  # 10 or 30
-    threshold: int = 3  # 1-10
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.type not in ("HTTP", "HTTPS", "TCP"):
-            problems.append(f"type {self.type!r} (HTTP, HTTPS or TCP)")
-        if (self.fqdn is None) == (self.ip is None):
-            problems.append("exactly one of a hostname or an IP address")
-        if not 1 <= self.port <= 65535:
-            problems.append(f"port {self.port}")
-        if self.interval not in (10, 30):
-            problems.append(f"interval {self.interval} (10 or 30 seconds)")
-        if not 1 <= self.threshold <= 10:
-            problems.append(f"failure threshold {self.threshold} (1-10)")
-        if self.type != "TCP" and not self.path.startswith("/"):
-            problems.append(f"path {self.path!r} (must start with /)")
-        if problems:
-            raise BadInput("invalid Route53 health check: " + ", ".join(problems))
-
-    def to_aws(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"Type": self.type, "Port": self.port, "RequestInterval": self.interval,
-                               "FailureThreshold": self.threshold}
-        if self.fqdn is not None:
-            out["FullyQualifiedDomainName"] = self.fqdn.rstrip(".")
-        if self.ip is not None:
-            out["IPAddress"] = self.ip
-        if self.type != "TCP":
-            out["ResourcePath"] = self.path
-        if self.type == "HTTPS":
-            out["EnableSNI"] = True
-        return out
-
-    def matches(self, config: dict[str, Any]) -> bool:
-        """Whether an existing check's HealthCheckConfig checks the same thing the same way."""
-        if config.get("Inverted") or config.get("Disabled"):
-            return False
-        want = self.to_aws()
-        for key, value in want.items():
-            have = config.get(key)
-            if key == "FullyQualifiedDomainName":
-                have = str(have or "").lower().rstrip(".")
-                value = str(value).lower()
-            if key == "EnableSNI":
-                continue
-            if have != value:
-                return False
-        return True
-
-
-@dataclass(frozen=True, kw_only=True)
-class HealthCheck:
-    id: str
-    config: dict[str, Any]
-    caller_reference: str = ""
-
-
-class Route53Api(Protocol):
-    """What steps ask of Route53. ``requests`` counts every HTTP request made (retries included)."""
-
-    requests: int
-
-    def find_zone(self, zone: str) -> HostedZone: ...
-    def list_records(self, zone_id: str, name: str) -> list[RecordSet]: ...
-    def change(self, zone_id: str, batch: ChangeBatch, *, current: Sequence[RecordSet]) -> ChangeInfo: ...
-    def get_change(self, change_id: str) -> ChangeInfo: ...
-    def list_health_checks(self) -> list[HealthCheck]: ...
-    def create_health_check(self, caller_reference: str, spec: HealthCheckSpec, *,
-                            tags: dict[str, str]) -> HealthCheck: ...
-    def delete_health_check(self, health_check_id: str) -> bool: ...
-    def health_check_tags(self, ids: Sequence[str]) -> dict[str, dict[str, str]]: ...
 
 
 class SlidingWindowLimiter:
@@ -193,12 +103,13 @@ class Route53Client:
     def __init__(self, *, client: Any = None, endpoint_url: str | None = None, max_rps: int = 10,
                  max_attempts: int = 8, base_delay: float = 0.2, max_delay: float = 5.0,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None, timeout: float = 30.0) -> None:
+                 rng: random.Random | None = None, timeout: float = 30.0, profile: str | None = None,
+                 region: str | None = None) -> None:
         if client is None:
             import boto3
             from botocore.config import Config
 
-            session = boto3.session.Session()
+            session = boto3.session.Session(profile_name=profile, region_name=region)
             _register_aws_credentials(session)
             client = session.client(
                 "route53", endpoint_url=endpoint_url, region_name=session.region_name or "us-east-1",
@@ -366,11 +277,6 @@ class Route53Client:
         return out
 
 
-def from_environment() -> Route53Client:
-    """The default driver: boto3's credential and endpoint chain, 10 requests/s."""
-    return Route53Client()
-
-
 def _register_aws_credentials(session: Any) -> None:
     """The access key id, secret key and session token of the AWS chain are secrets of the process."""
     from meshops.domain.redact import register_credential
@@ -384,4 +290,3 @@ def _register_aws_credentials(session: Any) -> None:
         for value in (frozen.access_key, frozen.secret_key, frozen.token):
             if value:
                 register_credential(value)
-

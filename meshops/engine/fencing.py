@@ -97,7 +97,8 @@ class _Fenced:
 
 
 class FencedDrivers:
-    """``ctx.drivers`` for a run that holds a lock: every driver it hands out is fenced."""
+    """``ctx.drivers`` for a run that holds a lock: the drivers that write (Kubernetes,
+    istioctl, Route53) are fenced; Prometheus and HTTP probes only read and pass through."""
 
     def __init__(self, inner: Any, fence: Fence) -> None:
         self._inner, self._fence = inner, fence
@@ -110,11 +111,14 @@ class FencedDrivers:
     def unfenced(self) -> Any:
         return self._inner
 
+    def kube_for(self, context: str | None = None) -> Any:
+        return _Fenced(self._inner.kube_for(context), self._fence)
+
+    def istioctl(self, version: str | None = None, **kw: Any) -> Any:
+        return _Fenced(self._inner.istioctl(version, **kw), self._fence)
+
+    def route53(self) -> Any:
+        return _Fenced(self._inner.route53(), self._fence)
+
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if callable(attr) and name not in ("register",):
-            def factory(*args: Any, **kwargs: Any) -> Any:
-                made = attr(*args, **kwargs)
-                return made if made is None or isinstance(made, str | int | float | bool) else _Fenced(made, self._fence)
-            return factory
-        return attr
+        return getattr(self._inner, name)  # settings, caches, istioctl_versions, prometheus, http

@@ -27,6 +27,7 @@ from meshops.domain.errors import (
 )
 from meshops.domain.locks import LockLost
 from meshops.domain.runlog import RunStatus, StepState, StepStatus
+from meshops.drivers.api import Drivers, NoDrivers
 from meshops.engine import templating
 from meshops.engine.fencing import Fence, FencedDrivers
 from meshops.engine.journal import Journal, MirrorFailed, RunState, StateStore, new_run_id
@@ -56,13 +57,14 @@ class Engine:
         self,
         *,
         store: StateStore,
-        drivers: Any = None,
+        drivers: Drivers | None = None,
         lock: RunLock | None = None,
         options: EngineOptions | None = None,
         stop: StopFlag | None = None,
     ) -> None:
         self.store = store
-        self.drivers = drivers
+        # Without drivers (engine tests, local-only playbooks) a step that reaches out fails clearly.
+        self.drivers: Drivers = drivers if drivers is not None else NoDrivers()
         self.lock = lock
         self.opts = options or EngineOptions()
         self.stop = stop or StopFlag()
@@ -268,14 +270,14 @@ class Engine:
 
     def _make_ctx(self, run_id: str, spec: StepSpec, key: str, item: Any, attempt: int, deadline: float | None,
                   first_started: float | None = None, journal: Journal | None = None,
-                  facts: dict[str, Any] | None = None) -> StepContext:
+                  facts: dict[str, Any] | None = None, drivers: Drivers | None = None) -> StepContext:
         approvals: Approvals = JournalApprovals(self.store, run_id, self.opts.sleep, self.opts.clock)
         progress = self.opts.progress(key) if self.opts.progress else None
         ctx = StepContext(
             run_id=run_id, step_id=spec.id, step_key=key, attempt=attempt, item=item,
             log=log.bind(run_id=run_id, step=key, attempt=attempt),
             clock=self.opts.clock, sleep_fn=self.opts.sleep, deadline=deadline,
-            stop_requested=self.stop, drivers=self._fenced_drivers(), approvals=approvals,
+            stop_requested=self.stop, drivers=drivers or self._fenced_drivers(), approvals=approvals,
             interactive=self.opts.interactive, assume_yes=self.opts.assume_yes,
             first_started=first_started, confirm=self.opts.confirm,
         )

@@ -1,6 +1,6 @@
 """Steps of ``playbooks/install.yaml``: snapshot, precheck, install, record, analyze.
 
-The install runs the istioctl of the requested version (``find_istioctl``) with the one
+The install runs the istioctl of the requested version (``ctx.drivers.istioctl(version)``) with the one
 overlay meshops rendered, then waits for every Deployment of that revision to be
 available. Its undo puts back what the snapshot saw before the run: the earlier install of
 the same revision (reinstalled from istioctl's installed-state with the istioctl of that
@@ -21,33 +21,15 @@ from pydantic import Field
 from meshops.domain import overlays
 from meshops.domain.errors import PermanentStepError, TemporaryStepError
 from meshops.domain.iop_schema import SPEC
-from meshops.drivers.istioctl import IstioctlApi, IstioctlFailed, find_istioctl
-from meshops.drivers.kube import KubeApi, Obj
-from meshops.steps import install_record as record
+from meshops.drivers.istioctl_api import IstioctlFailed
+from meshops.drivers.kube_api import KubeApi, Obj
+from meshops.ops import install_record as record
+from meshops.ops.install_overlay import sha256
+from meshops.ops.k8s_watch import watch_until
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.install_overlay import sha256
-from meshops.steps.k8s_watch import watch_until
 from meshops.steps.registry import register
 
 NAMESPACE = overlays.RECORD_NAMESPACE
-
-
-def istioctl_for(ctx: StepContext, version: str, explicit: str = "") -> IstioctlApi:
-    """The istioctl of ``version``: a registered ``istioctl:<version>`` driver, else found on PATH
-    (``explicit``: that binary, if it is of that version)."""
-    key = f"istioctl:{version}" + (f":{explicit}" if explicit else "")
-    try:
-        found: IstioctlApi = ctx.drivers.get(key)
-        return found
-    except KeyError:
-        pass
-    from meshops.drivers.istioctl import Istioctl
-
-    settings = ctx.drivers.settings
-    ctx.drivers.register(key, lambda: Istioctl(find_istioctl(version, explicit=explicit or None), version=version,
-                                               kubeconfig=settings.kubeconfig, context=settings.context))
-    made: IstioctlApi = ctx.drivers.get(key)
-    return made
 
 
 def rev_label(revision: str) -> str:
@@ -121,7 +103,7 @@ class Precheck(Step[PrecheckInputs, CheckOutputs]):
     def run(self, inputs: PrecheckInputs, ctx: StepContext) -> CheckOutputs:
         args = ["x", "precheck"] + (["--revision", inputs.revision] if inputs.revision else [])
         try:
-            res = istioctl_for(ctx, inputs.version, inputs.istioctl).run(args, timeout=ctx.wait_budget(120))
+            res = ctx.drivers.istioctl(inputs.version, path=inputs.istioctl or None).run(args, timeout=ctx.wait_budget(120))
         except IstioctlFailed as exc:
             raise PermanentStepError(f"istioctl x precheck found issues: {exc.message}") from None
         lines = [ln for ln in (res.stdout + "\n" + res.stderr).splitlines() if ln.strip()]
@@ -178,7 +160,7 @@ class Install(Step[InstallInputs, InstallOutputs]):
 
     def run(self, inputs: InstallInputs, ctx: StepContext) -> InstallOutputs:
         kube: KubeApi = ctx.drivers.kube
-        ictl = istioctl_for(ctx, inputs.version, inputs.istioctl)
+        ictl = ctx.drivers.istioctl(inputs.version, path=inputs.istioctl or None)
         if self._already_done(inputs, kube):
             ctx.log.info("install.already_done", revision=rev_label(inputs.revision), version=inputs.version)
         else:
@@ -211,7 +193,7 @@ class Install(Step[InstallInputs, InstallOutputs]):
             if not prev_version:
                 raise PermanentStepError("cannot restore the earlier install: its version is unknown "
                                          "(installed-state has no operator.istio.io/version label nor spec.tag)")
-            ictl = istioctl_for(ctx, prev_version)
+            ictl = ctx.drivers.istioctl(prev_version)
             text = overlays.render(_restorable(prev_spec), name="meshops-restore")
             args = ["install", "-y", "--readiness-timeout", f"{int(inputs.readiness_timeout)}s"]
             if inputs.revision:
@@ -221,7 +203,7 @@ class Install(Step[InstallInputs, InstallOutputs]):
             wait_ready(ctx, ctx.drivers.kube, inputs.namespace, inputs.revision, inputs.readiness_timeout)
             return
         # Nothing of this revision was installed before: remove it (idempotent).
-        ictl = istioctl_for(ctx, inputs.version, inputs.istioctl)
+        ictl = ctx.drivers.istioctl(inputs.version, path=inputs.istioctl or None)
         ictl.run(["uninstall", "-y", "--revision", rev_label(inputs.revision)], timeout=600)
 
 
@@ -364,7 +346,7 @@ class Analyze(Step[AnalyzeInputs, CheckOutputs]):
         args = ["analyze", "--all-namespaces", "-o", "json", "--failure-threshold", inputs.failure_threshold]
         if inputs.revision:
             args += ["--revision", inputs.revision]
-        res = istioctl_for(ctx, inputs.version, inputs.istioctl).run(args, ok_codes=(0, 79), timeout=ctx.wait_budget(300))
+        res = ctx.drivers.istioctl(inputs.version, path=inputs.istioctl or None).run(args, ok_codes=(0, 79), timeout=ctx.wait_budget(300))
         try:
             items = json.loads(res.stdout) if res.stdout.strip() else []
         except ValueError:

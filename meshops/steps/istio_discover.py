@@ -16,10 +16,9 @@ from typing import Any
 from meshops.domain.errors import LockHeld
 from meshops.domain.k8stime import parse_time
 from meshops.domain.mesh import INJECTION_LABEL, REV_LABEL, MeshSnapshot
-from meshops.drivers.istioctl import installed_istioctls
-from meshops.drivers.kube import KubeApi
+from meshops.drivers.kube_api import KubeApi
+from meshops.ops.istio_common import ISTIO_NAMESPACE, collect, kube_of
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.istio_common import ISTIO_NAMESPACE, collect, kube_of
 from meshops.steps.registry import register
 
 LOCK_NAMESPACE = "meshops-system"
@@ -115,16 +114,6 @@ def check_lock(ctx: StepContext, kube: KubeApi) -> None:
                        lock=f"Lease {LOCK_NAMESPACE}/{LOCK_NAME} in {kube.context}")
 
 
-def istioctl_inventory(ctx: StepContext) -> dict[str, str]:
-    """Version -> path of the istioctl programs at hand (a registered inventory in tests)."""
-    try:
-        inventory = ctx.drivers.get("istioctl-inventory")
-    except KeyError:
-        return installed_istioctls()
-    found: dict[str, str] = inventory.available()
-    return found
-
-
 class DiscoverInputs(StepInputs):
     from_revision: str = ""
     istio_namespace: str = ISTIO_NAMESPACE
@@ -154,7 +143,7 @@ class Discover(Step[DiscoverInputs, DiscoverOutputs]):
         mesh = summarize(snap, from_revision=inputs.from_revision)
         ctx.log.info("mesh.discovered", revisions=list(mesh["revisions"]), default=mesh["default_revision"],
                      tags=mesh["tags"], proxies=mesh["proxies_by_revision"], blockers=len(mesh["blockers"]))
-        return DiscoverOutputs(mesh=mesh, istioctls=istioctl_inventory(ctx))
+        return DiscoverOutputs(mesh=mesh, istioctls=ctx.drivers.istioctl_versions())
 
     def undo(self, inputs: DiscoverInputs, outputs: DiscoverOutputs | None, ctx: StepContext) -> None:
         return None

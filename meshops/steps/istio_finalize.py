@@ -25,11 +25,9 @@ from pydantic import Field
 
 from meshops.domain.errors import PermanentStepError
 from meshops.domain.mesh import INJECTION_LABEL, REV_LABEL
-from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.istio_common import (
+from meshops.ops.istio_common import (
     ISTIO_NAMESPACE,
     collect,
-    istioctl_for,
     kube_of,
     restore,
     retarget_tags,
@@ -37,6 +35,7 @@ from meshops.steps.istio_common import (
     run_istioctl,
     set_namespace_labels,
 )
+from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.registry import register
 
 
@@ -93,7 +92,7 @@ class Finalize(Step[FinalizeInputs, FinalizeOutputs]):
                                    uninstalled=old, dangling_webhooks=[], message=f"revision {old} is already gone")
         if new not in snap.revisions or not snap.revisions[new].ready:
             raise PermanentStepError(f"revision {new} is not installed and ready: refusing to finalize onto it")
-        ictl = istioctl_for(ctx, inputs.to_version, inputs.istioctl or None)
+        ictl = ctx.drivers.istioctl(inputs.to_version, path=inputs.istioctl or None)
         flips = {tag: new for tag, rev in snap.tags().items() if rev == old}
         if snap.default_revision() != new or snap.validator_revision() != new:
             flips["default"] = new

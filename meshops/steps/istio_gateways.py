@@ -25,10 +25,10 @@ from pydantic import Field, field_validator
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import PermanentStepError
 from meshops.domain.mesh import REV_LABEL, Workload, image_tag
-from meshops.drivers.kube import KubeApi, Obj
-from meshops.steps import k8s_restart as restarts
+from meshops.drivers.kube_api import KubeApi, Obj
+from meshops.ops import k8s_restart as restarts
+from meshops.ops.istio_common import ISTIO_NAMESPACE, RESTARTED_BY, collect, kube_of
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.istio_common import ISTIO_NAMESPACE, RESTARTED_BY, collect, kube_of
 from meshops.steps.registry import register
 
 ORIGINAL_GATEWAY = "meshops.dev/original-gateway"
@@ -158,7 +158,7 @@ class Gateways(Step[GatewaysInputs, GatewaysOutputs]):
         for w in gateways:
             if w.gateway == "installed":
                 relabelled += _relabel(kube, w.namespace, _companions(kube, w, inputs.old_revision), inputs.new_revision)
-        cache = restarts.shared_cache(kube)
+        cache = ctx.drivers.workload_cache()
         mark = f"{ctx.run_id}/gateways"
         if inputs.mode == "canary":
             names = [self._canary(ctx, kube, cache, w, inputs, mark, timeout) for w in gateways]
@@ -222,7 +222,7 @@ class Gateways(Step[GatewaysInputs, GatewaysOutputs]):
             return
         kube = kube_of(ctx)
         snap = collect(kube, istio_namespace=inputs.istio_namespace)
-        cache = restarts.shared_cache(kube)
+        cache = ctx.drivers.workload_cache()
         mark = f"{ctx.run_id}/undo-gateways"
         timeout = ctx.wait_budget(parse_duration(inputs.timeout))
         targets: list[restarts.Target] = []

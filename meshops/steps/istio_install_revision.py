@@ -16,9 +16,9 @@ from pydantic import Field
 
 from meshops.domain.errors import PermanentStepError
 from meshops.domain.mesh import INJECTION_LABEL, REV_LABEL
+from meshops.ops.istio_common import ISTIO_NAMESPACE, collect, kube_of, run_istioctl
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.install import overlay_file, wait_ready
-from meshops.steps.istio_common import ISTIO_NAMESPACE, collect, istioctl_for, kube_of, run_istioctl
 from meshops.steps.registry import register
 
 
@@ -74,7 +74,7 @@ class InstallRevision(Step[InstallRevisionInputs, InstallRevisionOutputs]):
         if self._present(ctx, inputs):
             ctx.log.info("revision.present", revision=inputs.revision, version=inputs.version)
         else:
-            ictl = istioctl_for(ctx, inputs.version, inputs.istioctl or None)
+            ictl = ctx.drivers.istioctl(inputs.version, path=inputs.istioctl or None)
             timeout = max(30.0, min(inputs.readiness_timeout, ctx.wait_budget(inputs.readiness_timeout)))
             ctx.log.info("revision.install", revision=inputs.revision, version=inputs.version)
             ctx.fact("install_begun", True)
@@ -111,6 +111,6 @@ class InstallRevision(Step[InstallRevisionInputs, InstallRevisionOutputs]):
         proxies = [p.ref for p in snap.pods_on(inputs.revision)]
         if proxies:
             ctx.log.warning("revision.proxies_left", revision=inputs.revision, pods=proxies[:20], count=len(proxies))
-        ictl = istioctl_for(ctx, inputs.version, inputs.istioctl or None)
+        ictl = ctx.drivers.istioctl(inputs.version, path=inputs.istioctl or None)
         run_istioctl(ictl, ["uninstall", "-y", "--revision", inputs.revision], timeout=600)
         ctx.log.info("revision.uninstalled", revision=inputs.revision)

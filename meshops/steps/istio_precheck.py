@@ -35,10 +35,10 @@ from meshops.domain.versions import (
     support_for,
     tag_problem,
 )
-from meshops.drivers.istioctl import IstioctlFailed
-from meshops.steps import install_record as record
+from meshops.drivers.istioctl_api import IstioctlFailed
+from meshops.ops import install_record as record
+from meshops.ops.istio_common import ISTIO_NAMESPACE, kube_of, tag_backup
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.istio_common import ISTIO_NAMESPACE, istioctl_for, kube_of, tag_backup
 from meshops.steps.istio_discover import check_lock, snapshot
 from meshops.steps.registry import register
 
@@ -258,7 +258,7 @@ class UpgradeCheck(Step[CheckInputs, CheckOutputs]):
 
     @staticmethod
     def _gate_problems(inputs: CheckInputs) -> list[str]:
-        from meshops.steps.health import ProbeTarget, check_promql
+        from meshops.ops.health import ProbeTarget, check_promql
 
         problems = []
         for expr in inputs.gate_exprs:
@@ -279,7 +279,7 @@ class UpgradeCheck(Step[CheckInputs, CheckOutputs]):
     def _istioctl_problems(ctx: StepContext, inputs: CheckInputs, new: str, *, precheck: bool) -> list[str]:
         """An istioctl of exactly the target version; then (when nothing else is wrong) its precheck."""
         try:
-            ictl = istioctl_for(ctx, inputs.to, inputs.istioctl or None)
+            ictl = ctx.drivers.istioctl(inputs.to, path=inputs.istioctl or None)
         except BadInput as exc:
             return [str(exc)]
         if inputs.skip_istioctl_precheck or not precheck:

@@ -24,22 +24,21 @@ from meshops.domain.durations import parse_duration
 from meshops.domain.errors import PermanentStepError
 from meshops.domain.mesh import INJECT_LABEL, REV_LABEL, WORKLOAD_KINDS, MeshSnapshot, Pod
 from meshops.domain.mesh_plan import WavePlan, wave_from_dict
-from meshops.drivers.kube import KubeApi
-from meshops.steps import k8s_restart as restarts
-from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.gates import Approve, ApproveInputs
-from meshops.steps.istio_common import (
+from meshops.drivers.kube_api import KubeApi
+from meshops.ops import k8s_restart as restarts
+from meshops.ops.istio_common import (
     ADMISSION,
     ISTIO_NAMESPACE,
     MWC,
     RESTARTED_BY,
-    istioctl_for,
     kube_of,
     restore,
     retarget_tags,
     revision_exists,
     set_namespace_labels,
 )
+from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
+from meshops.steps.gates import Approve, ApproveInputs
 from meshops.steps.registry import register
 
 UNDO_SECONDS = 300.0
@@ -138,15 +137,15 @@ def _targets(snap: MeshSnapshot, wave: WavePlan, *, new: str, on_old: Any, mark:
 
 
 def _gates(ctx: StepContext, inputs: WaveInputs, namespaces: list[str]) -> list[Any]:
-    from meshops.steps.health import ProbeTarget, http_gate, probe_driver, prometheus_driver, promql_gate
+    from meshops.ops.health import ProbeTarget, http_gate, promql_gate
 
     gates: list[Any] = []
     regex = "|".join(namespaces)
     if inputs.gate_exprs and inputs.prometheus:
-        client = prometheus_driver(ctx, inputs.prometheus)
+        client = ctx.drivers.prometheus(inputs.prometheus)
         gates += [promql_gate(client, expr.replace("{namespaces}", regex)) for expr in inputs.gate_exprs]
     if inputs.probes:
-        prober = probe_driver(ctx)
+        prober = ctx.drivers.http()
         gates += [http_gate(prober, ProbeTarget(url=u)) for u in inputs.probes]
     return gates
 
@@ -191,11 +190,11 @@ class MoveWave(Step[WaveInputs, WaveOutputs]):
             raise PermanentStepError(f"revision {inputs.new_revision} is not installed: a wave cannot move to it")
         flipped: list[str] = []
         if wave.flip:
-            ictl = istioctl_for(ctx, inputs.to_version, inputs.istioctl or None)
+            ictl = ctx.drivers.istioctl(inputs.to_version, path=inputs.istioctl or None)
             flipped = retarget_tags(ctx, ictl, kube, wave.flip)
         relabelled = [ns for ns, labels in sorted(wave.relabel.items()) if set_namespace_labels(kube, ns, labels)]
         ctx.log.info("wave.selected", wave=wave.index, flipped=flipped, relabelled=relabelled)
-        cache = restarts.shared_cache(kube)
+        cache = ctx.drivers.workload_cache()
         accept_new = self._accept_new(inputs)
         snap = _wave_snapshot(kube, cache, wave.namespaces)
         mark = _mark(ctx, wave)
@@ -215,7 +214,7 @@ class MoveWave(Step[WaveInputs, WaveOutputs]):
         gate_report: dict[str, Any] = {}
         gates = _gates(ctx, inputs, wave.namespaces)
         if gates:
-            from meshops.steps.health import watch
+            from meshops.ops.health import watch
 
             gate_report = watch(gates, duration=parse_duration(inputs.gate_duration),
                                 interval=parse_duration(inputs.gate_interval), clock=ctx.clock, sleep=ctx.sleep,
@@ -276,7 +275,7 @@ class MoveWave(Step[WaveInputs, WaveOutputs]):
             ctx.log.info("wave.undo.tags", wave=wave.index, changed=changed)
         if inputs.mode == "restart":
             return  # in place: the install's undo reinstalls the old version; its restarts follow
-        cache = restarts.shared_cache(kube)
+        cache = ctx.drivers.workload_cache()
         snap = _wave_snapshot(kube, cache, wave.namespaces)
         forward = _mark(ctx, wave)
         back = _mark(ctx, wave, undo=True)
@@ -333,7 +332,7 @@ class RestartBack(Step[RestartBackInputs, StepOutputs]):
 
     def undo(self, inputs: RestartBackInputs, outputs: StepOutputs | None, ctx: StepContext) -> None:
         kube = kube_of(ctx)
-        cache = restarts.shared_cache(kube)
+        cache = ctx.drivers.workload_cache()
         wanted = set(inputs.namespaces)
         with cache.cond:
             owners = {(p.owner_kind, p.namespace, p.owner_name) for (ns, _), p in cache.pods.items.items()

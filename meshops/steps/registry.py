@@ -1,56 +1,29 @@
-"""Which step types exist, and where each one lives.
+"""Which step types exist: every class a module decorates with ``@register``.
 
-Step modules are imported only when a playbook uses them, so validating a playbook or
-printing ``--help`` never pays for the Kubernetes or AWS clients. ``MESHOPS_STEP_MODULES``
-(comma-separated module names) adds step types from outside meshops.
+There is one mechanism, the decorator. The built-in step modules are the modules of the
+``meshops.steps`` package, imported together the first time a step type is looked up (never
+for ``--help``; none of them imports a Kubernetes or AWS client, which drivers build on first
+use). ``MESHOPS_STEP_MODULES`` (comma-separated module names) adds step types from outside
+meshops.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
+import threading
 from typing import Any
 
 from meshops.domain.errors import BadInput
 from meshops.steps.base import Step
 
-# name -> module that defines it (the module registers the class when imported)
-CATALOG: dict[str, str] = {
-    "core.noop": "meshops.steps.core",
-    "core.log": "meshops.steps.core",
-    "core.wait": "meshops.steps.core",
-    "core.fail": "meshops.steps.core",
-    "gate.approve": "meshops.steps.gates",
-    "istio.install_snapshot": "meshops.steps.install",
-    "istio.precheck": "meshops.steps.install",
-    "istio.install": "meshops.steps.install",
-    "istio.record_overlay": "meshops.steps.install",
-    "istio.analyze": "meshops.steps.install",
-    "tune.load_annotations": "meshops.steps.tune_apply",
-    "tune.annotate_workload": "meshops.steps.tune_apply",
-    "health.http_probe": "meshops.steps.health",
-    "health.promql": "meshops.steps.health",
-    "switchover.check_inputs": "meshops.steps.switchover_preflight",
-    "switchover.find_ingress": "meshops.steps.switchover_preflight",
-    "switchover.read_dns": "meshops.steps.switchover_preflight",
-    "switchover.prove_target": "meshops.steps.switchover_prove",
-    "switchover.lower_ttl": "meshops.steps.switchover_dns",
-    "switchover.prepare_dns": "meshops.steps.switchover_dns",
-    "switchover.shift": "meshops.steps.switchover_dns",
-    "switchover.extdns_read": "meshops.steps.switchover_extdns",
-    "switchover.extdns_prepare": "meshops.steps.switchover_extdns",
-    "switchover.extdns_shift": "meshops.steps.switchover_extdns",
-    "istio.discover": "meshops.steps.istio_discover",
-    "istio.upgrade_check": "meshops.steps.istio_precheck",
-    "istio.install_revision": "meshops.steps.istio_install_revision",
-    "istio.move_wave": "meshops.steps.istio_waves",
-    "istio.restart_back": "meshops.steps.istio_waves",
-    "istio.gateways": "meshops.steps.istio_gateways",
-    "istio.finalize": "meshops.steps.istio_finalize",
-}
-
 _LOADED: dict[str, type[Step[Any, Any]]] = {}
 _EXTRAS_DONE = False
+_BUILTINS_DONE = False
+_LOAD_LOCK = threading.RLock()
+# Modules of this package that define no step types.
+_NOT_STEPS = frozenset({"base", "registry"})
 
 
 def register(cls: type[Step[Any, Any]]) -> type[Step[Any, Any]]:
@@ -60,6 +33,20 @@ def register(cls: type[Step[Any, Any]]) -> type[Step[Any, Any]]:
         raise RuntimeError(f"step type {cls.name} is defined twice: {existing.__module__} and {cls.__module__}")
     _LOADED[cls.name] = cls
     return cls
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_DONE
+    # Steps of a foreach run in threads; none may see a half-filled registry.
+    with _LOAD_LOCK:
+        if _BUILTINS_DONE:
+            return
+        import meshops.steps
+
+        for info in pkgutil.iter_modules(meshops.steps.__path__):
+            if info.name not in _NOT_STEPS:
+                importlib.import_module(f"meshops.steps.{info.name}")
+        _BUILTINS_DONE = True
 
 
 def _load_extras() -> None:
@@ -75,22 +62,13 @@ def _load_extras() -> None:
 
 
 def known_names() -> list[str]:
+    _load_builtins()
     _load_extras()
-    return sorted(set(CATALOG) | set(_LOADED))
+    return sorted(_LOADED)
 
 
 def get(name: str) -> type[Step[Any, Any]] | None:
-    if name in _LOADED:
-        return _LOADED[name]
-    module = CATALOG.get(name)
-    if module is not None:
-        importlib.import_module(module)
-    else:
+    if name not in _LOADED:
+        _load_builtins()
         _load_extras()
     return _LOADED.get(name)
-
-
-def load_all() -> dict[str, type[Step[Any, Any]]]:
-    for name in known_names():
-        get(name)
-    return dict(_LOADED)

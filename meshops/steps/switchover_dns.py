@@ -26,21 +26,20 @@ from meshops.domain.durations import parse_duration
 from meshops.domain.errors import DriverError
 from meshops.domain.weights import Change as RChange
 from meshops.domain.weights import ChangeBatch, RecordSet, replace_batch, shift_batch
-from meshops.drivers.route53 import HealthCheck, HealthCheckSpec, Route53Api
-from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.registry import register
-from meshops.steps.switchover_common import (
-    ShiftSettings,
+from meshops.drivers.route53_api import HealthCheck, HealthCheckSpec, Route53Api
+from meshops.ops.switchover_common import (
     bake,
     bake_seconds,
     build_gates,
     describe,
     read_group,
     records_of,
-    route53_driver,
     send,
     weighted_pair,
 )
+from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
+from meshops.steps.registry import register
+from meshops.steps.switchover_inputs import ShiftSettings
 
 RUN_TAG = "meshops-run"
 
@@ -94,7 +93,7 @@ class LowerTtl(Step[LowerTtlInputs, LowerTtlOutputs]):
         old = self._old(inputs)
         if old <= inputs.ttl:
             return LowerTtlOutputs(old_ttl=old, lowered=False)
-        r53 = route53_driver(ctx)
+        r53 = ctx.drivers.route53()
         everything, current = read_group(r53, inputs.zone_id, inputs.name, inputs.type)
         batch = _ttl_batch(current, {r.key: inputs.ttl for r in current})
         if batch is not None:
@@ -105,7 +104,7 @@ class LowerTtl(Step[LowerTtlInputs, LowerTtlOutputs]):
         return LowerTtlOutputs(old_ttl=old, lowered=True)
 
     def undo(self, inputs: LowerTtlInputs, outputs: LowerTtlOutputs | None, ctx: StepContext) -> None:
-        r53 = route53_driver(ctx)
+        r53 = ctx.drivers.route53()
         everything, current = read_group(r53, inputs.zone_id, inputs.name, inputs.type)
         original = {r.key: int(r.ttl or 0) for r in records_of(inputs.original) if r.alias is None}
         batch = _ttl_batch([r for r in current if r.ttl == inputs.ttl], original)
@@ -178,7 +177,7 @@ class PrepareDns(Step[PrepareInputs, PrepareOutputs]):
         return StepPlan(changes=tuple(changes))
 
     def run(self, inputs: PrepareInputs, ctx: StepContext) -> PrepareOutputs:
-        r53 = route53_driver(ctx)
+        r53 = ctx.drivers.route53()
         pair = records_of(inputs.pair)
         checks: dict[str, str] = {}
         created: list[str] = []
@@ -238,7 +237,7 @@ class PrepareDns(Step[PrepareInputs, PrepareOutputs]):
         return checks, created
 
     def undo(self, inputs: PrepareInputs, outputs: PrepareOutputs | None, ctx: StepContext) -> None:
-        r53 = route53_driver(ctx)
+        r53 = ctx.drivers.route53()
         everything, current = read_group(r53, inputs.zone_id, inputs.name, inputs.type)
         original = records_of(inputs.original)
         if set(current) != set(original):
@@ -293,7 +292,7 @@ class Shift(Step[ShiftInputs, ShiftOutputs]):
         ))
 
     def run(self, inputs: ShiftInputs, ctx: StepContext) -> ShiftOutputs:
-        r53 = route53_driver(ctx)
+        r53 = ctx.drivers.route53()
         everything, current = read_group(r53, inputs.zone_id, inputs.name, inputs.type)
         pair = weighted_pair(current, inputs.source_id, inputs.target_id)
         wanted = (inputs.source_weight, inputs.target_weight)
@@ -317,7 +316,7 @@ class Shift(Step[ShiftInputs, ShiftOutputs]):
 
     def undo(self, inputs: ShiftInputs, outputs: ShiftOutputs | None, ctx: StepContext) -> None:
         """One batch back to the weights from before the switchover (later undos then find nothing to do)."""
-        r53 = route53_driver(ctx)
+        r53 = ctx.drivers.route53()
         everything, current = read_group(r53, inputs.zone_id, inputs.name, inputs.type)
         ids = {r.set_identifier for r in current}
         if any(not r.weighted for r in current) or not {inputs.source_id, inputs.target_id} <= ids:

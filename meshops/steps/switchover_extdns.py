@@ -22,16 +22,15 @@ from pydantic import Field
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import DriverError, PermanentStepError, TemporaryStepError
 from meshops.domain.weights import RecordSet
-from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.registry import register
-from meshops.steps.switchover_common import (
-    ShiftSettings,
+from meshops.ops.switchover_common import (
     bake,
     bake_seconds,
     build_gates,
     describe,
-    route53_driver,
 )
+from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
+from meshops.steps.registry import register
+from meshops.steps.switchover_inputs import ShiftSettings
 
 PREFIX = "external-dns.alpha.kubernetes.io/"
 HOSTNAME, SET_ID, WEIGHT = PREFIX + "hostname", PREFIX + "set-identifier", PREFIX + "aws-weight"
@@ -83,7 +82,7 @@ def _annotate(ctx: StepContext, context: str, inputs: _Services, values: dict[st
 
 def _wait_route53(ctx: StepContext, inputs: _Route53Wait, want: dict[str, int | None], *, simple_ok: bool = False) -> None:
     """Poll Route53 until each set identifier has the wanted weight (None: the record is gone)."""
-    r53 = route53_driver(ctx)
+    r53 = ctx.drivers.route53()
     deadline = ctx.clock() + parse_duration(inputs.wait_timeout)
     poll = parse_duration(inputs.poll_interval)
     while True:
@@ -215,7 +214,7 @@ def _move(ctx: StepContext, inputs: ExtShiftInputs, weights: tuple[int, int], *,
     if raise_first == "target":
         order.reverse()
     want: dict[str, int | None] = {}
-    r53 = route53_driver(ctx)
+    r53 = ctx.drivers.route53()
     now = {r.set_identifier: r.weight for r in r53.list_records(inputs.zone_id, inputs.name) if r.weighted}
     for context, set_id, weight in order:
         if _annotate(ctx, context, inputs, {SET_ID: set_id, WEIGHT: str(weight)}) or now.get(set_id) != weight:

@@ -17,11 +17,11 @@ from pydantic import Field, field_validator
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import BadInput, DriverError, NotFound, PreconditionFailed
 from meshops.domain.weights import AliasTarget, RecordSet, fqdn, parse_steps, schedule
-from meshops.drivers.http_probe import parse_connect_to, split_url
+from meshops.drivers.http_api import parse_connect_to, split_url
+from meshops.ops.health import check_prometheus, check_promql
+from meshops.ops.switchover_common import describe
 from meshops.steps.base import Step, StepContext, StepInputs, StepOutputs
-from meshops.steps.health import check_prometheus, check_promql, prometheus_driver
 from meshops.steps.registry import register
-from meshops.steps.switchover_common import describe, route53_driver
 
 DnsOwner = Literal["meshops", "external-dns"]
 _SET_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -79,7 +79,7 @@ class CheckInputsStep(Step[CheckInputs, CheckOutputs]):
         if inputs.gates and not inputs.prometheus:
             raise BadInput("--gate-promql needs --prometheus URL")
         if inputs.gates and inputs.prometheus:
-            check_prometheus(prometheus_driver(ctx, inputs.prometheus), inputs.gates)
+            check_prometheus(ctx.drivers.prometheus(inputs.prometheus), inputs.gates)
         if not inputs.probes and not inputs.gates:
             ctx.log.warning("switchover.unwatched", hint="no --probe and no --gate-promql: each step only waits")
         return CheckOutputs(steps=list(steps))
@@ -252,7 +252,7 @@ class ReadDns(Step[DnsInputs, DnsOutputs]):
     needs = frozenset({"route53"})
 
     def run(self, inputs: DnsInputs, ctx: StepContext) -> DnsOutputs:
-        r53 = route53_driver(ctx)
+        r53 = ctx.drivers.route53()
         try:
             zone = r53.find_zone(inputs.zone)
         except NotFound:

@@ -21,11 +21,11 @@ from pydantic import Field
 
 from meshops.domain.errors import PermanentStepError, TemporaryStepError
 from meshops.domain.tuning import parse_cpu, parse_memory
-from meshops.drivers.kube import KubeApi, Obj
+from meshops.drivers.kube_api import KubeApi, Obj
+from meshops.ops.k8s_watch import watch_until
+from meshops.ops.tune_report import ANNOTATIONS_API, ANNOTATIONS_KIND
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.k8s_watch import watch_until
 from meshops.steps.registry import register
-from meshops.steps.tune_report import ANNOTATIONS_API, ANNOTATIONS_KIND
 
 PROXY_KEYS = {
     "sidecar.istio.io/proxyCPU": parse_cpu,

@@ -15,7 +15,7 @@ import pytest
 
 from meshops.cli.upgrade_cmds import ERROR_RATE_GATE, P99_GATE
 from meshops.drivers.prometheus import PrometheusClient
-from meshops.steps.health import promql_gate
+from meshops.ops.health import promql_gate
 from tests.integration.prom_fixture import OpenMetrics, PromServer, running
 
 NOW = float(int(time.time()) // 60 * 60)

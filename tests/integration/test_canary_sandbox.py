@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from meshops.steps.istio_common import collect
+from meshops.ops.istio_common import collect
 from tests.support.canary_sandbox import Sandbox, istio_config, mesh_state
 
 pytestmark = pytest.mark.slow

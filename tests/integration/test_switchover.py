@@ -35,6 +35,7 @@ from tests.support.switchover import (
     drivers_for,
     journal,
     params,
+    seeded,
 )
 
 BLUE_LB, GREEN_LB = "blue-lb.example.net", "green-lb.example.net"
@@ -90,8 +91,8 @@ def ingresses() -> Any:
 
 
 def clusters(**green: Any) -> dict[str, FakeKube]:
-    return {"blue": FakeKube("blue", cluster_objects(ingress=BLUE_LB)),
-            "green": FakeKube("green", cluster_objects(ingress=GREEN_LB, **green))}
+    return {"blue": seeded("blue", cluster_objects(ingress=BLUE_LB)),
+            "green": seeded("green", cluster_objects(ingress=GREEN_LB, **green))}
 
 
 def probe_params(blue: Ingress, green: Ingress, **extra: Any) -> dict[str, Any]:
@@ -103,7 +104,7 @@ def run(state: Path, kube: dict[str, FakeKube], given: dict[str, Any], r53: Rout
     loaded = load_playbook(str(PLAYBOOK))
     p = resolve_params(loaded.playbook, given)
     engine = Engine(store=LocalStateStore(state),
-                    drivers=drivers_for(kube, {"route53": lambda: r53} if r53 is not None else None))
+                    drivers=drivers_for(kube, route53=r53))
     preflight(engine, loaded, p)
     return engine.start(loaded, p)
 

@@ -22,16 +22,17 @@ from meshops.engine.runner import Engine, EngineOptions, RunResult, StopFlag
 from tests.support.fakeclock import FakeClock
 from tests.support.switchover import (
     PLAYBOOK,
-    FakeKube,
     check_batches,
     cluster_objects,
     drivers_for,
     journal,
     params,
+    seeded,
 )
 
 BLUE_LB, GREEN_LB = "blue-lb.example.net", "green-lb.example.net"
 ORIGINAL = RecordSet(name="app.example.com.", type="CNAME", ttl=60, values=(BLUE_LB,))
+PROMETHEUS_URL = "http://prom:9090"
 ERRORS = 'sum(rate(istio_requests_total{response_code=~"5.."}[1m])) / sum(rate(istio_requests_total[1m])) < 0.01'
 
 
@@ -63,13 +64,12 @@ class World:
         self.start = [record]
         self.prober = FakeProber(self.clock)
         self.prometheus = prometheus
-        self.kube = {"blue": FakeKube("blue", cluster_objects(ingress=BLUE_LB)),
-                     "green": FakeKube("green", cluster_objects(ingress=GREEN_LB))}
+        self.kube = {"blue": seeded("blue", cluster_objects(ingress=BLUE_LB)),
+                     "green": seeded("green", cluster_objects(ingress=GREEN_LB))}
         self.state = tmp_path
-        factories: dict[str, Callable[[], Any]] = {"route53": lambda: self.r53, "http": lambda: self.prober}
-        if prometheus is not None:
-            factories["prometheus"] = lambda: prometheus
-        self.drivers = drivers_for(self.kube, factories)
+        # The playbook names its Prometheus by URL; the fake answers at that URL.
+        self.drivers = drivers_for(self.kube, route53=self.r53, http=self.prober,
+                                   prometheus={PROMETHEUS_URL: prometheus} if prometheus is not None else None)
         self.stop = StopFlag()
 
     def engine(self) -> Engine:
@@ -136,7 +136,7 @@ def test_promql_gate_failing_rolls_back_and_waits_out_the_window(tmp_path: Path)
 
     w.prober.on_probe = tripwire
     with pytest.raises(RunFailed, match="the condition is false"):
-        w.run(prometheus="http://prom:9090", gates=[ERRORS], gate_window="90s", bake="30s",
+        w.run(prometheus=PROMETHEUS_URL, gates=[ERRORS], gate_window="90s", bake="30s",
               propagation_allowance="0s")
     assert shifts(w) == [{"blue": 90, "green": 10}, {"blue": 75, "green": 25}, {"blue": 50, "green": 50},
                          {"blue": 100, "green": 0}]

@@ -1,4 +1,4 @@
-"""The reusable health gates (meshops.steps.health): the watch schedule, thresholds, windows, the HTTP
+"""The reusable health gates (meshops.ops.health): the watch schedule, thresholds, windows, the HTTP
 prober against real local servers, and the gate step types in a playbook."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 
 from meshops.domain.errors import BadInput, RunFailed
-from meshops.drivers import DriverSet
 from meshops.drivers.http_probe import HttpProber
+from meshops.drivers.live import LiveDrivers
 from meshops.drivers.prometheus import Sample
 from meshops.drivers.prometheus_fake import FakePrometheus
 from meshops.engine.journal import LocalStateStore
 from meshops.engine.playbook import load_playbook_text
 from meshops.engine.runner import Engine, EngineOptions
-from meshops.steps.health import (
+from meshops.ops.health import (
     GateFailed,
     GateResult,
     ProbeTarget,
@@ -146,7 +146,7 @@ steps:
     with: {{urls: ["http://127.0.0.1:{ingress.port}/"], duration: 30s, interval: 10s}}
 """
     clock = FakeClock()
-    engine = Engine(store=LocalStateStore(tmp_path), drivers=DriverSet(),
+    engine = Engine(store=LocalStateStore(tmp_path), drivers=LiveDrivers(),
                     options=EngineOptions(clock=clock, sleep=clock.sleep))
     try:
         assert engine.start(load_playbook_text(text, path="gates.yaml"), {}).status == "succeeded"

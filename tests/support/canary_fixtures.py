@@ -264,16 +264,16 @@ class FakeWorld:
             extra: dict[str, Any] | None = None) -> Any:
         import structlog
 
-        from meshops.drivers import DriverSet
-        from meshops.drivers.istioctl_fake import FakeIstioctls
         from meshops.steps.base import StepContext
+        from meshops.testing import FakeDrivers
 
-        drivers = DriverSet(kube_factory=lambda _: self.kube)
-        for version, fake in self.istioctl.items():
-            drivers.register(f"istioctl:{version}", lambda f=fake: f)
-        drivers.register("istioctl-inventory", lambda: FakeIstioctls(dict(self.istioctl)))
-        for name, obj in (extra or {}).items():
-            drivers.register(name, lambda o=obj: o)
+        # One driver set for the world, as one command has one: its informers serve every wave.
+        if extra:
+            drivers = FakeDrivers(kube=self.kube, istioctl=self.istioctl, **extra)
+        else:
+            if getattr(self, "_drivers", None) is None:
+                self._drivers = FakeDrivers(kube=self.kube, istioctl=self.istioctl)
+            drivers = self._drivers
 
         class NoApprovals:
             def is_approved(self, key: str) -> bool:

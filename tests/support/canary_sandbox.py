@@ -20,7 +20,7 @@ from typing import Any
 
 from meshops.domain.mesh import MeshSnapshot
 from meshops.drivers.kube import KubeClient
-from meshops.steps.istio_common import collect
+from meshops.ops.istio_common import collect
 
 ROOT = Path(__file__).resolve().parents[2]
 MESHOPS = [sys.executable, "-m", "meshops"]

@@ -6,7 +6,6 @@ Nothing here patches boto3 or botocore: the driver talks HTTP to the proxy, the 
 
 from __future__ import annotations
 
-import copy
 import http.client
 import json
 import re
@@ -14,17 +13,18 @@ import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from meshops.domain.errors import NotFound
 from meshops.domain.weights import RecordSet
-from meshops.drivers import DriverSet
-from meshops.drivers.kube import ObjectList
+from meshops.drivers.http_api import HttpProbeApi
+from meshops.drivers.kube_fake import FakeKube
+from meshops.drivers.route53_api import Route53Api
 from meshops.drivers.route53_fake import FakeAwsError, FakeRoute53
+from meshops.testing import FakeDrivers
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "switchover.yaml"
@@ -34,80 +34,18 @@ NS = "{https://route53.amazonaws.com/doc/2013-04-01/}"
 # ---- Kubernetes ---------------------------------------------------------------------------------
 
 
-def _merge(into: dict[str, Any], patch: dict[str, Any]) -> None:
-    for k, v in patch.items():
-        if v is None:
-            into.pop(k, None)
-        elif isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = copy.deepcopy(v)
+# What the switchover reads: core, apps and the Istio APIs at v1 (an older mesh's v1beta1 is NotFound).
+SERVED = ("v1", "apps/v1", "networking.istio.io/v1", "security.istio.io/v1")
 
 
-class FakeKube:
-    """A KubeApi in memory: get, list (all namespaces), merge patch. Enough for the switchover."""
-
-    def __init__(self, context: str, objects: list[dict[str, Any]], *,
-                 served: tuple[str, ...] = ("v1", "apps/v1", "networking.istio.io/v1", "security.istio.io/v1"),
-                 reachable: bool = True) -> None:
-        self.context = context
-        self.served = set(served)
-        self.reachable = reachable
-        self.objects = {self._key(o): copy.deepcopy(o) for o in objects}
-        self.patches: list[tuple[str, str, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _key(o: dict[str, Any]) -> tuple[str, str, str, str]:
-        meta = o["metadata"]
-        return (o["apiVersion"], o["kind"], meta.get("namespace", ""), meta["name"])
-
-    def _check(self, api_version: str) -> None:
-        from meshops.domain.errors import DriverError
-
-        if not self.reachable:
-            raise DriverError(f"cannot reach the API server of {self.context}: ConnectionRefusedError", temporary=True)
-        if api_version not in self.served:
-            raise NotFound(f"the cluster {self.context} serves no {api_version}")
-
-    def server_version(self) -> str:
-        self._check("v1")
-        return "v1.30.0"
-
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        self._check(api_version)
-        with self._lock:
-            o = self.objects.get((api_version, kind, namespace or "", name))
-            return copy.deepcopy(o) if o else None
-
-    def list(self, api_version: str, kind: str, namespace: str | None = None, *, label_selector: str | None = None,
-             field_selector: str | None = None) -> ObjectList:
-        self._check(api_version)
-        with self._lock:
-            items = [copy.deepcopy(o) for (av, k, ns, _), o in sorted(self.objects.items())
-                     if av == api_version and k == kind and (namespace is None or ns == namespace)]
-        return ObjectList(items=items, resource_version="1")
-
-    def patch(self, api_version: str, kind: str, name: str, patch: Any, namespace: str | None = None, *,
-              patch_type: str = "merge", subresource: str | None = None) -> dict[str, Any]:
-        self._check(api_version)
-        with self._lock:
-            o = self.objects[(api_version, kind, namespace or "", name)]
-            _merge(o, patch)
-            self.patches.append((kind, name, copy.deepcopy(patch)))
-            return copy.deepcopy(o)
-
-    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
-        raise AssertionError("the switchover never creates Kubernetes objects")
-
-    def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
-        raise AssertionError("the switchover never replaces Kubernetes objects")
-
-    def delete(self, *a: Any, **kw: Any) -> bool:
-        raise AssertionError("the switchover never deletes Kubernetes objects")
-
-    def watch(self, *a: Any, **kw: Any) -> Iterator[Any]:
-        raise AssertionError("the switchover never watches")
+def seeded(context: str, objects: list[dict[str, Any]], *, served: tuple[str, ...] = SERVED) -> FakeKube:
+    """The one FakeKube, holding ``objects`` (``reachable = False`` on it refuses every request)."""
+    kube = FakeKube(context=context, served=served)
+    kube.apply(*objects)
+    # The switchover only reads clusters and patches annotations: anything else is a bug.
+    for verb in ("create", "replace", "delete", "watch"):
+        kube.faults.append([verb, "*", AssertionError(f"the switchover never {verb}s Kubernetes objects"), 10**9])
+    return kube
 
 
 def _deploy(ns: str, name: str, *, labels: dict[str, str] | None = None, image: str = "app:1",
@@ -357,15 +295,15 @@ def check_batches(batches: list[dict[str, Any]], *, zone: str, start: list[Recor
 # ---- engine wiring ------------------------------------------------------------------------------------
 
 
-def drivers_for(clusters: dict[str, FakeKube], factories: dict[str, Callable[[], Any]] | None = None) -> DriverSet:
-    def kube(context: str | None) -> FakeKube:
-        if context not in clusters:
-            from meshops.domain.errors import BadInput
+def drivers_for(clusters: dict[str, FakeKube], *, route53: Route53Api | None = None, http: HttpProbeApi | None = None,
+                **planned: Any) -> FakeDrivers:
+    """Fake clusters by context (an unknown context is BadInput, as with a real kubeconfig); Route53
+    from the environment (moto in these tests) and real HTTP probes unless fakes are given."""
+    from meshops.drivers.http_probe import HttpProber
+    from meshops.drivers.route53 import Route53Client
 
-            raise BadInput(f"cannot load kubeconfig context {context!r}")
-        return clusters[context]
-
-    return DriverSet(kube_factory=kube, factories=dict(factories or {}))  # type: ignore[arg-type]
+    return FakeDrivers(clusters=clusters, route53=Route53Client() if route53 is None else route53,
+                       http=HttpProber() if http is None else http, **planned)
 
 
 def params(**overrides: Any) -> dict[str, Any]:

@@ -14,13 +14,13 @@ import sys
 from meshops.engine.journal import LocalStateStore
 from meshops.engine.playbook import load_playbook, resolve_params
 from meshops.engine.runner import Engine
-from tests.support.switchover import PLAYBOOK, FakeKube, cluster_objects, drivers_for
+from tests.support.switchover import PLAYBOOK, cluster_objects, drivers_for, seeded
 
 
 def main(argv: list[str]) -> int:
     with open(argv[0]) as fh:
         config = json.load(fh)
-    clusters = {ctx: FakeKube(ctx, cluster_objects(**spec)) for ctx, spec in config["clusters"].items()}
+    clusters = {ctx: seeded(ctx, cluster_objects(**spec)) for ctx, spec in config["clusters"].items()}
     engine = Engine(store=LocalStateStore(config["state_dir"]), drivers=drivers_for(clusters))
     if argv[1] == "start":
         loaded = load_playbook(str(PLAYBOOK))

@@ -186,3 +186,30 @@ class Refuse(Step[RefuseInputs, NoOutputs]):
 
     def undo(self, inputs: RefuseInputs, outputs: NoOutputs | None, ctx: StepContext) -> None:
         return None
+
+
+class SneakyInputs(StepInputs):
+    name: str = "sneaky"
+
+
+class SneakyOutputs(StepOutputs):
+    existed: bool
+
+
+@register
+class SneakyRead(Step[SneakyInputs, SneakyOutputs]):
+    """Claims to only read but writes to Kubernetes and runs istioctl install: a bug that
+    ``meshops plan`` must keep harmless (its drivers record writes instead of making them)."""
+
+    name = "test.sneaky_read"
+    Inputs = SneakyInputs
+    Outputs = SneakyOutputs
+    read_only = True
+
+    def run(self, inputs: SneakyInputs, ctx: StepContext) -> SneakyOutputs:
+        kube = ctx.drivers.kube
+        existed = kube.get("v1", "ConfigMap", inputs.name, "default") is not None
+        kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": inputs.name, "namespace": "default"}})
+        ctx.drivers.istioctl("1.24.1").run(["install", "-y", "--revision", "x"])
+        ctx.drivers.istioctl("1.24.1").run(["version", "--remote=false"])
+        return SneakyOutputs(existed=existed)

@@ -9,12 +9,13 @@ import time
 import pytest
 
 from meshops.domain.errors import Conflict, NotFound
+from meshops.domain.selectors import selector_matches as label_selector_matches
 from meshops.drivers.istioctl import IstioctlFailed
 from meshops.drivers.istioctl_fake import FakeIstioctl, UnplannedCommand, fail, ok
-from meshops.drivers.kube_fake import FakeKube, label_selector_matches
+from meshops.drivers.kube_fake import FakeKube
 from meshops.drivers.kube_waits import Cache, rollout_state
-from meshops.steps import k8s_restart as restarts
-from meshops.steps.istio_common import RESTARTED_BY
+from meshops.ops import k8s_restart as restarts
+from meshops.ops.istio_common import RESTARTED_BY
 from tests.support.canary_fixtures import FakeWorld, Rollouts, ns, workload
 
 

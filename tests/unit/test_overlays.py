@@ -7,8 +7,8 @@ import yaml
 
 from meshops.domain import overlays
 from meshops.domain.overlays import Overlay, OverlayInvalid
-from meshops.steps import install_overlay
-from meshops.steps.install_overlay import render_install_overlay
+from meshops.ops import install_overlay
+from meshops.ops.install_overlay import render_install_overlay
 
 
 def ov(spec: dict, source: str = "t") -> Overlay:

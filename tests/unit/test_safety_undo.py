@@ -81,7 +81,7 @@ def test_restore_refuses_anything_a_backup_would_not_hold() -> None:
     import pytest
 
     from meshops.domain.errors import PermanentStepError
-    from meshops.steps.istio_common import restore
+    from meshops.ops.istio_common import restore
 
     world = FakeWorld()
     binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",

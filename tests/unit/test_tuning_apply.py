@@ -12,12 +12,12 @@ import pytest
 import yaml
 
 from meshops.domain.errors import PermanentStepError, RunFailed
-from meshops.drivers import DriverSet
 from meshops.drivers.kube_fake import FakeKube
 from meshops.engine.journal import LocalStateStore
 from meshops.engine.playbook import load_playbook, resolve_params
 from meshops.engine.runner import Engine
 from meshops.steps.tune_apply import PREVIOUS, parse_annotations_file
+from meshops.testing import FakeDrivers
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU = "sidecar.istio.io/proxyCPU"
@@ -84,7 +84,7 @@ def write_file(tmp_path: Path, names: list[tuple[str, str]]) -> str:
 
 
 def engine(tmp_path: Path, kube: FakeKube) -> Engine:
-    return Engine(store=LocalStateStore(tmp_path / "state"), drivers=DriverSet(kube_factory=lambda _ctx: kube))
+    return Engine(store=LocalStateStore(tmp_path / "state"), drivers=FakeDrivers(kube=kube))
 
 
 def run(tmp_path: Path, kube: FakeKube, file: str, **params: Any) -> Any:

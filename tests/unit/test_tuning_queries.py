@@ -1,4 +1,4 @@
-"""meshops.steps.tune_gather against FakePrometheus: fixed query count, folding, errors."""
+"""meshops.ops.tune_gather against FakePrometheus: fixed query count, folding, errors."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from meshops.domain.errors import DriverError
 from meshops.domain.tuning import MIB, NotEnoughData, Policy, Recommendation
 from meshops.drivers.prometheus import NoData, Sample
 from meshops.drivers.prometheus_fake import FakePrometheus, UnplannedQuery
-from meshops.steps import tune_report
-from meshops.steps.tune_gather import Scope, build_queries, gather
+from meshops.ops import tune_report
+from meshops.ops.tune_gather import Scope, build_queries, gather
 
 SCOPE = Scope(window_seconds=7 * 86400, until=1_700_000_100)
 

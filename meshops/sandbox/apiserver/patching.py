@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from meshops.domain import patches
+
 from .errors import ApiError, bad_request
 from .jsonutil import clone
 
@@ -90,122 +92,19 @@ def root_fields(kind: str) -> dict[str, tuple[str | None, str | None]]:
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return clone(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
+    return patches.merge_patch(target, patch)
 
 
-# ---- JSON patch ----------------------------------------------------------------------------
-
-
-def _pointer(path: str) -> list[str]:
-    if path == "":
-        return []
-    if not path.startswith("/"):
-        raise bad_request(f"invalid JSON pointer {path!r}")
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def _walk(doc: Any, parts: list[str], path: str) -> Any:
-    node = doc
-    for part in parts:
-        if isinstance(node, dict):
-            if part not in node:
-                raise _unprocessable(f"doc is missing path: {path!r}")
-            node = node[part]
-        elif isinstance(node, list):
-            node = node[_index(node, part, path, allow_end=False)]
-        else:
-            raise _unprocessable(f"doc is missing path: {path!r}")
-    return node
-
-
-def _index(node: list[Any], part: str, path: str, *, allow_end: bool) -> int:
-    if part == "-" and allow_end:
-        return len(node)
-    try:
-        i = int(part)
-    except ValueError:
-        raise _unprocessable(f"invalid array index {part!r} in {path!r}") from None
-    if i < 0 or i > len(node) or (i == len(node) and not allow_end):
-        raise _unprocessable(f"array index out of bounds: {path!r}")
-    return i
-
-
-def _unprocessable(message: str) -> ApiError:
-    return ApiError(422, "Invalid", message)
+# ---- JSON patch (RFC 6902, by the jsonpatch package) ---------------------------------------
 
 
 def json_patch(doc: Any, operations: Any) -> Any:
-    if not isinstance(operations, list):
-        raise bad_request("json patch must be a list of operations")
-    doc = clone(doc)
-    for op in operations:
-        if not isinstance(op, dict) or "op" not in op:
-            raise bad_request(f"invalid json patch operation: {op!r}")
-        name, path = op["op"], op.get("path")
-        if not isinstance(path, str):
-            raise bad_request(f"json patch operation {name!r} is missing a path")
-        if name in ("add", "replace", "test") and "value" not in op:
-            raise bad_request(f"json patch operation {name!r} is missing a value")
-        if name == "test":
-            if _walk(doc, _pointer(path), path) != op["value"]:
-                raise _unprocessable(f"testing value {path} failed")
-            continue
-        if name in ("move", "copy"):
-            source = op.get("from")
-            if not isinstance(source, str):
-                raise bad_request(f"json patch operation {name!r} is missing 'from'")
-            value = clone(_walk(doc, _pointer(source), source))
-            if name == "move":
-                doc = _remove(doc, _pointer(source), source)
-            doc = _add(doc, _pointer(path), path, value)
-        elif name == "add":
-            doc = _add(doc, _pointer(path), path, clone(op["value"]))
-        elif name == "remove":
-            doc = _remove(doc, _pointer(path), path)
-        elif name == "replace":
-            doc = _remove(doc, _pointer(path), path)
-            doc = _add(doc, _pointer(path), path, clone(op["value"]))
-        else:
-            raise bad_request(f"Unexpected kind: {name}")
-    return doc
-
-
-def _add(doc: Any, parts: list[str], path: str, value: Any) -> Any:
-    if not parts:
-        return value
-    parent = _walk(doc, parts[:-1], path)
-    last = parts[-1]
-    if isinstance(parent, dict):
-        parent[last] = value
-    elif isinstance(parent, list):
-        parent.insert(_index(parent, last, path, allow_end=True), value)
-    else:
-        raise _unprocessable(f"doc is missing path: {path!r}")
-    return doc
-
-
-def _remove(doc: Any, parts: list[str], path: str) -> Any:
-    if not parts:
-        return None
-    parent = _walk(doc, parts[:-1], path)
-    last = parts[-1]
-    if isinstance(parent, dict):
-        if last not in parent:
-            raise _unprocessable(f"Unable to remove nonexistent key: {last}: missing value")
-        del parent[last]
-    elif isinstance(parent, list):
-        del parent[_index(parent, last, path, allow_end=False)]
-    else:
-        raise _unprocessable(f"doc is missing path: {path!r}")
-    return doc
+    try:
+        return patches.json_patch(doc, operations)
+    except patches.PatchInvalid as exc:
+        raise bad_request(str(exc)) from None
+    except patches.PatchConflict as exc:
+        raise ApiError(422, "Invalid", str(exc)) from None
 
 
 # ---- strategic merge patch -----------------------------------------------------------------

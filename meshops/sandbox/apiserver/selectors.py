@@ -2,110 +2,35 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
+
+from meshops.domain import selectors as _sel
 
 from .errors import ApiError, bad_request
 
 Obj = dict[str, Any]
 Matcher = Callable[[Obj], bool]
 
-# One requirement: `key`, `!key`, `key=v`, `key==v`, `key!=v`, `key in (a,b)`, `key notin (a,b)`.
-_SET_RE = re.compile(r"^\s*(!?)\s*([A-Za-z0-9_./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
-_EQ_RE = re.compile(r"^\s*([A-Za-z0-9_./-]+)\s*(==|=|!=)\s*([A-Za-z0-9_.-]*)\s*$")
-_EXISTS_RE = re.compile(r"^\s*(!?)\s*([A-Za-z0-9_./-]+)\s*$")
-_GT_LT_RE = re.compile(r"^\s*([A-Za-z0-9_./-]+)\s*([<>])\s*(-?\d+)\s*$")
-
-
-def _split_requirements(text: str) -> list[str]:
-    """Split on commas that are not inside an `in (...)` value list."""
-    parts: list[str] = []
-    current: list[str] = []
-    depth = 0
-    for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    return [p for p in parts if p.strip()]
-
-
-Requirement = tuple[str, str, tuple[str, ...]]  # (key, operator, values)
+# The requirement syntax and matching are meshops.domain.selectors (one implementation for the
+# fake cluster, this API server and webhook selection); here they get the API server's errors.
+Requirement = _sel.Requirement
+labels_match = _sel.labels_match
 
 
 def parse_label_selector(text: str | None) -> list[Requirement]:
-    if not text:
-        return []
-    out: list[Requirement] = []
-    for part in _split_requirements(text):
-        if m := _SET_RE.match(part):
-            if m.group(1):
-                raise bad_request(f"unable to parse requirement: found '!', expected: identifier in {part!r}")
-            values = tuple(v.strip() for v in m.group(4).split(",") if v.strip())
-            out.append((m.group(2), m.group(3), values))
-        elif m := _EQ_RE.match(part):
-            op = "!=" if m.group(2) == "!=" else "="
-            out.append((m.group(1), op, (m.group(3),)))
-        elif m := _GT_LT_RE.match(part):
-            out.append((m.group(1), ">" if m.group(2) == ">" else "<", (m.group(3),)))
-        elif m := _EXISTS_RE.match(part):
-            out.append((m.group(2), "!" if m.group(1) else "exists", ()))
-        else:
-            raise bad_request(f"unable to parse requirement: invalid label selector: {part.strip()!r}")
-    return out
-
-
-def _requirement_matches(labels: Mapping[str, str], req: Requirement) -> bool:
-    key, op, values = req
-    present = key in labels
-    value = labels.get(key)
-    if op == "=":
-        return present and value == values[0]
-    if op == "!=":
-        return not present or value != values[0]
-    if op == "in":
-        return present and value in values
-    if op == "notin":
-        return not present or value not in values
-    if op == "exists":
-        return present
-    if op == "!":
-        return not present
-    if op in (">", "<"):
-        try:
-            number = int(value) if value is not None else None
-        except ValueError:
-            return False
-        if number is None:
-            return False
-        return number > int(values[0]) if op == ">" else number < int(values[0])
-    return False
-
-
-def labels_match(labels: Mapping[str, str] | None, requirements: list[Requirement]) -> bool:
-    labels = labels or {}
-    return all(_requirement_matches(labels, r) for r in requirements)
+    try:
+        return _sel.parse_label_selector(text)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
 
 
 def requirements_from_label_selector(selector: Obj | None) -> list[Requirement] | None:
     """A ``metav1.LabelSelector`` as requirements; None means it matches nothing (a nil selector)."""
-    if selector is None:
-        return None
-    reqs: list[Requirement] = [(k, "=", (str(v),)) for k, v in (selector.get("matchLabels") or {}).items()]
-    ops = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
-    for expr in selector.get("matchExpressions") or []:
-        op = ops.get(expr.get("operator", ""))
-        if op is None:
-            raise ApiError(422, "Invalid", f"invalid label selector operator {expr.get('operator')!r}")
-        reqs.append((expr.get("key", ""), op, tuple(expr.get("values") or ())))
-    return reqs
+    try:
+        return _sel.requirements_from_object(selector)
+    except ValueError as exc:
+        raise ApiError(422, "Invalid", str(exc)) from None
 
 
 def selector_to_string(selector: Obj | None) -> str:

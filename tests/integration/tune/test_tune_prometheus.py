@@ -19,7 +19,7 @@ import yaml
 from meshops.domain.errors import DriverError
 from meshops.domain.tuning import MIB, NotEnoughData, Policy, Recommendation, Resources
 from meshops.drivers.prometheus import BadQuery, NoData, PrometheusClient
-from meshops.steps.tune_gather import Scope, gather
+from meshops.ops.tune_gather import Scope, gather
 from tests.integration.prom_fixture import PromServer, free_port
 from tests.integration.tune import dataset
 

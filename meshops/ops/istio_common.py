@@ -15,10 +15,10 @@ import re
 from typing import Any
 
 from meshops.domain.errors import Conflict, NotFound, PermanentStepError, TemporaryStepError
-from meshops.domain.mesh import INJECTION_LABEL, REV_LABEL, TAG_LABEL, MeshSnapshot
-from meshops.drivers.istioctl import IstioctlApi, IstioctlFailed, find_istioctl
-from meshops.drivers.kube import KubeApi, Obj
-from meshops.steps.base import StepContext
+from meshops.domain.mesh import REV_LABEL, TAG_LABEL, MeshSnapshot
+from meshops.drivers.istioctl_api import IstioctlApi, IstioctlFailed
+from meshops.drivers.kube_api import KubeApi, Obj
+from meshops.ops.context import StepContext
 
 ADMISSION = "admissionregistration.k8s.io/v1"
 MWC = "MutatingWebhookConfiguration"
@@ -32,25 +32,6 @@ RESTARTED_BY = "meshops.dev/restarted-by"
 def kube_of(ctx: StepContext) -> KubeApi:
     kube: KubeApi = ctx.drivers.kube
     return kube
-
-
-def istioctl_for(ctx: StepContext, version: str, explicit: str | None = None) -> IstioctlApi:
-    """The istioctl of exactly ``version``: a registered ``istioctl:<version>`` driver (tests, or
-    the install steps), else ``explicit``, ``istioctl-<version>`` or ``istioctl`` on PATH."""
-    key = f"istioctl:{version}"
-    try:
-        found: IstioctlApi = ctx.drivers.get(key)
-        return found
-    except KeyError:
-        pass
-    from meshops.drivers.istioctl import Istioctl
-
-    path = find_istioctl(version, explicit=explicit or None)
-    settings = ctx.drivers.settings
-    ctx.drivers.register(key, lambda: Istioctl(path, version=version, kubeconfig=settings.kubeconfig,
-                                               context=settings.context))
-    made: IstioctlApi = ctx.drivers.get(key)
-    return made
 
 
 # istioctl output that says the API server, not the request, was the problem: worth a retry.
@@ -115,10 +96,6 @@ def set_namespace_labels(kube: KubeApi, namespace: str, labels: dict[str, str | 
         return False
     kube.patch("v1", "Namespace", namespace, {"metadata": {"labels": change}})
     return True
-
-
-def selection_labels(labels: dict[str, str]) -> dict[str, str | None]:
-    return {INJECTION_LABEL: labels.get(INJECTION_LABEL), REV_LABEL: labels.get(REV_LABEL)}
 
 
 # ---- tags, and putting webhooks back exactly as they were ----------------------------------------

@@ -15,7 +15,6 @@ costs no requests at all.
 from __future__ import annotations
 
 import json
-import threading
 from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,10 +24,10 @@ from typing import Any
 
 from meshops.domain.errors import NotFound
 from meshops.domain.mesh import RESTARTED_AT, Pod, as_int
-from meshops.drivers.kube import KubeApi, Obj
+from meshops.drivers.kube_api import KubeApi, Obj
 from meshops.drivers.kube_waits import Cache, rollout_state
-from meshops.steps.base import StepContext
-from meshops.steps.istio_common import RESTARTED_BY
+from meshops.ops.context import StepContext
+from meshops.ops.istio_common import RESTARTED_BY
 
 # The pod label value a move replaced, kept on the workload so a rollback can put it back
 # even when the run died before journaling its outputs ("-" = there was no label).
@@ -37,28 +36,6 @@ ORIGINAL_POD_LABELS = "meshops.dev/original-pod-labels"
 # Patches in flight at once: enough to keep a window of hundreds of rollouts full, few enough
 # not to crowd the API server (the rate limiter still applies to each).
 _PATCH_THREADS = 8
-
-_CACHES: dict[int, Cache] = {}
-_CACHES_LOCK = threading.Lock()
-
-
-def shared_cache(kube: KubeApi) -> Cache:
-    """One running informer set per cluster client for the life of the process (each wave and
-    each undo reuses it: one list and one watch per kind for the whole upgrade)."""
-    with _CACHES_LOCK:
-        cache = _CACHES.get(id(kube))
-        if cache is None:
-            cache = Cache(kube)
-            _CACHES[id(kube)] = cache
-    return cache.start()
-
-
-def forget_cache(kube: KubeApi) -> None:
-    with _CACHES_LOCK:
-        cache = _CACHES.pop(id(kube), None)
-    if cache is not None:
-        cache.stop()
-
 
 @dataclass(frozen=True, kw_only=True)
 class Target:

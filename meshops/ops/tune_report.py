@@ -19,7 +19,7 @@ import yaml
 
 from meshops.domain import overlays
 from meshops.domain.tuning import Recommendation, Resources
-from meshops.steps.tune_gather import TuneReport, WorkloadRow
+from meshops.ops.tune_gather import TuneReport, WorkloadRow
 
 ANNOTATIONS_API = "meshops.dev/v1"
 ANNOTATIONS_KIND = "ProxyResourceAnnotations"

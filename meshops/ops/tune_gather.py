@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from meshops.domain import tuning
 from meshops.domain.tuning import NotEnoughData, Policy, Recommendation, Resources, Role, Usage, Verdict
-from meshops.drivers.prometheus import NoData, PrometheusApi, Sample, finite
+from meshops.drivers.prometheus_api import NoData, PrometheusApi, Sample, finite
 
 CONTAINERS = ("istio-proxy", "discovery")  # discovery: istiod's container
 STEP_SECONDS = 300  # the default rate window and subquery resolution

@@ -14,7 +14,7 @@ from typing import Any
 
 from meshops.domain import overlays
 from meshops.domain.errors import NotFound
-from meshops.drivers.kube import KubeApi, Obj
+from meshops.drivers.kube_api import KubeApi, Obj
 
 INSTALLED_STATE = "installed-state"
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from meshops.domain.errors import DriverError
-from meshops.drivers.kube import KubeApi, Obj
-from meshops.steps.base import StepContext
+from meshops.drivers.kube_api import KubeApi, Obj
+from meshops.ops.context import StepContext
 
 T = TypeVar("T")
 

@@ -23,11 +23,11 @@ ones for its wave gates. The public API, stable for other steps:
     once (carrying the report, with the time of the first failure). Non-critical gates (e.g.
     the cluster traffic is moving away from) are reported, never fatal. ``sleep`` should be
     ``StepContext.sleep`` so a watch honours step timeouts and SIGINT/SIGTERM.
-``probe_driver(ctx)``, ``prometheus_driver(ctx, url)``
-    The drivers from ``ctx.drivers`` ("http", "prometheus"), built on first use when a test
-    has not registered fakes.
+The prober and the Prometheus clients come from ``ctx.drivers.http()`` and
+``ctx.drivers.prometheus(url)`` (one client per URL, with that URL's token).
 
-Step types ``health.http_probe`` and ``health.promql`` run a watch as a playbook step.
+Step types ``health.http_probe`` and ``health.promql`` (``meshops.steps.health_watch``) run a watch as a
+playbook step.
 """
 
 from __future__ import annotations
@@ -37,16 +37,11 @@ import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
-from pydantic import Field, field_validator
-
-from meshops.domain.durations import parse_duration
 from meshops.domain.errors import BadInput, DriverError, PermanentStepError
-from meshops.drivers.http_probe import HttpProbeApi, HttpProber, ProbeResult, parse_address, split_url
-from meshops.drivers.prometheus import NoData
-from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
-from meshops.steps.registry import register
+from meshops.drivers.http_api import HttpProbeApi, ProbeResult, parse_address, split_url
+from meshops.drivers.prometheus_api import NoData
 
 
 class SampleLike(Protocol):
@@ -241,30 +236,7 @@ def watch(gates: Sequence[Gate], *, duration: float, interval: float, clock: Cal
             sleep(max(0.0, min(nxt, end) - clock()))
 
 
-# ---- drivers ---------------------------------------------------------------------------------
-
-
-def _driver(ctx: StepContext, name: str, factory: Callable[[], Any]) -> Any:
-    try:
-        return ctx.drivers.get(name)
-    except KeyError:
-        ctx.drivers.register(name, factory)
-        return ctx.drivers.get(name)
-
-
-def probe_driver(ctx: StepContext) -> HttpProbeApi:
-    prober: HttpProbeApi = _driver(ctx, "http", HttpProber)
-    return prober
-
-
-def prometheus_driver(ctx: StepContext, url: str) -> PromQLApi:
-    def build() -> PromQLApi:
-        from meshops.drivers.prometheus import PrometheusClient
-
-        return PrometheusClient(url)
-
-    client: PromQLApi = _driver(ctx, "prometheus", build)
-    return client
+# ---- checks before any change -------------------------------------------------------------------
 
 
 def check_prometheus(client: PromQLApi, exprs: Sequence[str]) -> None:
@@ -277,101 +249,3 @@ def check_prometheus(client: PromQLApi, exprs: Sequence[str]) -> None:
             continue  # valid; the condition may hold once traffic flows
         except DriverError as exc:
             raise BadInput(f"PromQL gate {expr!r}: {exc.message}") from None
-
-
-# ---- step types --------------------------------------------------------------------------------
-
-
-def _duration(v: str | float) -> str | float:
-    parse_duration(v)
-    return v
-
-
-class _WatchInputs(StepInputs):
-    duration: str | float = "60s"
-    interval: str | float = "10s"
-    failure_threshold: Annotated[int, Field(ge=1)] = 1
-
-    @field_validator("duration", "interval")
-    @classmethod
-    def _is_duration(cls, v: str | float) -> str | float:
-        return _duration(v)
-
-
-class HttpProbeInputs(_WatchInputs):
-    urls: Annotated[list[str], Field(min_length=1)]
-    connect_to: str | None = None  # host:port every probe is sent to
-    timeout: str | float = "5s"
-    expect_text: str | None = None
-
-
-class WatchOutputs(StepOutputs):
-    report: dict[str, Any]
-
-
-@register
-class HttpProbeStep(Step[HttpProbeInputs, WatchOutputs]):
-    """Probes URLs every ``interval`` for ``duration``; fails on ``failure_threshold`` failures in a row."""
-
-    name = "health.http_probe"
-    Inputs = HttpProbeInputs
-    Outputs = WatchOutputs
-    needs = frozenset({"http"})
-    side_effect_free = True
-
-    def plan(self, inputs: HttpProbeInputs, ctx: StepContext) -> StepPlan:
-        return StepPlan(changes=(Change(action="wait", target=", ".join(inputs.urls),
-                                        detail=f"probe for {inputs.duration} every {inputs.interval}"),))
-
-    def run(self, inputs: HttpProbeInputs, ctx: StepContext) -> WatchOutputs:
-        prober = probe_driver(ctx)
-        gates = [http_gate(prober, ProbeTarget(url=u, connect_to=inputs.connect_to, expect_text=inputs.expect_text,
-                                               timeout=parse_duration(inputs.timeout))) for u in inputs.urls]
-        report = watch(gates, duration=parse_duration(inputs.duration), interval=parse_duration(inputs.interval),
-                       clock=ctx.clock, sleep=ctx.sleep, failure_threshold=inputs.failure_threshold,
-                       on_result=lambda r: None if r.ok else ctx.log.warning("gate.failed", gate=r.name, detail=r.detail))
-        return WatchOutputs(report=report.as_dict())
-
-    def undo(self, inputs: HttpProbeInputs, outputs: WatchOutputs | None, ctx: StepContext) -> None:
-        return None
-
-
-class PromQLInputs(_WatchInputs):
-    prometheus: Annotated[str, Field(min_length=1)]
-    exprs: Annotated[list[str], Field(min_length=1)]
-    window: str | float = "0s"
-
-    @field_validator("exprs")
-    @classmethod
-    def _valid(cls, v: list[str]) -> list[str]:
-        for expr in v:
-            check_promql(expr)
-        return v
-
-
-@register
-class PromQLStep(Step[PromQLInputs, WatchOutputs]):
-    """Evaluates PromQL conditions every ``interval`` for ``duration``, the first after ``window``."""
-
-    name = "health.promql"
-    Inputs = PromQLInputs
-    Outputs = WatchOutputs
-    needs = frozenset({"prometheus"})
-    side_effect_free = True
-
-    def plan(self, inputs: PromQLInputs, ctx: StepContext) -> StepPlan:
-        return StepPlan(changes=(Change(action="wait", target=inputs.prometheus,
-                                        detail=f"{len(inputs.exprs)} condition(s) for {inputs.duration}"),))
-
-    def run(self, inputs: PromQLInputs, ctx: StepContext) -> WatchOutputs:
-        client = prometheus_driver(ctx, inputs.prometheus)
-        window = parse_duration(inputs.window)
-        gates = [promql_gate(client, e, window=window) for e in inputs.exprs]
-        report = watch(gates, duration=max(parse_duration(inputs.duration), window),
-                       interval=parse_duration(inputs.interval), clock=ctx.clock, sleep=ctx.sleep,
-                       failure_threshold=inputs.failure_threshold,
-                       on_result=lambda r: None if r.ok else ctx.log.warning("gate.failed", gate=r.name, detail=r.detail))
-        return WatchOutputs(report=report.as_dict())
-
-    def undo(self, inputs: PromQLInputs, outputs: WatchOutputs | None, ctx: StepContext) -> None:
-        return None

@@ -1,4 +1,4 @@
-"""What the switchover steps share: drivers, reading the weighted pair, INSYNC waits, the bake.
+"""What the switchover steps share: reading the weighted pair, sends, INSYNC waits, the bake.
 
 A switchover moves a DNS name from the ``source`` cluster to the ``target`` cluster by
 Route53 weights (see ``playbooks/switchover.yaml``). The record
@@ -10,65 +10,27 @@ every undo can restore it even when the step that changed it never finished.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
-
-from pydantic import Field
+from typing import Any
 
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import PermanentStepError, PreconditionFailed, TemporaryStepError
 from meshops.domain.redact import REDACTED
 from meshops.domain.weights import InvalidBatch, RecordSet
-from meshops.drivers.http_probe import parse_connect_to, split_url
-from meshops.drivers.route53 import ChangeInfo, Route53Api
-from meshops.steps.base import StepContext, StepInputs
-from meshops.steps.health import (
+from meshops.drivers.http_api import parse_connect_to, split_url
+from meshops.drivers.route53_api import ChangeInfo, Route53Api
+from meshops.ops.context import StepContext
+from meshops.ops.health import (
     Gate,
     GateFailed,
     ProbeTarget,
     WatchReport,
     http_gate,
-    probe_driver,
-    prometheus_driver,
     promql_gate,
     watch,
 )
 
 INSYNC_FIRST_POLL = 1.0
 INSYNC_MAX_POLL = 15.0
-
-
-class ShiftSettings(StepInputs):
-    """How one weight step is carried out and watched: shared by the Route53 and external-dns shifts."""
-
-    source_ingress: str
-    target_ingress: str
-    percent: Annotated[int, Field(ge=0, le=100)]
-    source_weight: Annotated[int, Field(ge=0, le=255)]
-    target_weight: Annotated[int, Field(ge=0, le=255)]
-    initial_weights: Annotated[list[int], Field(min_length=2, max_length=2)]
-    bake: str | float = "5m"
-    propagation_allowance: str | float = "60s"
-    gate_window: str | float = "60s"
-    probe_interval: str | float = "10s"
-    probe_timeout: str | float = "5s"
-    failure_threshold: Annotated[int, Field(ge=1)] = 1
-    probes: list[str] = Field(default_factory=list)
-    connect_to: list[str] = Field(default_factory=list)
-    expect_text: str | None = None
-    prometheus: str | None = None
-    gates: list[str] = Field(default_factory=list)
-
-
-def route53_driver(ctx: StepContext) -> Route53Api:
-    """``ctx.drivers.get("route53")``; boto3 from the environment when no test registered a fake."""
-    try:
-        r53: Route53Api = ctx.drivers.get("route53")
-    except KeyError:
-        from meshops.drivers.route53 import from_environment
-
-        ctx.drivers.register("route53", from_environment)
-        r53 = ctx.drivers.get("route53")
-    return r53
 
 
 def group(records: Sequence[RecordSet], rtype: str) -> list[RecordSet]:
@@ -160,7 +122,7 @@ def build_gates(ctx: StepContext, *, probes: Sequence[str], connect_to: Sequence
     mapping = parse_connect_to(list(connect_to))
     gates: list[Gate] = []
     if probes:
-        prober = probe_driver(ctx)
+        prober = ctx.drivers.http()
         for url in probes:
             for label, ingress, critical in ((target_label, target_ingress, True), (source_label, source_ingress, False)):
                 target = ProbeTarget(url=url, connect_to=connect_address(url, ingress, mapping), label=label,
@@ -169,7 +131,7 @@ def build_gates(ctx: StepContext, *, probes: Sequence[str], connect_to: Sequence
     if gate_exprs:
         if not prometheus:
             raise PreconditionFailed("--gate-promql needs --prometheus URL")
-        client = prometheus_driver(ctx, prometheus)
+        client = ctx.drivers.prometheus(prometheus)
         gates += [promql_gate(client, expr, window=gate_window) for expr in gate_exprs]
     return gates
 

@@ -106,13 +106,6 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def spec_of(text: str) -> Spec:
-    """The spec of an overlay meshops rendered (or recorded) before."""
-    doc = yaml.safe_load(text) or {}
-    spec = doc.get("spec") if isinstance(doc, dict) else None
-    return spec if isinstance(spec, dict) else {}
-
-
 # ---- diff against what is installed ---------------------------------------------------------
 
 
