@@ -24,9 +24,15 @@ _RUN_LABEL = "meshops.dev/run"
 
 
 def _ensure_namespace(kube: KubeApi) -> None:
-    if kube.get("v1", "Namespace", NAMESPACE) is None:
-        with contextlib.suppress(Conflict):  # created by a concurrent run
+    # A 409 usually means a concurrent run created it, but a conflict can come for other reasons
+    # (a proxy, an injected fault): believe the namespace exists only once a read shows it.
+    for _ in range(5):
+        if kube.get("v1", "Namespace", NAMESPACE) is not None:
+            return
+        with contextlib.suppress(Conflict):
             kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+            return
+    raise Conflict(f"could not create namespace {NAMESPACE}: every attempt conflicted")
 
 
 class LeaseLock:

@@ -235,3 +235,22 @@ def test_retry_after_is_capped(cluster: Cluster, tmp_path: Path) -> None:
         assert result == [None] and len(seen) == 2 and time.monotonic() - started < 5
     finally:
         cluster.request_filters.remove(throttle)
+
+
+def test_a_conflict_on_creating_the_namespace_is_not_taken_as_its_existence(tmp_path: Path) -> None:
+    """Found by bench/chaos.py: an injected 409 on the namespace create was read as "a concurrent run
+    made it", and the Lease create then failed with 404 (the run never started)."""
+    conflicts = []
+
+    def conflict_once(info):  # type: ignore[no-untyped-def]
+        if info.resource == "namespaces" and info.verb == "create" and not conflicts:
+            conflicts.append(1)
+            return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
+                         "reason": "Conflict", "message": "injected"}, {}
+        return None
+
+    with Cluster("ns-conflict") as c:
+        c.request_filters.append(conflict_once)
+        kube = KubeClient(kubeconfig=str(write_kubeconfig(tmp_path / "kc", c.url)))
+        LeaseLock(kube, name="t-ns").acquire("run-a@h/1")
+        assert conflicts and kube.get("coordination.k8s.io/v1", "Lease", "t-ns", "meshops-system") is not None
