@@ -69,8 +69,9 @@ class FileLock:
         def take(cur: dict[str, object] | None) -> dict[str, object]:
             paused = str(cur.get("paused_run") or "") if cur else ""
             if paused and paused != run_of(holder):
-                raise LockHeld(holder=paused_holder(paused), since=str(cur.get("paused_at", "?")) if cur else "?",
-                               lock=self.name)
+                at = float(str(cur.get("paused_at", 0))) if cur else 0.0
+                raise LockHeld(holder=paused_holder(paused), lock=self.name,
+                               since=datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds") if at else "?")
             if cur and not paused and cur.get("holder") != holder and not holder_is_dead(str(cur.get("holder"))):
                 renewed = float(str(cur.get("renewed", 0)))
                 if renewed + float(str(cur.get("duration", self.duration))) > now:
