@@ -90,16 +90,21 @@ class LeaseLock:
     def renew(self) -> None:
         if self._holder is None:
             return
-        lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
-        current = (lease.get("spec") or {}).get("holderIdentity") if lease is not None else None
-        if current != self._holder:
-            raise LockLost(f"{self.name} is now held by {current or 'nobody'}")
-        assert lease is not None
-        lease["spec"]["renewTime"] = format_micro(self._clock())
-        try:
-            self.kube.replace(lease)  # resourceVersion: a holder change in between is a 409
-        except Conflict:
-            raise LockLost(f"{self.name} changed while renewing it") from None
+        # A 409 says only that the Lease changed since it was read (or a proxy said so): read it
+        # again, and give up the lock only when the read shows another holder.
+        for _ in range(5):
+            lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
+            current = (lease.get("spec") or {}).get("holderIdentity") if lease is not None else None
+            if current != self._holder:
+                raise LockLost(f"{self.name} is now held by {current or 'nobody'}")
+            assert lease is not None
+            lease["spec"]["renewTime"] = format_micro(self._clock())
+            try:
+                self.kube.replace(lease)  # carries resourceVersion
+                return
+            except Conflict:
+                continue
+        raise Conflict(f"could not renew {self.name}: every attempt conflicted")
 
     def verify(self) -> None:
         """Raise LockLost if the Lease names another holder now (a read; changes nothing)."""

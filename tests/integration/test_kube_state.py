@@ -254,3 +254,26 @@ def test_a_conflict_on_creating_the_namespace_is_not_taken_as_its_existence(tmp_
         kube = KubeClient(kubeconfig=str(write_kubeconfig(tmp_path / "kc", c.url)))
         LeaseLock(kube, name="t-ns").acquire("run-a@h/1")
         assert conflicts and kube.get("coordination.k8s.io/v1", "Lease", "t-ns", "meshops-system") is not None
+
+
+def test_a_conflict_while_renewing_is_not_a_lost_lock(cluster: Cluster, kube: KubeClient) -> None:
+    """Found by bench/chaos.py: a 409 on the renewal was taken for another holder, and a rollback
+    then stopped half-way (exit 3). Only a read showing another holder loses the lock."""
+    a = LeaseLock(kube, name="t-renew409", duration=30)
+    a.acquire("run-a@h/1")
+    seen = []
+
+    def conflict_once(info):  # type: ignore[no-untyped-def]
+        if info.resource == "leases" and info.verb == "update" and not seen:
+            seen.append(1)
+            return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
+                         "reason": "Conflict", "message": "injected"}, {}
+        return None
+
+    cluster.request_filters.append(conflict_once)
+    try:
+        a.renew()
+    finally:
+        cluster.request_filters.remove(conflict_once)
+    assert seen
+    assert kube.get("coordination.k8s.io/v1", "Lease", "t-renew409", "meshops-system")["spec"]["holderIdentity"] == "run-a@h/1"
