@@ -310,6 +310,15 @@ def steal_lease(sb: Sandbox, cluster: str) -> bool:
     return out.returncode == 0
 
 
+def _bad_exit(what: str, code: int, err: str) -> list[str]:
+    """A crash, or a rollback that did not finish, is a finding whatever the end state."""
+    if "internal error" in err or code not in (0, 1, 2, 3, 4, 130):
+        return [f"{what} crashed (exit {code}): {err.strip().splitlines()[-1][:200] if err.strip() else ''}"]
+    if code == 3:
+        return [f"{what}: the rollback did not finish (exit 3): {err.strip().splitlines()[-1][:200]}"]
+    return []
+
+
 def one_run(sb: Sandbox, plan: Plan, rng: random.Random) -> Outcome:
     o = Outcome(plan=plan)
     c = plan.cluster
@@ -336,6 +345,7 @@ def one_run(sb: Sandbox, plan: Plan, rng: random.Random) -> Outcome:
     o.history.append(f"run: {'SIGKILL' if killed else f'exit {code}'} after {sb.writes(c) - mark} writes")
     if not killed and code != 0:
         err = proc.stderr.read() if proc.stderr else ""
+        o.violations += _bad_exit("run", code, err)
         o.history.append(f"stderr: {err.strip().splitlines()[-1][:200] if err.strip() else ''}")
         if code not in (1, 4, 130):
             (sb.dir.parent / f"meshops-chaos-run-{plan.index}-{plan.cluster}.stderr").write_text(err)
@@ -355,6 +365,7 @@ def one_run(sb: Sandbox, plan: Plan, rng: random.Random) -> Outcome:
             action = "rollback"
         out = sb.run(c, action, o.run_id)
         o.history.append(f"{action}: exit {out.returncode}")
+        o.violations += _bad_exit(action, out.returncode, out.stderr)
         if out.returncode not in (0, 1, 4):
             o.history.append(f"stderr: {out.stderr.strip().splitlines()[-1][:200] if out.stderr.strip() else ''}")
             (sb.dir.parent / f"meshops-chaos-run-{plan.index}-{action}.stderr").write_text(out.stderr)

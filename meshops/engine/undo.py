@@ -8,7 +8,7 @@ import structlog
 from pydantic import ValidationError
 
 from meshops.domain import redact
-from meshops.domain.errors import MeshopsError, RollbackFailed
+from meshops.domain.errors import DriverError, MeshopsError, RollbackFailed, StepError
 from meshops.engine import templating
 from meshops.engine.journal import Journal, RunState
 from meshops.engine.playbook import LoadedPlaybook, StepSpec
@@ -72,7 +72,7 @@ def roll_back(engine: Engine, run_id: str, loaded: LoadedPlaybook, ctx: dict[str
             sctx.stop_requested = lambda: False  # a rollback is finished even when asked to stop
             engine.fence.check()
             journal.write("undo_started", step=s.key)
-            step.undo(inputs, outputs, sctx)
+            _undo_with_retries(engine, step, inputs, outputs, sctx, s.key)
         except Exception as exc:
             message = exc.message if isinstance(exc, MeshopsError) else f"{type(exc).__name__}: {exc}"
             journal.write("undo_failed", step=s.key, error=message)
@@ -95,4 +95,22 @@ def _has_redacted(value: Any) -> bool:
         return any(_has_redacted(v) for v in value)
     return isinstance(value, str) and redact.REDACTED in value
 
+
+# Undo is idempotent, so a temporary failure (a 5xx, a 429, a dropped connection) is retried,
+# like a forward step's: a rollback must not stop half-way on a blip.
+UNDO_RETRIES = 5
+
+
+def _undo_with_retries(engine: Engine, step: Step[Any, Any], inputs: StepInputs, outputs: Any, sctx: Any,
+                       key: str) -> None:
+    for attempt in range(1, UNDO_RETRIES + 2):
+        try:
+            step.undo(inputs, outputs, sctx)
+            return
+        except (StepError, DriverError) as exc:
+            if not exc.temporary or attempt > UNDO_RETRIES or engine.fence.lost is not None:
+                raise
+            delay = exc.delay if isinstance(exc, StepError) and exc.delay is not None else min(30.0, 2.0 ** attempt)
+            log.warning("undo.retry", step=key, error=exc.message, delay=delay)
+            engine.opts.sleep(delay)
 

@@ -98,3 +98,31 @@ def test_restore_refuses_anything_a_backup_would_not_hold() -> None:
         with pytest.raises(PermanentStepError, match="refusing to restore"):
             restore(world.kube, [entry])
         assert world.kube.writes[writes:] == []
+
+
+def test_a_temporary_failure_in_an_undo_is_retried_and_the_rollback_finishes(tmp_path: Any) -> None:
+    """Found by bench/chaos.py: one 5xx during an undo ended the rollback as rollback_failed (exit 3)."""
+    import pytest
+
+    from meshops.domain.errors import RunFailed
+    from meshops.engine.journal import LocalStateStore, RunState
+    from meshops.engine.playbook import load_playbook_text
+    from meshops.engine.runner import Engine, EngineOptions
+    from tests.support.fakeclock import FakeClock
+    from tests.unit.test_engine import playbook
+
+    text = playbook(f"""
+        - id: a
+          uses: test.undo_flaky
+          with: {{marker: "{tmp_path}/m", failures: 2}}
+        - id: b
+          uses: core.fail
+    """)
+    store = LocalStateStore(tmp_path / "state")
+    clock = FakeClock()
+    with pytest.raises(RunFailed, match="rolled back"):
+        Engine(store=store, options=EngineOptions(clock=clock, sleep=clock.sleep)).start(
+            load_playbook_text(text, path="t.yaml"), {})
+    state = RunState.replay(store.run_ids()[-1], store.records(store.run_ids()[-1]))
+    assert state.status == "rolled_back" and state.steps["a"].undo_status == "undone"
+    assert clock.slept  # it waited between tries, on the injected clock
