@@ -60,3 +60,32 @@ def test_sigkill_of_meshops_takes_istioctl_with_it_and_secrets_stay_out_of_its_e
     env = (tmp_path / "child.env").read_text()
     assert "AWS_SECRET_ACCESS_KEY" not in env and "MESHOPS_PARAM_TOKEN" not in env
     assert "PATH=" in env
+
+
+def test_temp_files_live_under_the_run_and_are_emptied_on_resume(tmp_path: Path) -> None:
+    """Files handed to subprocesses go in the run's own tmp/ (not /tmp), and what a killed session
+    left there is gone when the run resumes (before: an overlay file stayed in /tmp for good)."""
+    import pytest
+
+    from meshops.domain.errors import AwaitingApproval
+    from meshops.engine.journal import LocalStateStore
+    from meshops.engine.playbook import load_playbook_text
+    from meshops.engine.runner import Engine, EngineOptions
+    from tests.unit.test_engine import playbook
+
+    text = playbook("""
+        - id: approve
+          uses: gate.approve
+        - id: after
+          uses: test.echo
+    """)
+    store = LocalStateStore(tmp_path / "state")
+    with pytest.raises(AwaitingApproval):
+        Engine(store=store, options=EngineOptions()).start(load_playbook_text(text, path="t.yaml"), {})
+    run_id = store.run_ids()[-1]
+    tmp = tmp_path / "state" / "runs" / run_id / "tmp"
+    assert tmp.is_dir() and oct(tmp.stat().st_mode & 0o777) == "0o700"
+    (tmp / "meshops-overlay-left.yaml").write_text("from a killed session")
+    with pytest.raises(AwaitingApproval):
+        Engine(store=store, options=EngineOptions()).resume(run_id)
+    assert list(tmp.iterdir()) == []
