@@ -185,12 +185,22 @@ class ConfigMapStateStore:
         if not self._ready:
             _ensure_namespace(self.kube)
             self._ready = True
-        self.kube.create({
+        index = {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": self._name(run_id), "namespace": NAMESPACE, "labels": {_RUN_LABEL: "true"},
                          "annotations": {"meshops.dev/playbook-path": playbook_path}},
             "data": {"playbook.yaml": playbook_text, "chunks": "0"},
-        })
+        }
+        for _ in range(5):
+            try:
+                self.kube.create(index)
+                return
+            except Conflict:
+                # AlreadyExists (an earlier attempt got through) or a conflict from in between:
+                # only a read tells which.
+                if self.exists(run_id):
+                    return
+        raise Conflict(f"could not create the journal index of run {run_id}: every attempt conflicted")
 
     def _index(self, run_id: str) -> dict[str, Any]:
         cm = self.kube.get("v1", "ConfigMap", self._name(run_id), NAMESPACE)

@@ -277,3 +277,22 @@ def test_a_conflict_while_renewing_is_not_a_lost_lock(cluster: Cluster, kube: Ku
         cluster.request_filters.remove(conflict_once)
     assert seen
     assert kube.get("coordination.k8s.io/v1", "Lease", "t-renew409", "meshops-system")["spec"]["holderIdentity"] == "run-a@h/1"
+
+
+def test_a_conflict_on_creating_the_journal_index_is_retried(cluster: Cluster, kube: KubeClient) -> None:
+    """Found by bench/chaos.py: a 409 on the index ConfigMap's create ended the run before it began."""
+    seen = []
+
+    def conflict_once(info):  # type: ignore[no-untyped-def]
+        if info.resource == "configmaps" and info.verb == "create" and not seen:
+            seen.append(1)
+            return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
+                         "reason": "Conflict", "message": "injected"}, {}
+        return None
+
+    cluster.request_filters.append(conflict_once)
+    try:
+        ConfigMapStateStore(kube).create_run("conflicted", playbook_text="x", playbook_path="p")
+    finally:
+        cluster.request_filters.remove(conflict_once)
+    assert seen and ConfigMapStateStore(kube).exists("conflicted")
