@@ -84,3 +84,17 @@ def test_each_run_has_its_own_registry(tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 0, err
     assert redact.active() is before
     assert "zz9plural" not in redact.CREDENTIALS
+
+
+def test_aws_credentials_of_the_chain_are_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The AWS secret key and session token were never registered (only AKIA-shaped key ids matched)."""
+    from meshops.drivers.route53 import Route53Client
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testkeyid-not-akia")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzz")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "FwoGZXIvYXdzEJr-session-token")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    Route53Client(endpoint_url="http://127.0.0.1:9")
+    line = "key testkeyid-not-akia secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYzz token FwoGZXIvYXdzEJr-session-token"
+    scrubbed = redact.CREDENTIALS.scrub_text(line)
+    assert "wJalrXUtnFEMI" not in scrubbed and "FwoGZXIvYXdzEJr" not in scrubbed and "testkeyid" not in scrubbed
