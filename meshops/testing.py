@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 
 from meshops.domain.errors import BadInput
 from meshops.drivers.api import prometheus_key
+from meshops.drivers.elb_api import ElbApi
 from meshops.drivers.http_api import HttpProbeApi
 from meshops.drivers.istioctl_api import IstioctlApi
 from meshops.drivers.kube_api import KubeApi
@@ -45,13 +46,14 @@ class FakeDrivers:
     def __init__(self, *, kube: KubeApi | None = None, clusters: Mapping[str, KubeApi] | None = None,
                  istioctl: Mapping[str, IstioctlApi] | None = None, route53: Route53Api | None = None,
                  prometheus: PrometheusApi | Iterable[PrometheusApi] | Mapping[str, PrometheusApi] | None = None,
-                 http: HttpProbeApi | None = None) -> None:
+                 http: HttpProbeApi | None = None, elb: ElbApi | None = None) -> None:
         self._kube = kube
         self._clusters = dict(clusters or {})
         # Kept, not copied: a test may plan another version later.
         self._istioctl: Mapping[str, IstioctlApi] = istioctl if istioctl is not None else {}
         self._route53 = route53
         self._http = http
+        self._elb = elb
         self._prometheus: dict[str, PrometheusApi] = {}
         if isinstance(prometheus, Mapping):
             self._prometheus = {prometheus_key(url): p for url, p in prometheus.items()}
@@ -133,3 +135,9 @@ class FakeDrivers:
         if self._http is None:
             raise self._unplanned("HTTP probes", ())
         return self._http
+
+    def elb(self) -> ElbApi:
+        self.requests.append("elb")
+        if self._elb is None:
+            raise self._unplanned("Elastic Load Balancing", ())
+        return self._elb

@@ -42,8 +42,12 @@ def step_types(playbook_text: str) -> dict[str, str]:
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, writable=True),
               help="Write to FILE instead of stdout (written whole or not at all).")
 @click.option("--cluster", is_flag=True, help="Look in the cluster's journal too.")
+@click.option("--traffic", "traffic_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="JSON lines {ts, cluster, ok, failed} (requests per cluster per second, e.g. from `meshops "
+                   "sandbox traffic`): shown beside the weights.")
 @pass_app
-def report(app: App, run_id: str, output: str | None, out_file: str | None, cluster: bool) -> None:
+def report(app: App, run_id: str, output: str | None, out_file: str | None, cluster: bool,
+           traffic_file: str | None) -> None:
     """Render RUN_ID's report: what ran, when and for how long, waves, traffic, failures, rollback.
 
     The HTML is one self-contained file (inline SVG timeline, no scripts, no external assets).
@@ -58,6 +62,9 @@ def report(app: App, run_id: str, output: str | None, out_file: str | None, clus
     if not records:
         raise BadInput(f"run {run_id} has an empty journal: nothing to report")
     rep = build(run_id, records, step_types=step_types(store.playbook_text(run_id)))
+    if traffic_file is not None:
+        rep.traffic.requests = read_requests(traffic_file, since=(rep.started or 0.0) - 1.0,
+                                             until=(rep.finished or float("inf")) + 120.0)
     text: str
     if fmt == "json":
         text = json.dumps(rep.to_dict(), indent=2, default=_jsonable) + "\n"
@@ -70,6 +77,26 @@ def report(app: App, run_id: str, output: str | None, out_file: str | None, clus
         return
     _write_atomically(out_file, text)
     click.echo(out_file)
+
+
+def read_requests(path: str, *, since: float, until: float) -> list[Any]:
+    """The samples of a ``--traffic`` file inside the run's time (plus the TTLs after it); BadInput names file:line."""
+    from meshops.domain.report_model import RequestSample
+
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                sample = RequestSample(ts=float(d["ts"]), cluster=str(d["cluster"]), ok=int(d.get("ok", 0)),
+                                       failed=int(d.get("failed", 0)))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise BadInput(f"{path}:{n}: not a {{ts, cluster, ok, failed}} JSON line ({exc})") from None
+            if since <= sample.ts <= until:
+                out.append(sample)
+    return out
 
 
 def _jsonable(v: Any) -> Any:

@@ -231,15 +231,35 @@ def _params_html(rep: Report) -> str:
     return f'<h2>Params</h2><section class="panel"><table>{"".join(rows)}</table></section>'
 
 
+def _requests_cell(segment: dict[str, Any] | None) -> str:
+    """Requests per cluster while one set of weights held: served, failed, share of all."""
+    if segment is None:
+        return ""
+    counts: dict[str, dict[str, int]] = segment["requests"]  # type: ignore[assignment]
+    total = sum(v["ok"] + v["failed"] for v in counts.values()) or 1
+    return ", ".join(f"{c} {v['ok'] + v['failed']} ({100 * (v['ok'] + v['failed']) / total:.0f}%"
+                     f"{', ' + str(v['failed']) + ' failed' if v['failed'] else ''})" for c, v in counts.items()) or "none"
+
+
+def _segments(rep: Report) -> list[dict[str, Any]] | list[None]:
+    tr = rep.traffic
+    segments = tr.request_segments(max([r.ts + 1 for r in tr.requests], default=0.0))
+    return segments or [None] * len(tr.points)
+
+
 def _traffic_table(rep: Report) -> str:
     rows = []
-    for p in rep.traffic.points:
+    with_requests = bool(rep.traffic.requests)
+    for p, seg in zip(rep.traffic.points, _segments(rep), strict=True):
         total = sum(p.weights.values()) or 1
         shares = ", ".join(f"{escape(k)} {w} ({100 * w / total:.0f}%)" for k, w in sorted(p.weights.items()))
         rows.append(f"<tr><td>{_rel(rep, p.ts)}</td><td><code>{escape(p.step)}</code></td><td>{shares}</td>"
-                    f"<td>{'rollback' if p.rollback else ''}</td></tr>")
+                    + (f"<td>{escape(_requests_cell(seg))}</td>" if with_requests else "")
+                    + f"<td>{'rollback' if p.rollback else ''}</td></tr>")
     probes = f"<p>{escape(_watch_summary(rep))}</p>"
-    return ("<table><tr><th>at</th><th>step</th><th>weights</th><th></th></tr>" + "".join(rows) + "</table>" + probes)
+    head = "<tr><th>at</th><th>step</th><th>weights</th>" + ("<th>requests served meanwhile</th>" if with_requests
+                                                               else "") + "<th></th></tr>"
+    return "<table>" + head + "".join(rows) + "</table>" + probes
 
 
 def _watch_summary(rep: Report) -> str:
@@ -325,10 +345,11 @@ def render_markdown(rep: Report) -> str:
             out.append(" | ".join(["", _md_cell(w.label), w.status, _rel(rep, w.started), human(took),
                                    *(_md_cell(cells[c]) for c in cols), ""]).strip())
     if rep.traffic.points or rep.traffic.probes:
-        out += ["", "## Traffic", "", "| at | step | weights |", "|---|---|---|"]
-        for p in rep.traffic.points:
+        out += ["", "## Traffic", "", "| at | step | weights | requests served meanwhile |", "|---|---|---|---|"]
+        for p, seg in zip(rep.traffic.points, _segments(rep), strict=True):
             weights = ", ".join(f"{k} {w}" for k, w in sorted(p.weights.items()))
-            out.append(f"| {_rel(rep, p.ts)} | `{p.step}` | {weights}{' (rollback)' if p.rollback else ''} |")
+            out.append(f"| {_rel(rep, p.ts)} | `{p.step}` | {weights}{' (rollback)' if p.rollback else ''} | "
+                       f"{_requests_cell(seg) or '-'} |")
         out += ["", _watch_summary(rep)]
     if rep.failures:
         out += ["", "## Failures", ""]

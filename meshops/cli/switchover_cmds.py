@@ -1,9 +1,19 @@
 """``meshops switchover``: fills the params of ``playbooks/switchover.yaml`` and runs it.
 
-Like ``meshops run``, plus one thing: the playbook's read-only steps (inputs, ingress, DNS,
-proving the target) run first as a plan, so bad input or an unready target exits 2 before
-a run exists or anything is written. The run locks the target cluster (``--to``) unless
-``--context`` names another. ``meshops rollback RUN_ID`` moves the traffic back later.
+Like ``meshops run``, plus two things: the playbook's read-only steps (inputs, ingress, DNS,
+health checks, proving the target) run first as a plan, so bad input or an unready target
+exits 2 before a run exists or anything is written; and the run holds three locks, taken in
+this order before anything changes and released at the end (rollback included):
+
+- the record itself: the TXT record ``_meshops-lock.<record>`` (``drivers/route53_lock.py``),
+  so two switchovers of one record exclude each other wherever they run from;
+- the Lease in the cluster that takes the traffic (``--to``, or ``--context``), where the
+  journal is mirrored;
+- the Lease in the cluster that gives it (``--from``), so an upgrade of the source cannot
+  run during its switchover.
+
+A lock held elsewhere exits 4 naming the holder; nothing is changed.
+``meshops rollback RUN_ID`` moves the traffic back later.
 """
 
 from __future__ import annotations
@@ -19,6 +29,9 @@ from meshops.cli.app_light import pass_app
 from meshops.cli.run_cmds import _print_plan
 from meshops.domain.errors import BadInput
 from meshops.domain.weights import parse_steps
+from meshops.drivers.kube_state import LeaseLock
+from meshops.drivers.route53_lock import RecordLock
+from meshops.engine.lock import BasicLock, RunLock
 from meshops.engine.playbook import LoadedPlaybook, load_playbook, resolve_params
 from meshops.engine.runner import Engine, PlannedStep
 
@@ -60,8 +73,9 @@ def playbook_path(explicit: str | None) -> str:
 @click.option("--set-identifiers", default=None, metavar="SOURCE,TARGET", help="Default: the two context names.")
 @click.option("--gateway", default="istio-system/istio-ingressgateway", show_default=True, metavar="NS/NAME")
 @click.option("--allow-weaker-mtls", is_flag=True, help="Accept a target whose mTLS is weaker than the source's.")
-@click.option("--health-check", "health_check", default="HTTP:80:/", show_default=True, metavar="TYPE:PORT:PATH",
-              help="Route53 health check for each ingress ('none' for none).")
+@click.option("--health-check", "health_check", default="auto", show_default=True, metavar="TYPE:PORT:PATH",
+              help="Route53 health check for each ingress: auto (HTTP :15021/healthz/ready when the load balancer "
+                   "exposes the gateway's status port, else TCP on the serving port), TYPE:PORT[:PATH], or none.")
 @click.option("--health-check-interval", type=click.Choice(["10", "30"]), default="30", show_default=True)
 @click.option("--playbook", default=None, type=click.Path(dir_okay=False, exists=True), help="A copy to run instead.")
 @click.option("--dry-run", is_flag=True, help="Check everything and show the plan; change nothing.")
@@ -103,8 +117,85 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
     if dry_run:
         return
     with stop_on_signals() as stop:
-        result = app.engine(cluster=loaded.playbook.metadata.lock, stop=stop).start(loaded, params)
+        engine = app.engine(cluster=loaded.playbook.metadata.lock, stop=stop)
+        engine.lock = AllLocks([record_lock(app, zone, record), *([engine.lock] if engine.lock else []),
+                                LeaseLock(app.drivers.kube_for(from_context))])
+        result = engine.start(loaded, params)
     click.echo(result.run_id)
+
+
+class AllLocks:
+    """Several run locks as one: taken in order (those taken are given back if a later one is held),
+    renewed together, released in reverse order."""
+
+    def __init__(self, locks: list[BasicLock]) -> None:
+        self.locks = locks
+        self.name = " + ".join(lock.name for lock in locks)
+        self.duration = min(lock.duration for lock in locks)
+
+    # Fencing and paused runs (issue 15): locks that can look at their holder, or keep a paused
+    # mark, do; the others (the Route53 record lock) are renewed or given back as before.
+    def verify(self) -> None:
+        for lock in self.locks:
+            verify = getattr(lock, "verify", None)
+            if verify is not None:
+                verify()
+
+    def pause(self, run_id: str) -> None:
+        for lock in reversed(self.locks):
+            pause = getattr(lock, "pause", None)
+            if pause is not None:
+                pause(run_id)
+            else:
+                lock.release()
+
+    def abandon(self, run_id: str) -> bool:
+        found = [lock.abandon(run_id) for lock in self.locks if isinstance(lock, RunLock)]
+        return any(found)
+
+    def acquire(self, holder: str) -> None:
+        taken: list[BasicLock] = []
+        try:
+            for lock in self.locks:
+                lock.acquire(holder)
+                taken.append(lock)
+        except BaseException:
+            for lock in reversed(taken):
+                lock.release()
+            raise
+
+    def renew(self) -> None:
+        errors = []
+        for lock in self.locks:
+            try:
+                lock.renew()
+            except Exception as exc:  # one missed renewal must not skip the others
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def release(self) -> None:
+        # Independent locks in independent systems: given back at once, each whatever the others do.
+        from concurrent.futures import ThreadPoolExecutor
+
+        import structlog
+
+        with ThreadPoolExecutor(max_workers=len(self.locks), thread_name_prefix="unlock") as pool:
+            futures = [(lock, pool.submit(lock.release)) for lock in reversed(self.locks)]
+        for lock, future in futures:
+            error = future.exception()
+            if error is not None:
+                # The run's outcome stands; a lock not given back expires on its own (Lease: 30 s,
+                # record lock: 120 s) and is taken over then.
+                structlog.get_logger().warning("lock.release_failed", lock=lock.name, error=str(error))
+
+
+def record_lock(app: App, zone: str, record: str) -> RecordLock:
+    """The TXT lock of ``record`` in ``zone``, through the run's Route53 driver (one rate limit)."""
+    r53 = app.drivers.route53()
+    found = r53.find_zone(zone)
+    name = record if "." in record.rstrip(".") else f"{record}.{found.name}"
+    return RecordLock(r53, found.id, name)
 
 
 def preflight(engine: Engine, loaded: LoadedPlaybook, params: dict[str, Any], *, show: bool = False) -> list[PlannedStep]:
@@ -128,6 +219,8 @@ def _gateway(text: str) -> dict[str, str]:
 def _health_check(text: str) -> dict[str, Any]:
     if text.lower() == "none":
         return {"health_checks": False}
+    if text.lower() == "auto":
+        return {"health_checks": True, "health_check_type": "AUTO"}
     parts = text.split(":", 2)
     if len(parts) < 2 or parts[0].upper() not in ("HTTP", "HTTPS", "TCP") or not parts[1].isdigit():
         raise BadInput(f"--health-check {text!r}: expected TYPE:PORT[:PATH] (HTTP, HTTPS or TCP) or none")

@@ -140,10 +140,42 @@ class Bake:
 
 
 @dataclass(kw_only=True)
+class RequestSample:
+    """Requests one cluster served in one second, as a load generator counted them (``--traffic``)."""
+
+    ts: float
+    cluster: str
+    ok: int
+    failed: int
+
+
+@dataclass(kw_only=True)
 class Traffic:
     points: list[WeightPoint] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)
     bakes: list[Bake] = field(default_factory=list)
+    requests: list[RequestSample] = field(default_factory=list)
+
+    def requests_between(self, start: float, end: float) -> dict[str, tuple[int, int]]:
+        """cluster -> (ok, failed) of the samples in [start, end)."""
+        out: dict[str, tuple[int, int]] = {}
+        for r in self.requests:
+            if start <= r.ts < end:
+                ok, failed = out.get(r.cluster, (0, 0))
+                out[r.cluster] = (ok + r.ok, failed + r.failed)
+        return out
+
+    def request_segments(self, end: float) -> list[dict[str, object]]:
+        """Requests per cluster while each set of weights held (from one weight point to the next)."""
+        if not self.requests or not self.points:
+            return []
+        out: list[dict[str, object]] = []
+        for i, p in enumerate(self.points):
+            until = self.points[i + 1].ts if i + 1 < len(self.points) else max(end, p.ts)
+            counts = self.requests_between(p.ts, until)
+            out.append({"step": p.step, "from": p.ts, "until": until, "weights": dict(p.weights),
+                        "requests": {c: {"ok": v[0], "failed": v[1]} for c, v in sorted(counts.items())}})
+        return out
 
     @property
     def identifiers(self) -> list[str]:
@@ -232,7 +264,10 @@ class Report:
             "waves": [asdict(g) for g in self.wave_groups],
             "traffic": {"identifiers": self.traffic.identifiers, "points": [asdict(p) for p in self.traffic.points],
                         "probes": [asdict(p) for p in self.traffic.probes],
-                        "bakes": [asdict(b) for b in self.traffic.bakes]},
+                        "bakes": [asdict(b) for b in self.traffic.bakes],
+                        "requests": [asdict(r) for r in self.traffic.requests],
+                        "request_segments": self.traffic.request_segments(
+                            max([r.ts + 1 for r in self.traffic.requests], default=0.0))},
             "rollbacks": [asdict(r) for r in self.rollbacks],
             "failures": [asdict(f) for f in self.failures],
         }

@@ -2,7 +2,7 @@
 
 A step receives one object satisfying ``Drivers`` as ``ctx.drivers`` and asks it for the
 driver it needs: ``kube_for(context)``, ``istioctl(version)``, ``route53()``,
-``prometheus(url)``, ``http()``. It never builds a driver itself and never names one by a
+``prometheus(url)``, ``http()``, ``elb()``. It never builds a driver itself and never names one by a
 string. ``meshops.drivers.live.LiveDrivers`` is the one implementation that talks to real
 systems, built from ``DriverSettings`` (which the CLI fills from its options); tests use
 ``meshops.testing.FakeDrivers``, which refuses any driver a test did not plan.
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from meshops.domain.errors import DriverError
+from meshops.drivers.elb_api import ElbApi
 from meshops.drivers.http_api import HttpProbeApi
 from meshops.drivers.istioctl_api import IstioctlApi
 from meshops.drivers.kube_api import KubeApi
@@ -88,6 +89,10 @@ class Drivers(Protocol):
 
     def http(self) -> HttpProbeApi: ...
 
+    def elb(self) -> ElbApi:
+        """Elastic Load Balancing (read-only): what a load balancer DNS name is (kind, zone ID, listeners)."""
+        ...
+
 
 class NoDrivers:
     """The ``Drivers`` of an engine given none: every request is a clear error, never a real call."""
@@ -119,3 +124,6 @@ class NoDrivers:
 
     def http(self) -> HttpProbeApi:
         raise self._refuse("HTTP probes")
+
+    def elb(self) -> ElbApi:
+        raise self._refuse("Elastic Load Balancing")

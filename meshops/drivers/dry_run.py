@@ -16,6 +16,7 @@ from typing import Any
 from meshops.domain.errors import NotFound
 from meshops.domain.weights import ChangeBatch, RecordSet
 from meshops.drivers.api import Drivers
+from meshops.drivers.elb_api import ElbApi
 from meshops.drivers.http_api import HttpProbeApi
 from meshops.drivers.istioctl_api import IstioctlApi, IstioctlResult
 from meshops.drivers.kube_api import KubeApi, Obj, ObjectList, PatchType, WatchEvent
@@ -228,3 +229,6 @@ class DryRunDrivers:
 
     def http(self) -> HttpProbeApi:
         return self._inner.http()
+
+    def elb(self) -> ElbApi:
+        return self._inner.elb()  # read-only: nothing to hold back

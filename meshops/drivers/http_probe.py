@@ -5,16 +5,25 @@ can be sent to one cluster's ingress (``connect_to``) while keeping the URL's Ho
 (and, for HTTPS, its SNI name and certificate check), as ``curl --connect-to`` does.
 A probe never raises: every failure (refused, timed out, reset, unexpected status or body)
 is a ``ProbeResult`` with ``ok=False`` and a short reason.
+
+``MESHOPS_CONNECT_TO`` (documented in the README) holds more such overrides for every probe
+meshops makes, separated by spaces or commas: ``HOST:PORT:CONNECT_HOST:CONNECT_PORT``, as curl's
+``--connect-to``. An address a probe would connect to (the URL's, or a step's per-cluster
+choice) that matches an entry goes to the entry's address instead. This is how a load balancer
+name that does not resolve on this machine (a sandbox, a private LB behind a tunnel) stays
+probeable without a flag on every command.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 
 import urllib3
 
+from meshops.domain.errors import BadInput
 from meshops.drivers.http_api import HttpProbeApi as HttpProbeApi
 from meshops.drivers.http_api import ProbeResult as ProbeResult
 from meshops.drivers.http_api import parse_address as parse_address
@@ -24,12 +33,27 @@ from meshops.drivers.http_api import split_url as split_url
 _MAX_BODY = 64 * 1024
 
 
+CONNECT_TO_ENV = "MESHOPS_CONNECT_TO"
+
+
+def connect_to_from_environment(environ: dict[str, str] | None = None) -> dict[tuple[str, int], tuple[str, int]]:
+    """The ``MESHOPS_CONNECT_TO`` overrides; BadInput (naming the variable) when one is malformed."""
+    text = (os.environ if environ is None else environ).get(CONNECT_TO_ENV, "")
+    entries = [e for e in text.replace(",", " ").split() if e]
+    try:
+        return parse_connect_to(entries)
+    except BadInput as exc:
+        raise BadInput(f"${CONNECT_TO_ENV}: {exc.message.removeprefix('--connect-to ')}") from None
+
+
 class HttpProber:
     """``HttpProbeApi`` over urllib3; one small connection pool per address, reused across probes."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, verify_tls: bool = True) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, verify_tls: bool = True,
+                 connect_to: dict[tuple[str, int], tuple[str, int]] | None = None) -> None:
         self._clock = clock
         self._verify = verify_tls
+        self._overrides = connect_to_from_environment() if connect_to is None else dict(connect_to)
         self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
         self._lock = threading.Lock()
         self.probes = 0
@@ -53,6 +77,7 @@ class HttpProber:
               expect_status: tuple[int, int] = (200, 399), expect_text: str | None = None) -> ProbeResult:
         scheme, host, port, path = split_url(url)
         address = (host, port) if connect_to is None else parse_address(connect_to)
+        address = self._overrides.get((address[0].lower().rstrip("."), address[1]), address)
         where = f"{address[0]}:{address[1]}"
         self.probes += 1
         started = self._clock()

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from meshops.domain.errors import BadInput
 from meshops.drivers.api import DriverSettings, prometheus_key
+from meshops.drivers.elb_api import ElbApi
 from meshops.drivers.http_api import HttpProbeApi
 from meshops.drivers.istioctl_api import IstioctlApi
 from meshops.drivers.kube_api import KubeApi
@@ -116,3 +117,11 @@ class LiveDrivers:
             return HttpProber()
 
         return self._once(("http",), build)
+
+    def elb(self) -> ElbApi:
+        def build() -> ElbApi:
+            from meshops.drivers.elb import ElbClient
+
+            return ElbClient(default_region=self.settings.aws_region, profile=self.settings.aws_profile)
+
+        return self._once(("elb",), build)

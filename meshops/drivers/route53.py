@@ -31,6 +31,7 @@ from typing import Any
 from meshops.domain.errors import BadInput, DriverError, NotFound
 from meshops.domain.weights import ChangeBatch, RecordSet, fqdn, validate_batch
 from meshops.drivers.route53_api import ChangeInfo as ChangeInfo
+from meshops.drivers.route53_api import ChangeOutcomeUnknown as ChangeOutcomeUnknown
 from meshops.drivers.route53_api import HealthCheck as HealthCheck
 from meshops.drivers.route53_api import HealthCheckSpec as HealthCheckSpec
 from meshops.drivers.route53_api import HostedZone as HostedZone
@@ -125,11 +126,12 @@ class Route53Client:
         self.requests = 0
         self.retries = 0
         self.log = RequestLog()
+        self._zones: dict[str, HostedZone] = {}
         self._lock = threading.Lock()
 
     # ---- transport ----------------------------------------------------------------------
 
-    def _call(self, op: str, **params: Any) -> dict[str, Any]:
+    def _call(self, op: str, *, idempotent: bool = True, **params: Any) -> dict[str, Any]:
         from botocore.exceptions import (
             ClientError,
             ConnectionClosedError,
@@ -161,7 +163,17 @@ class Route53Client:
                     self._backoff(attempt)
                     continue
                 raise self._translate(op, code, message) from None
-            except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as exc:
+            except (ReadTimeoutError, ConnectionClosedError) as exc:
+                # Sent, answer lost: only a request that cannot apply twice is sent again blindly.
+                self.log.add(started, op, "answer-lost")
+                if not idempotent:
+                    raise ChangeOutcomeUnknown(f"Route53 {op}: the answer was lost ({type(exc).__name__}); "
+                                               "the change may or may not have been applied") from None
+                if attempt < self.max_attempts:
+                    self._backoff(attempt)
+                    continue
+                raise DriverError(f"Route53 {op}: no answer: {type(exc).__name__}", temporary=True) from None
+            except (EndpointConnectionError, ConnectTimeoutError) as exc:
                 self.log.add(started, op, "connection")
                 if attempt < self.max_attempts:
                     self._backoff(attempt)
@@ -193,7 +205,16 @@ class Route53Client:
     # ---- zones and records ----------------------------------------------------------------
 
     def find_zone(self, zone: str) -> HostedZone:
-        """A zone by name (``example.com``) or by ID; a name held by a public and a private zone is ambiguous."""
+        """A zone by name (``example.com``) or by ID; a name held by a public and a private zone is ambiguous.
+
+        Found zones are remembered for the life of this client (one command): a switchover's
+        preflight, its record lock and its run all look the same zone up."""
+        found = self._zones.get(zone)
+        if found is None:
+            found = self._zones[zone] = self._find_zone(zone)
+        return found
+
+    def _find_zone(self, zone: str) -> HostedZone:
         if "." not in zone.strip("."):
             data = self._call("get_hosted_zone", Id=zone_id_of(zone))["HostedZone"]
             return HostedZone(id=zone_id_of(data["Id"]), name=fqdn(data["Name"]),
@@ -229,7 +250,8 @@ class Route53Client:
     def change(self, zone_id: str, batch: ChangeBatch, *, current: Sequence[RecordSet]) -> ChangeInfo:
         """Send ``batch`` after validating it against ``current`` (the records it touches, as just read)."""
         validate_batch(batch, current)
-        data = self._call("change_resource_record_sets", HostedZoneId=zone_id, ChangeBatch=batch.to_aws())
+        data = self._call("change_resource_record_sets", idempotent=False, HostedZoneId=zone_id,
+                          ChangeBatch=batch.to_aws())
         info = data["ChangeInfo"]
         return ChangeInfo(id=change_id_of(info["Id"]), status=str(info["Status"]))
 

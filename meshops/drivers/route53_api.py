@@ -10,8 +10,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from meshops.domain.errors import BadInput
+from meshops.domain.errors import BadInput, DriverError
 from meshops.domain.weights import ChangeBatch, RecordSet
+
+
+class ChangeOutcomeUnknown(DriverError):
+    """A ChangeResourceRecordSets whose answer was lost after it was sent: it may have been applied.
+
+    Never retried by the driver: a batch with a CREATE or an exact DELETE fails when applied
+    twice, so the caller reads the records back before deciding to send it again.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, temporary=True)
 
 
 @dataclass(frozen=True, kw_only=True)

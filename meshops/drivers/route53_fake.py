@@ -11,7 +11,9 @@ validator shows up as a rejected batch in tests rather than being mirrored by th
 - CREATE of an existing record fails; a HealthCheckId must exist; a health check in use
   cannot be deleted; RequestInterval is 10 or 30, FailureThreshold 1-10;
 - a change is PENDING for ``propagation`` seconds of the injected clock, then INSYNC;
-- ``fail_next`` makes the next calls of an operation fail with a code (``Throttling``...).
+- ``fail_next`` makes the next calls of an operation fail with a code (``Throttling``...);
+- ``lose_next_answers`` applies the next change batches and then loses their answers
+  (``ChangeOutcomeUnknown``), as a read timeout after Route53 accepted a request does.
 
 Change ids are unique (moto returns one constant id for every change).
 """
@@ -29,6 +31,7 @@ from meshops.domain.weights import ChangeBatch, RecordSet, fqdn, validate_batch
 from meshops.drivers.route53 import (
     RETRYABLE_CODES,
     ChangeInfo,
+    ChangeOutcomeUnknown,
     HealthCheck,
     HealthCheckSpec,
     HostedZone,
@@ -70,6 +73,7 @@ class FakeRoute53:
         self.requests = 0
         self.log = RequestLog()
         self.batches: list[tuple[str, dict[str, Any]]] = []  # (zone id, ChangeBatch as sent), applied or not
+        self.lost_answers = 0  # how many of the next applied change batches lose their answer
 
     # ---- test set-up ----------------------------------------------------------------------
 
@@ -84,6 +88,9 @@ class FakeRoute53:
 
     def records(self, zone_id: str) -> list[RecordSet]:
         return [RecordSet.from_aws(r) for r in self._zones[zone_id].records.values()]
+
+    def lose_next_answers(self, times: int = 1) -> None:
+        self.lost_answers += times
 
     def fail_next(self, op: str, code: str = "Throttling", times: int = 1) -> None:
         self._failures.setdefault(op, []).extend([code] * times)
@@ -132,6 +139,9 @@ class FakeRoute53:
         z.records = self._apply(z, sent)  # all or nothing: _apply works on a copy
         change_id = f"C{next(self._ids):012d}"
         self._changes[change_id] = _Change(submitted=self._clock(), batch=sent)
+        if self.lost_answers > 0:
+            self.lost_answers -= 1
+            raise ChangeOutcomeUnknown("Route53 change_resource_record_sets: the answer was lost (ReadTimeoutError)")
         return ChangeInfo(id=change_id, status=self._status(change_id))
 
     def get_change(self, change_id: str) -> ChangeInfo:

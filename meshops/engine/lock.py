@@ -15,22 +15,30 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from meshops.domain.errors import LockHeld
 from meshops.domain.locks import LockLost, holder_identity, holder_is_dead, paused_holder, run_of
 
-__all__ = ["FileLock", "LockLost", "LockRenewer", "RunLock", "holder_identity", "paused_holder"]
+__all__ = ["BasicLock", "FileLock", "LockLost", "LockRenewer", "RunLock", "holder_identity", "paused_holder"]
 
 
-class RunLock(Protocol):
+class BasicLock(Protocol):
+    """What any lock does: take, renew, give back."""
+
     name: str
     duration: float
 
     def acquire(self, holder: str) -> None: ...
     def renew(self) -> None: ...  # raises LockLost when another holder has it
-    def verify(self) -> None: ...  # raises LockLost when another holder has it; changes nothing
     def release(self) -> None: ...
+
+
+@runtime_checkable
+class RunLock(BasicLock, Protocol):
+    """A run's lock: also looked at by the fence, and kept (paused) for a run that exits 130."""
+
+    def verify(self) -> None: ...  # raises LockLost when another holder has it; changes nothing
     # Keep the lock for a run that stopped to wait (exit 130): marked paused with its run id,
     # so no other run takes it until that run resumes or is abandoned.
     def pause(self, run_id: str) -> None: ...

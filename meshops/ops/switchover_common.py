@@ -9,15 +9,15 @@ every undo can restore it even when the step that changed it never finished.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import PermanentStepError, PreconditionFailed, TemporaryStepError
 from meshops.domain.redact import REDACTED
-from meshops.domain.weights import InvalidBatch, RecordSet
+from meshops.domain.weights import InvalidBatch, RecordSet, apply_batch, fqdn
 from meshops.drivers.http_api import parse_connect_to, split_url
-from meshops.drivers.route53_api import ChangeInfo, Route53Api
+from meshops.drivers.route53_api import ChangeInfo, ChangeOutcomeUnknown, Route53Api
 from meshops.ops.context import StepContext
 from meshops.ops.health import (
     Gate,
@@ -75,24 +75,56 @@ def unredacted(value: Any, what: str) -> None:
 
 
 def send(r53: Route53Api, zone_id: str, batch: Any, current: Sequence[RecordSet], ctx: StepContext,
-         *, timeout: float) -> ChangeInfo:
-    """Validate and send one batch, then wait until Route53 reports it INSYNC."""
+         *, timeout: float, pause: Callable[[float], None] | None = None) -> ChangeInfo:
+    """Validate and send one batch, then wait until Route53 reports it INSYNC.
+
+    A request whose answer was lost (read timeout, dropped connection) may or may not have been
+    applied; it is never simply sent again. The records are read back first: already as the
+    batch leaves them -> applied (its change id is lost, so the INSYNC wait is left to the bake's
+    TTL + propagation allowance); still as they were -> sent again; anything else -> someone
+    else changed them, and meshops stops.
+    """
     try:
-        info = r53.change(zone_id, batch, current=current)
+        expected = apply_batch(current, batch)
     except InvalidBatch as exc:
         raise PermanentStepError(f"meshops refused its own change batch: {exc.message}") from None
+    names = sorted({fqdn(c.record.name) for c in batch.changes})
+    for attempt in range(1, 4):
+        try:
+            info = r53.change(zone_id, batch, current=current)
+            break
+        except ChangeOutcomeUnknown as exc:
+            now = [r for n in names for r in r53.list_records(zone_id, n)]
+            before = [r for r in current if fqdn(r.name) in names]
+            after = [r for r in expected if fqdn(r.name) in names]
+            if set(now) == set(after):
+                ctx.log.warning("route53.change_applied_answer_lost", batch=batch.describe(), error=exc.message)
+                return ChangeInfo(id="", status="UNKNOWN")
+            if set(now) != set(before):
+                raise PermanentStepError(f"a change batch's answer was lost and the records are now neither as "
+                                         f"before nor as the batch leaves them ({describe(now)}): someone else "
+                                         "changed them") from None
+            ctx.log.warning("route53.change_not_applied_resending", attempt=attempt, error=exc.message)
+    else:
+        raise TemporaryStepError("Route53 lost the answer to the same change batch 3 times; it was not applied")
     ctx.log.info("route53.change", change=info.id, batch=batch.describe())
-    return wait_insync(r53, info, ctx, timeout=timeout)
+    return wait_insync(r53, info, ctx, timeout=timeout, pause=pause)
 
 
-def wait_insync(r53: Route53Api, info: ChangeInfo, ctx: StepContext, *, timeout: float) -> ChangeInfo:
-    """Poll GetChange with growing gaps (1 s, 2 s, 4 s ... 15 s) until INSYNC, bounded by ``timeout``."""
+def wait_insync(r53: Route53Api, info: ChangeInfo, ctx: StepContext, *, timeout: float,
+                pause: Callable[[float], None] | None = None) -> ChangeInfo:
+    """Poll GetChange with growing gaps (1 s, 2 s, 4 s ... 15 s) until INSYNC, bounded by ``timeout``.
+
+    ``pause`` replaces the sleep between polls: a shift passes its gates' watch, so the target is
+    probed while a change is PENDING (resolvers that already have it send traffic there).
+    """
     deadline = ctx.clock() + timeout
     delay = INSYNC_FIRST_POLL
+    wait = pause or ctx.sleep
     while info.status != "INSYNC":
         if ctx.clock() + delay > deadline:
             raise TemporaryStepError(f"Route53 change {info.id} is still {info.status} after {timeout:g}s")
-        ctx.sleep(delay)
+        wait(delay)
         info = r53.get_change(info.id)
         delay = min(INSYNC_MAX_POLL, delay * 2)
     return info

@@ -20,7 +20,12 @@ import click
 
 from . import runtime
 from .istio.cli_options import ISTIO_EXTENSION, fault_command, fold_istio_flags, istio_flags
+from .traffic_cli import traffic_command
 
+# After Istio (it needs the ingress Services and the Route53 endpoint): load balancers in moto's ELB.
+ELB_EXTENSION = "meshops.sandbox.elb:configure"
+# After ELB (it needs the final hostnames); does nothing unless --options-json has "external_dns".
+EXTERNAL_DNS_EXTENSION = "meshops.sandbox.external_dns:configure"
 _DEFAULT_CLUSTERS = "blue,green"
 _DEFAULT_VERSION = "1.30.4"
 
@@ -184,8 +189,9 @@ def serve(directory: Path, clusters: str, k8s_version: str, rollout_seconds: flo
         rollout_seconds=rollout_seconds,
         nodes=nodes,
         options=_options(options_json),
-        extensions=[ISTIO_EXTENSION, *extensions],
+        extensions=[ISTIO_EXTENSION, ELB_EXTENSION, EXTERNAL_DNS_EXTENSION, *extensions],
     )
 
 
 sandbox.add_command(fault_command)
+sandbox.add_command(traffic_command)

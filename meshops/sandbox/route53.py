@@ -2,13 +2,21 @@
 
 meshops reaches it exactly as it reaches AWS: boto3 or the aws CLI with the endpoint, dummy
 credentials and region exported in DIR/env. moto is lax (see the reference: no atomic
-batches, no weight range checks, a fake change status); nothing here papers over that, and
-meshops must not rely on it.
+batches, no weight range checks, a fake change status); meshops must not rely on it.
+
+One part of that laxness would hide real failures, so the sandbox replaces it with what AWS does
+(ChangeResourceRecordSets API reference, route53-and-engines.md §A2/§A3): a batch is applied
+whole or not at all; a CREATE of a record that exists (name, type, SetIdentifier) fails with
+InvalidChangeBatch "already exists" - what makes a CREATE an atomic create-if-absent, which
+meshops's record lock relies on; a DELETE must match the record exactly; and deleting one
+weighted record removes only that record (moto removes every record with the SetIdentifier,
+across names). Batches are serialised, as Route53 serialises changes to one zone.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +26,92 @@ DEFAULT_RECORD = "app.example.com"
 DEFAULT_TTL = 60
 DUMMY_REGION = "us-east-1"
 DUMMY_KEY = "testing"
+
+
+_BATCHES = threading.Lock()
+_installed = False
+
+
+def _key(rrset: dict[str, Any]) -> tuple[str, str, str | None]:
+    name = str(rrset.get("Name", "")).lower()
+    return (name if name.endswith(".") else name + ".", str(rrset.get("Type", "")).upper(),
+            rrset.get("SetIdentifier"))
+
+
+def _content(rrset: dict[str, Any]) -> tuple[Any, ...]:
+    """What a DELETE must match: TTL, values, alias, weight and health check (strings: XML gives strings)."""
+    values = rrset.get("ResourceRecords") or rrset.get("records") or []
+    values = sorted(str(v["Value"] if isinstance(v, dict) else v) for v in values)
+    alias = rrset.get("AliasTarget") or rrset.get("alias_target")
+    alias_key = None if not alias else (str(alias.get("HostedZoneId")), str(alias.get("DNSName", "")).lower().rstrip("."),
+                                        str(alias.get("EvaluateTargetHealth", "false")).lower())
+    ttl = rrset.get("TTL")
+    weight = rrset.get("Weight")
+    return (None if ttl is None else str(ttl), tuple(values), alias_key, None if weight is None else str(weight),
+            rrset.get("HealthCheckId"))
+
+
+def _existing(zone: Any) -> dict[tuple[str, str, str | None], dict[str, Any]]:
+    out = {}
+    for r in zone.rrsets:
+        data = {"Name": r.name, "Type": r.type, "SetIdentifier": r.set_identifier, "TTL": r.ttl,
+                "ResourceRecords": list(r.records or []), "AliasTarget": r.alias_target, "Weight": r.weight,
+                "HealthCheckId": r.health_check_id}
+        out[_key(data)] = data
+    return out
+
+
+def install_strict_batches() -> None:
+    """Make moto's ChangeResourceRecordSets behave as AWS's (module docstring); once per process."""
+    global _installed
+    from moto.route53 import exceptions as exc
+    from moto.route53.models import Route53Backend
+
+    if _installed:
+        return
+    original = Route53Backend.change_resource_record_sets
+
+    def change(self: Any, zoneid: str, change_list: list[dict[str, Any]]) -> None:
+        with _BATCHES:
+            zone = self.get_hosted_zone(zoneid)
+            state = _existing(zone)
+            for value in change_list:
+                action, rrset = value.get("Action"), value.get("ResourceRecordSet") or {}
+                key = _key(rrset)
+                where = f"[name='{key[0]}', type='{key[1]}'" + (f", set-identifier='{key[2]}'" if key[2] else "") + "]"
+                if not (key[0] == zone.name.lower() or key[0].endswith("." + zone.name.lower())):
+                    raise exc.DnsNameInvalidForZone(name=key[0], zone_name=zone.name)
+                if action == "CREATE":
+                    if key in state:
+                        raise exc.ResourceRecordAlreadyExists(name=key[0], _type=key[1])
+                    state[key] = rrset
+                elif action == "DELETE":
+                    if key not in state:
+                        raise exc.InvalidInput(f"Tried to delete resource record set {where} but it was not found")
+                    if _content(state[key]) != _content(rrset):
+                        raise exc.InvalidInput(f"Tried to delete resource record set {where} but the values "
+                                               "provided do not match the current values")
+                    del state[key]
+                elif action == "UPSERT":
+                    state[key] = rrset
+            # Valid as a whole: apply it (CREATE/UPSERT replace by name, type and SetIdentifier; a
+            # DELETE removes exactly its record).
+            for value in change_list:
+                rrset = dict(value["ResourceRecordSet"])
+                if not rrset["Name"].endswith("."):
+                    rrset["Name"] += "."
+                if value["Action"] == "DELETE":
+                    key = _key(rrset)
+                    zone.rrsets = [r for r in zone.rrsets if (r.name.lower(), r.type.upper(), r.set_identifier) != key]
+                    continue
+                if "ResourceRecords" in rrset:
+                    rrset["ResourceRecords"] = [v["Value"] if isinstance(v, dict) else v for v in rrset["ResourceRecords"]]
+                zone.upsert_rrset(rrset)
+                zone.rr_changes.append(value)
+
+    change.__wrapped__ = original  # type: ignore[attr-defined]
+    Route53Backend.change_resource_record_sets = change  # type: ignore[method-assign]
+    _installed = True
 
 
 @dataclass
@@ -33,6 +127,7 @@ class Route53Sandbox:
         """Start moto in a thread of this process and return its URL."""
         from moto.server import ThreadedMotoServer
 
+        install_strict_batches()
         # werkzeug logs every request at INFO to stderr; the sandbox log does not need them.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

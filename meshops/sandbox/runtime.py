@@ -17,6 +17,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import threading
@@ -96,9 +97,23 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _shell_quote(value: str) -> str:
-    # Values may reference other variables ($PATH): double quotes, escaping what would break.
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`") + '"'
+# The only expansions an env value may ask for: a search path extended in front of its old value
+# (``DIR/bin:$PATH``). Everything else is literal.
+_PATH_SUFFIX = re.compile(r":\$(PATH|PYTHONPATH)$")
+
+
+def _literal(value: str) -> str:
+    # Inside double quotes the shell still expands $, ` and \ and ends at "; escaping those four
+    # leaves nothing to expand, so a --dir like /tmp/$(rm -rf ~) stays a name.
+    return "".join("\\" + c if c in '\\"$`' else c for c in value)
+
+
+def shell_quote(value: str) -> str:
+    """``value`` as one double-quoted shell word, literal except a trailing ``:$PATH`` reference."""
+    m = _PATH_SUFFIX.search(value)
+    if m is None:
+        return '"' + _literal(value) + '"'
+    return '"' + _literal(value[:m.start()]) + ":$" + m.group(1) + '"'
 
 
 def serve(
@@ -138,7 +153,7 @@ def serve(
         urls = {name: c.url for name, c in clusters.items()}
         write_kubeconfig(directory / KUBECONFIG_FILE, urls)
         exports = {"KUBECONFIG": str(directory / KUBECONFIG_FILE), "MESHOPS_SANDBOX_DIR": str(directory), **ctx.env}
-        _write_atomic(directory / ENV_FILE, "".join(f"export {k}={_shell_quote(v)}\n" for k, v in exports.items()))
+        _write_atomic(directory / ENV_FILE, "".join(f"export {k}={shell_quote(v)}\n" for k, v in exports.items()))
         state = {
             "pid": os.getpid(),
             "ready": True,

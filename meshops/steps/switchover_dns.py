@@ -17,16 +17,18 @@ bake's TTL + propagation allowance covers a change still propagating.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from meshops.domain.durations import parse_duration
-from meshops.domain.errors import DriverError
+from meshops.domain.errors import DriverError, PermanentStepError
 from meshops.domain.weights import Change as RChange
 from meshops.domain.weights import ChangeBatch, RecordSet, replace_batch, shift_batch
 from meshops.drivers.route53_api import HealthCheck, HealthCheckSpec, Route53Api
+from meshops.ops.health import GateFailed, watch
 from meshops.ops.switchover_common import (
     bake,
     bake_seconds,
@@ -119,14 +121,9 @@ class PrepareInputs(_DnsTarget):
     pair: Annotated[list[dict[str, Any]], Field(min_length=2, max_length=2)]
     source_ingress: str
     target_ingress: str
-    source_kind: Literal["hostname", "ip"]
-    target_kind: Literal["hostname", "ip"]
     health_checks: bool = True
-    health_check_type: Literal["HTTP", "HTTPS", "TCP"] = "HTTP"
-    health_check_port: Annotated[int, Field(ge=1, le=65535)] = 80
-    health_check_path: Annotated[str, Field(pattern=r"^/\S{0,254}$")] = "/"  # Route53 ResourcePath: a path, at most 255
-    health_check_interval: Literal[10, 30] = 30
-    health_check_threshold: Annotated[int, Field(ge=1, le=10)] = 3
+    # "source"/"target" -> HealthCheckSpec fields, as switchover.plan_health_checks chose and proved them
+    health_check_specs: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class PrepareOutputs(StepOutputs):
@@ -136,11 +133,12 @@ class PrepareOutputs(StepOutputs):
     pair: list[dict[str, Any]]
 
 
-def _spec(inputs: PrepareInputs, address: str, kind: str) -> HealthCheckSpec:
-    return HealthCheckSpec(type=inputs.health_check_type, fqdn=address if kind == "hostname" else None,
-                           ip=address if kind == "ip" else None, port=inputs.health_check_port,
-                           path=inputs.health_check_path, interval=inputs.health_check_interval,
-                           threshold=inputs.health_check_threshold)
+def _spec(inputs: PrepareInputs, side: str) -> HealthCheckSpec:
+    raw = inputs.health_check_specs.get(side)
+    if raw is None:
+        raise PermanentStepError(f"no health check was planned for the {side} ingress")
+    return HealthCheckSpec(type=raw["type"], fqdn=raw.get("fqdn"), ip=raw.get("ip"), port=int(raw["port"]),
+                           path=raw.get("path") or "/", interval=int(raw["interval"]), threshold=int(raw["threshold"]))
 
 
 def _caller_reference(run_id: str, set_id: str) -> str:
@@ -167,10 +165,11 @@ class PrepareDns(Step[PrepareInputs, PrepareOutputs]):
         original, pair = records_of(inputs.original), records_of(inputs.pair)
         changes = []
         if inputs.health_checks:
-            for r, ingress in zip(pair, (inputs.source_ingress, inputs.target_ingress), strict=True):
+            for r, side in zip(pair, ("source", "target"), strict=True):
+                spec = _spec(inputs, side)
+                where = f"{spec.fqdn or spec.ip}:{spec.port}{spec.path if spec.type != 'TCP' else ''}"
                 changes.append(Change(action="create", target=f"health check {r.set_identifier}",
-                                      detail=f"{inputs.health_check_type} {ingress}:{inputs.health_check_port}"
-                                             f"{inputs.health_check_path} (or reuse a matching one)"))
+                                      detail=f"{spec.type} {where} (or reuse a matching one)"))
         if any(not r.weighted for r in original):
             changes.append(Change(action="update", target=f"{inputs.name} {inputs.type}",
                                   detail=f"one batch: DELETE simple, CREATE {describe(pair)}"))
@@ -215,10 +214,11 @@ class PrepareDns(Step[PrepareInputs, PrepareOutputs]):
                        ctx: StepContext) -> tuple[dict[str, str], list[str]]:
         existing = r53.list_health_checks()
         mine = set(_ours(existing, ctx.run_id))
-        checks, created = {}, []
-        for r, ingress, kind in ((pair[0], inputs.source_ingress, inputs.source_kind),
-                                 (pair[1], inputs.target_ingress, inputs.target_kind)):
-            spec = _spec(inputs, ingress, kind)
+        checks: dict[str, str] = {}
+        created: list[str] = []
+        missing: list[tuple[str, HealthCheckSpec]] = []
+        for r, side in ((pair[0], "source"), (pair[1], "target")):
+            spec = _spec(inputs, side)
             set_id = str(r.set_identifier)
             match = sorted((h for h in existing if spec.matches(h.config)), key=lambda h: (h.id not in mine, h.id))
             if match:
@@ -227,14 +227,23 @@ class PrepareDns(Step[PrepareInputs, PrepareOutputs]):
                     created.append(match[0].id)
                 ctx.log.info("switchover.health_check", set_identifier=set_id, id=match[0].id,
                              reused=match[0].id not in mine)
-                continue
-            hc = r53.create_health_check(_caller_reference(ctx.run_id, set_id), spec, tags={
+            else:
+                missing.append((set_id, spec))
+
+        def create(item: tuple[str, HealthCheckSpec]) -> HealthCheck:
+            set_id, spec = item
+            return r53.create_health_check(_caller_reference(ctx.run_id, set_id), spec, tags={
                 RUN_TAG: ctx.run_id, "meshops-record": inputs.name, "Name": f"meshops {inputs.name} {set_id}"})
-            checks[set_id], existing = hc.id, [*existing, hc]
-            mine.add(hc.id)
+
+        # Both checks at once: each is two requests (create, tag), and the driver's limiter keeps
+        # the pair within Route53's rate; one after the other only adds round trips.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="healthcheck") as pool:
+            made = list(pool.map(create, missing))
+        for (set_id, _), hc in zip(missing, made, strict=True):
+            checks[set_id] = hc.id
             created.append(hc.id)
             ctx.log.info("switchover.health_check", set_identifier=set_id, id=hc.id, created=True)
-        return checks, created
+        return checks, sorted(created)
 
     def undo(self, inputs: PrepareInputs, outputs: PrepareOutputs | None, ctx: StepContext) -> None:
         r53 = ctx.drivers.route53()
@@ -297,19 +306,34 @@ class Shift(Step[ShiftInputs, ShiftOutputs]):
         pair = weighted_pair(current, inputs.source_id, inputs.target_id)
         wanted = (inputs.source_weight, inputs.target_weight)
         changed = (pair[0].weight, pair[1].weight) != wanted
-        if changed:
-            batch = shift_batch(pair, wanted, comment=f"meshops: {inputs.percent}% to {inputs.target_id}")
-            send(r53, inputs.zone_id, batch, everything, ctx, timeout=parse_duration(inputs.insync_timeout))
-        ttl = max(r.effective_ttl for r in pair)
-        seconds = bake_seconds(bake=inputs.bake, ttl=ttl, allowance=inputs.propagation_allowance,
-                               gate_window=inputs.gate_window, has_gates=bool(inputs.gates))
         gates = build_gates(ctx, probes=inputs.probes, connect_to=inputs.connect_to,
                             source_ingress=inputs.source_ingress, target_ingress=inputs.target_ingress,
                             source_label=inputs.source_label, target_label=inputs.target_label,
                             probe_timeout=parse_duration(inputs.probe_timeout), expect_text=inputs.expect_text,
                             prometheus=inputs.prometheus, gate_exprs=inputs.gates,
                             gate_window=parse_duration(inputs.gate_window))
-        report = bake(ctx, gates, seconds=seconds, interval=parse_duration(inputs.probe_interval),
+        interval = parse_duration(inputs.probe_interval)
+        if changed:
+            batch = shift_batch(pair, wanted, comment=f"meshops: {inputs.percent}% to {inputs.target_id}")
+            # The probes run while the change is PENDING: some resolvers already have it.
+            probes_only = [g for g in gates if g.window <= 0]
+
+            def pending(seconds: float) -> None:
+                try:
+                    watch(probes_only, duration=seconds, interval=interval, clock=ctx.clock, sleep=ctx.sleep,
+                          failure_threshold=inputs.failure_threshold)
+                except GateFailed as exc:
+                    ctx.log.error("switchover.gate_tripped", percent=inputs.percent, gate=exc.report.failed_gate,
+                                  error=exc.message, pending=True)
+                    raise
+
+            send(r53, inputs.zone_id, batch, everything, ctx, timeout=parse_duration(inputs.insync_timeout),
+                 pause=pending if probes_only else None)
+        ttl = max(r.effective_ttl for r in pair)
+        seconds = bake_seconds(bake=inputs.bake, ttl=ttl, allowance=inputs.propagation_allowance,
+                               gate_window=inputs.gate_window, has_gates=bool(inputs.gates))
+        # The hold starts at INSYNC: only then may every resolver have the new weights.
+        report = bake(ctx, gates, seconds=seconds, interval=interval,
                       failure_threshold=inputs.failure_threshold, percent=inputs.percent)
         return ShiftOutputs(percent=inputs.percent, weights=list(wanted), changed=changed, bake_seconds=seconds,
                             report=report.as_dict())

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import BadInput, DriverError, NotFound, PreconditionFailed
 from meshops.domain.weights import AliasTarget, RecordSet, fqdn, parse_steps, schedule
+from meshops.drivers.elb_api import elb_region
 from meshops.drivers.http_api import parse_connect_to, split_url
 from meshops.ops.health import check_prometheus, check_promql
 from meshops.ops.switchover_common import describe
@@ -25,7 +26,6 @@ from meshops.steps.registry import register
 
 DnsOwner = Literal["meshops", "external-dns"]
 _SET_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-_ELB_REGION = re.compile(r"\.([a-z]{2}-[a-z]+-\d)\.(?:elb|amazonaws)")
 
 
 def _duration(v: str | float) -> str | float:
@@ -103,6 +103,29 @@ class IngressOutputs(StepOutputs):
     target: str
     source_kind: Literal["hostname", "ip"]
     target_kind: Literal["hostname", "ip"]
+    # The Service's ports ({name, port}) and, for an AWS load balancer, what ELB says of it
+    # (kind, canonical hosted zone ID, listener ports): health checks and alias targets need them.
+    source_ports: list[dict[str, Any]] = Field(default_factory=list)
+    target_ports: list[dict[str, Any]] = Field(default_factory=list)
+    source_lb: dict[str, Any] | None = None
+    target_lb: dict[str, Any] | None = None
+
+
+def service_ports(kube: Any, namespace: str, service: str) -> list[dict[str, Any]]:
+    svc = kube.get("v1", "Service", service, namespace) or {}
+    return [{"name": str(p.get("name", "")), "port": int(p["port"])}
+            for p in (svc.get("spec") or {}).get("ports") or [] if p.get("port") is not None]
+
+
+def load_balancer(ctx: StepContext, address: str, kind: str) -> dict[str, Any] | None:
+    """ELB's view of an ingress hostname; None for an address that is not an AWS load balancer's."""
+    if kind != "hostname" or elb_region(address) is None:
+        return None
+    lb = ctx.drivers.elb().find_by_dns_name(address)
+    if lb is None:
+        raise PreconditionFailed(f"{address} looks like an AWS load balancer, but neither elbv2 nor elb "
+                                 "DescribeLoadBalancers knows it in this account and region")
+    return lb.as_dict()
 
 
 def ingress_address(kube: Any, namespace: str, service: str) -> tuple[str, Literal["hostname", "ip"]]:
@@ -132,10 +155,10 @@ class FindIngress(Step[IngressInputs, IngressOutputs]):
     Outputs = IngressOutputs
     read_only = True
     side_effect_free = True
-    needs = frozenset({"kube"})
+    needs = frozenset({"kube", "elb"})
 
     def run(self, inputs: IngressInputs, ctx: StepContext) -> IngressOutputs:
-        found = []
+        found, ports = [], []
         for context in (inputs.from_context, inputs.to_context):
             kube = ctx.drivers.kube_for(context)
             try:
@@ -143,12 +166,16 @@ class FindIngress(Step[IngressInputs, IngressOutputs]):
             except DriverError as exc:
                 raise PreconditionFailed(f"cannot reach context {context!r}: {exc.message}") from None
             found.append(ingress_address(kube, inputs.namespace, inputs.service))
+            ports.append(service_ports(kube, inputs.namespace, inputs.service))
         (source, skind), (target, tkind) = found
         if source == target:
             raise PreconditionFailed(f"{inputs.from_context!r} and {inputs.to_context!r} share the ingress {source}: "
                                      "weights between them would move nothing")
-        ctx.log.info("switchover.ingress", source=source, target=target)
-        return IngressOutputs(source=source, target=target, source_kind=skind, target_kind=tkind)
+        source_lb, target_lb = load_balancer(ctx, source, skind), load_balancer(ctx, target, tkind)
+        ctx.log.info("switchover.ingress", source=source, target=target,
+                     source_lb=(source_lb or {}).get("kind"), target_lb=(target_lb or {}).get("kind"))
+        return IngressOutputs(source=source, target=target, source_kind=skind, target_kind=tkind,
+                              source_ports=ports[0], target_ports=ports[1], source_lb=source_lb, target_lb=target_lb)
 
     def undo(self, inputs: IngressInputs, outputs: IngressOutputs | None, ctx: StepContext) -> None:
         return None
@@ -167,6 +194,7 @@ class DnsInputs(StepInputs):
     target_ingress: str
     source_kind: Literal["hostname", "ip"]
     target_kind: Literal["hostname", "ip"]
+    target_lb: dict[str, Any] | None = None
     dns_owner: DnsOwner = "meshops"
 
     @field_validator("source_id", "target_id")
@@ -209,13 +237,9 @@ def _points_at(record: RecordSet, address: str) -> bool:
     return target == address.lower().rstrip(".")
 
 
-def _region(hostname: str) -> str | None:
-    m = _ELB_REGION.search(hostname)
-    return m.group(1) if m else None
-
-
 def make_pair(model: RecordSet, *, source_id: str, target_id: str, source: str, target: str,
-              target_kind: str, weights: tuple[int, int], existing_target: RecordSet | None) -> tuple[RecordSet, RecordSet]:
+              target_kind: str, weights: tuple[int, int], existing_target: RecordSet | None,
+              target_lb: dict[str, Any] | None = None) -> tuple[RecordSet, RecordSet]:
     """The weighted pair built from the record as it is: same name, type and TTL; one value each."""
     src = RecordSet(name=model.name, type=model.type, ttl=model.ttl, values=model.values, alias=model.alias,
                     set_identifier=source_id, weight=weights[0], health_check_id=model.health_check_id)
@@ -224,10 +248,13 @@ def make_pair(model: RecordSet, *, source_id: str, target_id: str, source: str, 
     if model.alias is not None:
         if target_kind != "hostname":
             raise PreconditionFailed(f"{model.name} is an alias; the target ingress has only an IP ({target})")
-        if _region(model.alias.dns_name) != _region(target):
-            raise PreconditionFailed(f"the target load balancer {target} is in another region than {model.alias.dns_name}; "
-                                     "an alias to it needs that region's hosted zone id")
-        alias = AliasTarget(hosted_zone_id=model.alias.hosted_zone_id, dns_name=target,
+        # The alias carries the *target* load balancer's canonical zone ID, which differs by LB kind
+        # and region (istio-reality.md §8): never the source record's.
+        zone_id = str((target_lb or {}).get("canonical_zone_id") or "")
+        if not zone_id:
+            raise PreconditionFailed(f"{model.name} is an alias; ELB DescribeLoadBalancers gives no canonical hosted "
+                                     f"zone ID for the target {target}, so no valid alias to it can be built")
+        alias = AliasTarget(hosted_zone_id=zone_id, dns_name=target,
                             evaluate_target_health=model.alias.evaluate_target_health)
         tgt = RecordSet(name=model.name, type=model.type, alias=alias, set_identifier=target_id, weight=weights[1])
     else:
@@ -300,7 +327,8 @@ class ReadDns(Step[DnsInputs, DnsOutputs]):
                 raise PreconditionFailed(f"{name} has {len(model.values)} values; a weighted record holds one")
             pair = make_pair(model, source_id=inputs.source_id, target_id=inputs.target_id,
                              source=inputs.source_ingress, target=inputs.target_ingress,
-                             target_kind=inputs.target_kind, weights=(100, 0), existing_target=None)
+                             target_kind=inputs.target_kind, weights=(100, 0), existing_target=None,
+                             target_lb=inputs.target_lb)
             return pair, (100, 0)
         by_id = {r.set_identifier: r for r in routed}
         strangers = sorted(str(i) for i in by_id if i not in (inputs.source_id, inputs.target_id))
@@ -319,7 +347,7 @@ class ReadDns(Step[DnsInputs, DnsOutputs]):
             raise PreconditionFailed(f"every weight of {name} is 0 (Route53 splits evenly); fix it by hand first")
         pair = make_pair(src, source_id=inputs.source_id, target_id=inputs.target_id, source=inputs.source_ingress,
                          target=inputs.target_ingress, target_kind=inputs.target_kind, weights=weights,
-                         existing_target=tgt)
+                         existing_target=tgt, target_lb=inputs.target_lb)
         return (src, pair[1]), weights
 
     def undo(self, inputs: DnsInputs, outputs: DnsOutputs | None, ctx: StepContext) -> None:

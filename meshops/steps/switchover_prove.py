@@ -7,12 +7,16 @@ Before any DNS change, the target must show:
 - every gateway Deployment (label ``istio=*gateway``) ready;
 - every Deployment, StatefulSet and DaemonSet ready (system namespaces ignored); workloads
   the source runs and the target lacks are reported;
-- mesh config parity: Gateway, VirtualService, DestinationRule, ServiceEntry,
-  PeerAuthentication, AuthorizationPolicy and Sidecar objects compared by namespace/name
-  and spec; every difference reported;
+- config parity: Gateway, VirtualService, DestinationRule, ServiceEntry, Sidecar,
+  PeerAuthentication, AuthorizationPolicy, RequestAuthentication, EnvoyFilter, Telemetry and
+  WasmPlugin objects compared by namespace/name and spec, and the mesh config's
+  ``outboundTrafficPolicy.mode`` and ``trustDomain`` (ConfigMap ``istio[-<rev>]`` key ``mesh``);
+  every difference reported;
 - no weaker mTLS: the effective PeerAuthentication mode (mesh, namespace, workload and port
   level, UNSET inheriting from the level above, PERMISSIVE when nothing is set) never
-  ranks lower on the target (DISABLE < PERMISSIVE < STRICT), unless ``allow_weaker_mtls``.
+  ranks lower on the target (DISABLE < PERMISSIVE < STRICT), and the target does not allow
+  egress to any host (ALLOW_ANY) where the source allows registered hosts only
+  (REGISTRY_ONLY), unless ``allow_weaker_mtls``.
 
 Refusals are ``PreconditionFailed``: exit 2 from ``meshops switchover``, nothing changed.
 """
@@ -36,7 +40,15 @@ MESH_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Sidecar", ("networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3")),
     ("PeerAuthentication", ("security.istio.io/v1", "security.istio.io/v1beta1")),
     ("AuthorizationPolicy", ("security.istio.io/v1", "security.istio.io/v1beta1")),
+    ("RequestAuthentication", ("security.istio.io/v1", "security.istio.io/v1beta1")),
+    ("EnvoyFilter", ("networking.istio.io/v1alpha3",)),
+    ("Telemetry", ("telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1")),
+    ("WasmPlugin", ("extensions.istio.io/v1alpha1",)),
 )
+# Mesh config keys that change what traffic the target accepts or sends, with Istio's defaults
+# (istio.io MeshConfig reference): egress to unknown hosts, and the identity trust domain that
+# SPIFFE principals in AuthorizationPolicies name.
+MESH_CONFIG_DEFAULTS = {"outboundTrafficPolicy.mode": "ALLOW_ANY", "trustDomain": "cluster.local"}
 MTLS_RANK = {"DISABLE": 0, "PERMISSIVE": 1, "STRICT": 2}
 WORKLOAD_KINDS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("apps/v1", "DaemonSet"))
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -119,6 +131,31 @@ class _Cluster:
             for obj in items:
                 ns, name = _name(obj)
                 self.mesh[(kind, ns, name)] = obj.get("spec") or {}
+
+        self.mesh_config = self._mesh_config(inputs.istio_namespace)
+
+    def _mesh_config(self, namespace: str) -> dict[str, str]:
+        """The mesh config keys that matter, from every ``istio``/``istio-<rev>`` ConfigMap (revisions joined)."""
+        import yaml
+
+        found: dict[str, set[str]] = {}
+        try:
+            maps = self.kube.list("v1", "ConfigMap", namespace).items
+        except DriverError:
+            maps = []
+        for cm in maps:
+            name = str((cm.get("metadata") or {}).get("name", ""))
+            if (name != "istio" and not name.startswith("istio-")) or "mesh" not in (cm.get("data") or {}):
+                continue
+            try:
+                mesh = yaml.safe_load(cm["data"]["mesh"]) or {}
+            except yaml.YAMLError:
+                continue
+            values = {"outboundTrafficPolicy.mode": (mesh.get("outboundTrafficPolicy") or {}).get("mode"),
+                      "trustDomain": mesh.get("trustDomain")}
+            for key, value in values.items():
+                found.setdefault(key, set()).add(str(value or MESH_CONFIG_DEFAULTS[key]))
+        return {k: ",".join(sorted(v)) for k, v in found.items()}
 
     def _list_any(self, kind: str, versions: Iterable[str]) -> list[dict[str, Any]] | None:
         for api_version in versions:
@@ -255,11 +292,19 @@ class ProveTarget(Step[ProveInputs, ProveOutputs]):
             raise PreconditionFailed(f"the target {target.name!r} is not ready: " + "; ".join(problems[:20])
                                      + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""))
         differences = config_differences(source.mesh, target.mesh)
+        for key in sorted(set(source.mesh_config) | set(target.mesh_config)):
+            s_val, t_val = source.mesh_config.get(key, "?"), target.mesh_config.get(key, "?")
+            if s_val != t_val:
+                differences.append(f"mesh config {key}: {s_val} on the source, {t_val} on the target")
         differences += [f"{k} {ns}/{n}: runs on the source, missing on the target"
                         for (k, ns, n) in sorted(set(source.workloads) - set(target.workloads))]
         namespaces = {ns for (_, ns, _) in source.workloads} | {ns for (_, ns, _) in source.mesh}
         weaker = weaker_mtls(MtlsView(source.mesh, inputs.istio_namespace), MtlsView(target.mesh, inputs.istio_namespace),
                              namespaces)
+        # Egress: a source that allows only registered hosts and a target that allows any is weaker too.
+        if (source.mesh_config.get("outboundTrafficPolicy.mode") == "REGISTRY_ONLY"
+                and "ALLOW_ANY" in target.mesh_config.get("outboundTrafficPolicy.mode", "ALLOW_ANY")):
+            weaker.append("mesh config outboundTrafficPolicy: REGISTRY_ONLY on the source, ALLOW_ANY on the target")
         for d in differences:
             ctx.log.warning("switchover.config_difference", difference=d)
         ctx.log.info("switchover.proved", source_version=source.version(), target_version=target.version(),

@@ -276,16 +276,30 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str
         r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [
             {"Action": "UPSERT", "ResourceRecordSet": {**app, "TTL": 1}},
             {"Action": "CREATE", "ResourceRecordSet": {**app, "Name": "api.example.com.", "TTL": 1}}]})
-        env = {**env, "AWS_ENDPOINT_URL_ROUTE_53": proxy.url, "AWS_ENDPOINT_URL": proxy.url}
+        # Route53 through the recording proxy; ELB (alias zone IDs, listener ports) straight to moto.
+        env = {**env, "AWS_ENDPOINT_URL_ROUTE_53": proxy.url}
         hosts = {c: env[f"MESHOPS_SANDBOX_INGRESS_HOST_{c.upper()}"] for c in ("blue", "green")}
         ports = {c: env[f"MESHOPS_SANDBOX_INGRESS_{c.upper()}"].rsplit(":", 1)[1] for c in ("blue", "green")}
         common = ["--from", "blue", "--to", "green", "--zone", "example.com", "--steps", "50,100", "--bake", "0.2s",
                   "--propagation-allowance", "0s", "--probe-interval", "0.1s",
                   *[a for c in ("blue", "green") for a in ("--connect-to", f"{hosts[c]}:80:127.0.0.1:{ports[c]}")]]
         audit.mark()
+        # The target passes at 0 %, then its ingress answers 503 once it has traffic: rollback.
+        fault = [sys.executable, "-m", "meshops", "sandbox", "fault", "--dir", str(directory)]
+
+        def break_green(batch: dict[str, Any]) -> None:
+            if any(c["ResourceRecordSet"].get("SetIdentifier") == "green" and c["ResourceRecordSet"].get("Weight")
+                   for c in batch["Changes"]):
+                subprocess.run([*fault, "--cluster", "green", "ingress-503"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               capture_output=True, timeout=30, check=True)
+
+        proxy.on_change = break_green
         failed = meshops(env, "switchover", *common, "--record", "api.example.com", "--probe",
-                         "http://api.example.com/no-such-page")
+                         "http://api.example.com/productpage")
         assert failed.returncode == 1, failed.stderr[-1500:]
+        proxy.on_change = None
+        subprocess.run([*fault, "--clear"], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                       timeout=30, check=True)
         done = meshops(env, "switchover", *common, "--record", "app.example.com", "--probe",
                        "http://app.example.com/productpage")
         assert done.returncode == 0, done.stderr[-1500:]
@@ -406,10 +420,13 @@ def test_the_iam_policy_allows_exactly_the_route53_calls_a_switchover_makes(
     zone = env["MESHOPS_SANDBOX_HOSTED_ZONE_ID"]
     calls = [route53_call(e.method, e.path, e.body) for e in proxy.exchanges]
     changes = [c for c in calls if c.action == "route53:ChangeResourceRecordSets"]
-    assert {c.record_names for c in changes} == {("api.example.com",), ("app.example.com",)}
+    # Each record's changes and those of its lock record (_meshops-lock.<record>).
+    assert {c.record_names for c in changes} == {("api.example.com",), ("app.example.com",),
+                                                 ("_meshops-lock.api.example.com",),
+                                                 ("_meshops-lock.app.example.com",)}
     for call in calls:
         # Each switchover runs under the policy made for its own record.
-        record = call.record_names[0] if call.record_names else "app.example.com"
+        record = call.record_names[0].removeprefix("_meshops-lock.") if call.record_names else "app.example.com"
         assert allows(policy_for(zone, record), call), f"the policy does not allow {call}"
     used = {c.action for c in calls}
     assert "route53:DeleteHealthCheck" in used  # the failed switchover removed the checks it created

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_report_browser import ARTIFACTS, check_report_page
+from tests.support.switchover import Route53Proxy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,10 +71,13 @@ def weights_now(env: dict[str, str]) -> dict[str, int]:
     return {r["SetIdentifier"]: r["Weight"] for r in sets if r["Name"] == "app.example.com." and "SetIdentifier" in r}
 
 
-def switchover(env: dict[str, str], source: str, target: str, probe_path: str) -> subprocess.CompletedProcess[str]:
+def switchover(env: dict[str, str], source: str, target: str, probe_path: str,
+               proxy: Route53Proxy | None = None) -> subprocess.CompletedProcess[str]:
     hosts = {c: env[f"MESHOPS_SANDBOX_INGRESS_HOST_{c.upper()}"] for c in ("blue", "green")}
     ports = {c: env[f"MESHOPS_SANDBOX_INGRESS_{c.upper()}"].rsplit(":", 1)[1] for c in ("blue", "green")}
     connect = [a for c in ("blue", "green") for a in ("--connect-to", f"{hosts[c]}:80:127.0.0.1:{ports[c]}")]
+    if proxy is not None:
+        env = {**env, "AWS_ENDPOINT_URL_ROUTE_53": proxy.url}
     return meshops(env, "switchover", "--from", source, "--to", target, "--zone", "example.com",
                    "--record", "app.example.com", "--steps", "10,50,100", "--bake", "0.3s",
                    "--propagation-allowance", "0s", "--probe-interval", "0.2s", "--health-check", "none",
@@ -111,10 +115,22 @@ def test_a_switchover_report_shows_each_shift_its_bake_and_the_weights_route53_h
 
 def test_a_failed_switchover_report_shows_the_failed_shift_and_the_weights_put_back(
         blue_green: dict[str, str]) -> None:
-    """A target probe that fails at 10%: the attempted weights, the tripped bake and the rollback batch."""
+    """A target that passes at 0 % and answers 503 at 10%: the attempted weights, the tripped bake, the rollback."""
     before = weights_now(blue_green)
-    run = switchover(blue_green, "green", "blue", "/no-such-page")
-    assert run.returncode == 1
+    fault = ["sandbox", "fault", "--dir", blue_green["MESHOPS_SANDBOX_DIR"]]
+
+    def break_blue(batch: dict[str, Any]) -> None:
+        if any(c["ResourceRecordSet"].get("SetIdentifier") == "blue" and c["ResourceRecordSet"].get("Weight") == 10
+               for c in batch["Changes"]):
+            assert meshops(blue_green, *fault, "--cluster", "blue", "ingress-503").returncode == 0
+
+    proxy = Route53Proxy(upstream=blue_green["AWS_ENDPOINT_URL_ROUTE_53"], on_change=break_blue)
+    try:
+        run = switchover(blue_green, "green", "blue", "/productpage", proxy)
+    finally:
+        proxy.close()
+        meshops(blue_green, *fault, "--clear")
+    assert run.returncode == 1, run.stderr[-2000:]
     run_id = re.search(r"run (\S+): shift\[0\] failed", run.stderr).group(1)  # type: ignore[union-attr]
     data, page = report(blue_green, run_id, "switchover-rollback")
     assert data["status"] == "rolled_back"
@@ -123,6 +139,6 @@ def test_a_failed_switchover_report_shows_the_failed_shift_and_the_weights_put_b
         (before, False, False), ({"green": 90, "blue": 10}, True, False), (before, False, True)]
     assert weights_now(blue_green) == before == points[-1]["weights"]
     (bake,) = data["traffic"]["bakes"]
-    assert bake["tripped"] == "step failed" and "HTTP 404" in bake["gates"][0]["detail"]
+    assert bake["tripped"] == "step failed" and "HTTP 503" in bake["gates"][0]["detail"]
     assert [f["step"] for f in data["failures"] if f["final"]] == ["shift[0]"]
-    check_report_page(page, height=1500, must_show=["failed, rolled back", "rollback", "HTTP 404"])
+    check_report_page(page, height=1500, must_show=["failed, rolled back", "rollback", "HTTP 503"])

@@ -59,8 +59,14 @@ def aws(moto: str, monkeypatch: pytest.MonkeyPatch) -> Any:
                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                        "AWS_EC2_METADATA_DISABLED": "true"}.items():
         monkeypatch.setenv(key, value)
+    # The load balancers' status port (15021) for the Route53 health checks, probed before they are
+    # created; the names do not resolve, so they are mapped as DIR/env maps the sandbox's.
+    status = Ingress("status-port")
+    monkeypatch.setenv("MESHOPS_CONNECT_TO", f"{BLUE_LB}:15021:127.0.0.1:{status.port} "
+                                             f"{GREEN_LB}:15021:127.0.0.1:{status.port}")
     yield proxy
     proxy.close()
+    status.close()
 
 
 def moto_client(moto: str) -> Any:

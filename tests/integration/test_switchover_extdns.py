@@ -148,7 +148,14 @@ def test_external_dns_refused_without_the_flag(world: dict[str, Any]) -> None:
 
 def test_failing_target_goes_back_through_the_annotations(world: dict[str, Any]) -> None:
     """A failing target: source up, then target down, then both Services' annotations as they were."""
-    world["prober"].failing.add(f"{GREEN_LB}:80")
+    green = world["kube"]["green"]
+
+    def fail_with_traffic(_: str) -> None:  # passes at 0 %, fails once its annotation gives it a weight
+        ann = green.get("v1", "Service", "istio-ingressgateway", "istio-system")["metadata"].get("annotations", {})
+        if int(ann.get(PREFIX + "aws-weight") or 0) > 0:
+            world["prober"].failing.add(f"{GREEN_LB}:80")
+
+    world["prober"].on_probe = fail_with_traffic
     before = {ctx: k.get("v1", "Service", "istio-ingressgateway", "istio-system")["metadata"].get("annotations", {})
               for ctx, k in world["kube"].items()}
     with pytest.raises(RunFailed):

@@ -117,10 +117,13 @@ def test_each_bake_starts_at_insync_and_lasts_ttl_plus_allowance(tmp_path: Path)
     polls = [t for t, op, _ in w.r53.log.entries if op == "get_change"]
     changes = [t for t, op, _ in w.r53.log.entries if op == "change_resource_record_sets"]
     assert len(changes) == 4 and len(polls) <= 4 * 5  # 1, 2, 4, 8, 15 s gaps reach 20 s in 5 polls
-    for sent in changes[1:]:
+    for i, sent in enumerate(changes[1:]):
         insync = min(t for t in polls if t >= sent + 20.0)
-        first_probe = min(t for t, _ in w.prober.seen if t > sent)
-        assert first_probe >= insync  # no bake before Route53 says INSYNC
+        # The target is probed while the change is PENDING (some resolvers already have it) ...
+        assert [t for t, _ in w.prober.seen if sent < t < insync]
+        # ... and the hold of TTL + allowance starts only once Route53 says INSYNC.
+        if i + 2 < len(changes):
+            assert changes[i + 2] >= insync + 120.0
 
 
 def test_promql_gate_failing_rolls_back_and_waits_out_the_window(tmp_path: Path) -> None:
@@ -153,7 +156,8 @@ def test_lower_ttl_waits_out_the_old_ttl_and_rollback_restores_it(tmp_path: Path
     """--ttl 30 on a 300 s record: one TTL batch, a 300 s wait, a pair at TTL 30; rollback restores TTL 300."""
     record = RecordSet(name="app.example.com.", type="CNAME", ttl=300, values=(BLUE_LB,))
     w = World(tmp_path, propagation=0.0, record=record)
-    w.prober.failing.add(f"{GREEN_LB}:80")  # the target fails at once: roll everything back
+    # The target fails once it has traffic (at 0 % it passed): roll everything back.
+    w.prober.on_probe = lambda _: w.prober.failing.add(f"{GREEN_LB}:80") if w.weights().get("green") else None
     started = w.clock()
     with pytest.raises(RunFailed):
         w.run(ttl=30, bake="0s", propagation_allowance="0s", steps=[100])
@@ -198,9 +202,37 @@ def test_an_existing_weighted_pair_is_reused_and_restored_exactly(tmp_path: Path
     w = World(tmp_path, propagation=0.0, record=blue)
     w.r53.put(w.zone, green)
     w.start = [blue, green]
-    w.prober.failing.add(f"{BLUE_LB}:80")  # the new target fails at its first step
+    # The new target passes at 0 % and fails at its first step.
+    w.prober.on_probe = lambda _: w.prober.failing.add(f"{BLUE_LB}:80") if w.weights().get("blue") else None
     with pytest.raises(RunFailed):
         w.run(from_context="green", to_context="blue", health_checks=False, steps=[50, 100], bake="0s")
     assert shifts(w) == [{"green": 50, "blue": 50}, {"green": 100, "blue": 0}]
     assert sorted(w.records(), key=lambda r: str(r.set_identifier)) == [blue, green]
     w.checked()
+
+
+def test_a_health_check_that_would_start_unhealthy_is_refused_before_any_change(tmp_path: Path) -> None:
+    """The target's :15021/healthz/ready does not answer 2xx/3xx: exit 2 naming the check; nothing created or sent."""
+    from meshops.domain.errors import BadInput
+
+    w = World(tmp_path)
+    w.prober.failing.add(f"http://{GREEN_LB}:15021/healthz/ready")
+    with pytest.raises(BadInput, match=r"HTTP green-lb.example.net:15021/healthz/ready .* would start unhealthy"):
+        w.run(steps=[100])
+    assert w.r53.batches == [] and w.r53.list_health_checks() == [] and w.records() == [ORIGINAL]
+    # --health-check TCP:80 overrides the discovered check (and is probed the same way, on its port).
+    w.prober.failing.clear()
+    result = w.run(steps=[100], health_check_type="TCP", health_check_port=80, bake="0s")
+    assert result.status == "succeeded"
+    assert sorted((h.config["Type"], h.config["Port"]) for h in w.r53.list_health_checks()) == [("TCP", 80), ("TCP", 80)]
+
+
+def test_the_target_is_proven_at_zero_percent_before_any_weight_moves(tmp_path: Path) -> None:
+    """A target whose probe fails while it has 0 %: refused in the preflight (exit 2), no batch sent."""
+    from meshops.domain.errors import BadInput
+
+    w = World(tmp_path)
+    w.prober.failing.add(f"{GREEN_LB}:80")
+    with pytest.raises(BadInput, match="fails at 0 % traffic"):
+        w.run(steps=[10, 100])
+    assert w.r53.batches == [] and w.records() == [ORIGINAL]

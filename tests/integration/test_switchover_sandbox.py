@@ -64,8 +64,7 @@ def world(sandbox: dict[str, Any], tmp_path: Path) -> Any:
     subprocess.run([*MESHOPS, "sandbox", "fault", "--dir", str(sandbox["dir"]), "--clear"], cwd=ROOT,
                    capture_output=True, timeout=30, check=True)
     proxy = Route53Proxy(upstream=env["AWS_ENDPOINT_URL_ROUTE_53"])
-    run_env = {**os.environ, **env, "KUBECONFIG": sandbox["kubeconfig"], "AWS_ENDPOINT_URL_ROUTE_53": proxy.url,
-               "AWS_ENDPOINT_URL": proxy.url, "MESHOPS_STATE_DIR": str(tmp_path / "state"),
+    run_env = {**os.environ, **env, "KUBECONFIG": sandbox["kubeconfig"], "AWS_ENDPOINT_URL_ROUTE_53": proxy.url, "MESHOPS_STATE_DIR": str(tmp_path / "state"),
                "AWS_EC2_METADATA_DISABLED": "true", "MESHOPS_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT)}
     yield {**sandbox, "client": client, "zone": zone, "original": original, "proxy": proxy, "env": run_env}
     proxy.close()

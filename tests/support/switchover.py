@@ -61,13 +61,21 @@ def _istio(kind: str, group: str, ns: str, name: str, spec: dict[str, Any]) -> d
     return {"apiVersion": f"{group}/v1", "kind": kind, "metadata": {"namespace": ns, "name": name}, "spec": spec}
 
 
+GATEWAY_PORTS = [{"name": "status-port", "port": 15021, "protocol": "TCP", "targetPort": 15021},
+                 {"name": "http2", "port": 80, "protocol": "TCP", "targetPort": 8080},
+                 {"name": "https", "port": 443, "protocol": "TCP", "targetPort": 8443}]
+
+
 def cluster_objects(*, ingress: str, version: str = "1.23.2", mesh_mtls: str = "STRICT", shop_mtls: str | None = None,
                     app_ready: bool = True, vs_weight: int = 100, annotations: dict[str, str] | None = None,
-                    ip: bool = False) -> list[dict[str, Any]]:
-    """One cluster of the blue-green picture: istiod, an ingress gateway with a load balancer, an app, Istio config."""
+                    ip: bool = False, ports: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One cluster of the blue-green picture: istiod, an ingress gateway with a load balancer, an app, Istio config.
+
+    The gateway Service's ports are the istioctl chart's (status-port first: istio-reality.md §2)."""
     svc = {"apiVersion": "v1", "kind": "Service",
            "metadata": {"namespace": "istio-system", "name": "istio-ingressgateway", "annotations": dict(annotations or {})},
-           "spec": {"type": "LoadBalancer", "selector": {"istio": "ingressgateway"}},
+           "spec": {"type": "LoadBalancer", "selector": {"istio": "ingressgateway"},
+                    "ports": GATEWAY_PORTS if ports is None else ports},
            "status": {"loadBalancer": {"ingress": [{"ip": ingress} if ip else {"hostname": ingress}]}}}
     objs = [
         _deploy("istio-system", "istiod", labels={"app": "istiod", "istio": "pilot"},

@@ -154,3 +154,22 @@ def test_markdown_has_a_text_timeline_and_tables_that_survive_pipes() -> None:
     rows = [line for line in md.splitlines() if line.startswith("| `a`")]
     assert rows == ["| `a` |  | failed | 1 | +0.00s | 1.0 s |  |"]
     assert "- a failed: bad | worse; undid 0 step(s)" in md and "## Rollback" in md
+
+
+def test_requests_per_cluster_are_shown_beside_each_set_of_weights() -> None:
+    """`meshops report --traffic`: the requests each cluster served while each set of weights held, in
+    JSON, Markdown and HTML."""
+    from meshops.domain.report_model import RequestSample
+    from tests.unit.test_report_model import T0
+
+    rep = build("r", [started(), rec("foreach_started", 1.0, step="shift", items=1, concurrency=1),
+                      *_shift(0, 1.0, 10, [90, 10]), rec("run_finished", 4.0, status="succeeded")])
+    rep.traffic.requests = [RequestSample(ts=T0 + 0.5, cluster="blue", ok=50, failed=0),
+                            RequestSample(ts=T0 + 2.0, cluster="blue", ok=45, failed=0),
+                            RequestSample(ts=T0 + 2.0, cluster="green", ok=4, failed=1)]
+    segments = rep.to_dict()["traffic"]["request_segments"]
+    assert [(s["step"], s["requests"]) for s in segments] == [
+        ("before", {"blue": {"ok": 50, "failed": 0}}),
+        ("shift[0]", {"blue": {"ok": 45, "failed": 0}, "green": {"ok": 4, "failed": 1}})]
+    assert "| blue 45 (90%), green 5 (10%, 1 failed) |" in render_markdown(rep)
+    assert "requests served meanwhile" in render_html(rep) and "green 5 (10%, 1 failed)" in render_html(rep)
