@@ -35,8 +35,11 @@ def kube_of(ctx: StepContext) -> KubeApi:
 
 
 # istioctl output that says the API server, not the request, was the problem: worth a retry.
+# "the object has been modified" is a 409 Conflict: istioctl read an object that changed before
+# its write; running the idempotent command again reads it afresh (found by bench/chaos.py).
 _TRANSIENT = re.compile(r"an error on the server|the server is currently unable|too many requests|"
-                        r"connection refused|connection reset|i/o timeout|context deadline exceeded|\b(429|50[0234])\b",
+                        r"connection refused|connection reset|i/o timeout|context deadline exceeded|\b(429|50[0234])\b|"
+                        r"the object has been modified",
                         re.IGNORECASE)
 
 

@@ -126,3 +126,25 @@ def test_a_temporary_failure_in_an_undo_is_retried_and_the_rollback_finishes(tmp
     state = RunState.replay(store.run_ids()[-1], store.records(store.run_ids()[-1]))
     assert state.status == "rolled_back" and state.steps["a"].undo_status == "undone"
     assert clock.slept  # it waited between tries, on the injected clock
+
+
+def test_an_istioctl_conflict_is_temporary() -> None:
+    """Found by bench/chaos.py: istioctl's "the object has been modified" (a 409) in an uninstall was
+    permanent, so one conflict ended the rollback with exit 3; it is retried now."""
+    import pytest
+
+    from meshops.domain.errors import TemporaryStepError
+    from meshops.drivers.istioctl_api import IstioctlFailed, IstioctlResult
+    from meshops.ops.istio_common import run_istioctl
+
+    class Conflicted:
+        path, version = "istioctl", "1.25.2"
+
+        def run(self, args: Any, **kw: Any) -> IstioctlResult:
+            raise IstioctlFailed(IstioctlResult(
+                argv=("istioctl", *args), exit_code=1, stdout="",
+                stderr="Error: Operation cannot be fulfilled on configmaps \"istio-1-25-2\": the object has been "
+                       "modified; please apply your changes to the latest version and try again"))
+
+    with pytest.raises(TemporaryStepError):
+        run_istioctl(Conflicted(), ["uninstall", "-y", "--revision", "1-25-2"])  # type: ignore[arg-type]
