@@ -115,7 +115,11 @@ def meshops_upgrade(directory: Path, env: dict[str, str], args: argparse.Namespa
     steps = {s["key"]: s for s in shown["steps"]}
     wave = steps["waves[0]"]["outputs"]
     requests = audit(directory)[mark:]
+    # The parity gate (its own step) and the post-change policy check (inside finalize).
+    parity_s = float((steps.get("parity") or {}).get("duration_s") or 0.0)
+    policy_s = float(((steps.get("finalize") or {}).get("outputs") or {}).get("policy_check_s") or 0.0)
     return {"wall": wall, "rss_mb": rss_kb / 1024, "wave": wave, "wave_step_s": steps["waves[0]"]["duration_s"],
+            "parity_s": parity_s, "policy_s": policy_s,
             "requests": len(requests),
             "by_agent": {a: sum(1 for r in requests if r.get("user_agent", "").startswith(a))
                          for a in ("meshops", "istioctl")},
@@ -179,6 +183,8 @@ def main() -> None:
               f"{m['patches']} Deployment PATCHes; {m['status_429']} answered 429) vs N+D={n + d}: "
               f"{m['requests'] / (n + d):.2f}x (target <= 1.3x)")
         print(f"meshops peak RSS: {m['rss_mb']:.0f} MB (target <= 200 MB)")
+        print(f"parity gate {m['parity_s']:.2f}s + post-change policy check {m['policy_s']:.2f}s = "
+              f"{m['parity_s'] + m['policy_s']:.2f}s of the {m['wall']:.1f}s upgrade")
         docs = docs_procedure(env, args.docs_namespaces)
         scaled = docs["seconds"] * n / docs["namespaces"]
         note = "" if docs["namespaces"] == n else f" (measured on {docs['namespaces']}, scaled to {n})"

@@ -11,6 +11,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -81,6 +82,8 @@ def install(app: object, profiles: tuple[str, ...], version: str | None, revisio
         raise BadInput(f"--version {version!r}: expected an Istio version such as 1.24.1")
     rendered = render_install_overlay(profiles, sets=sets, tuning=tuning)
     timeout = _duration(readiness_timeout, "--readiness-timeout")
+    if version is not None:
+        _refuse_removed(rendered.spec, version)
     if dry_run and not diff:
         header = (f"profiles: {', '.join(profiles)}" + (f"; tuning: {tuning}" if tuning else "")
                   + f"\nistioctl {version or '<version>'} install -f <this file>"
@@ -89,16 +92,16 @@ def install(app: object, profiles: tuple[str, ...], version: str | None, revisio
         return
     if version is None:
         version = _default_version(istioctl_path)
+    _refuse_removed(rendered.spec, version)
     if diff:
         from meshops.ops import install_record
         from meshops.ops.install_overlay import diff_text
+        from meshops.steps.install import installed_settings
 
         kube = app.drivers.kube
         recorded = install_record.read_recorded(kube)
-        state = install_record.installed_state(kube, revision)
-        spec = (state or {}).get("spec")
-        click.echo(diff_text(rendered, version=version, revision=revision, recorded=recorded,
-                             installed_spec=spec if isinstance(spec, dict) else None))
+        spec, _ = installed_settings(kube, revision, "istio-system")
+        click.echo(diff_text(rendered, version=version, revision=revision, recorded=recorded, installed_spec=spec))
         return
     from meshops.drivers.istioctl import find_istioctl
 
@@ -112,6 +115,20 @@ def install(app: object, profiles: tuple[str, ...], version: str | None, revisio
         result = app.engine(cluster=True, assume_yes=assume_yes, stop=stop).start(loaded, params)
     click.echo(f"{result.run_id} {result.status}: Istio {version} revision {revision or 'default'} installed "
                f"from {', '.join(profiles)}; overlay recorded in istio-system/meshops-install-overlay")
+
+
+def _refuse_removed(spec: dict[str, Any], version: str) -> None:
+    """Exit 2 naming each setting the target version removed (reference §7), e.g. first-party-jwt."""
+    from meshops.domain.versions import IstioVersion, VersionError
+    from meshops.ops.istio_settings import bad_input, removed_settings
+
+    try:
+        minor = IstioVersion.parse(version).minor
+    except VersionError:
+        return
+    removed = removed_settings(spec, minor)
+    if removed:
+        raise bad_input(removed, version)
 
 
 def header_comment(text: str) -> str:

@@ -56,4 +56,5 @@ HELP = {
     "status": "Show the mesh: revisions, tags, proxies, webhooks.",
     "demo": "Rehearse a canary upgrade on a throwaway sandbox.",
     "report": "Render a run report (html, md, json).",
+    "fleet": "Upgrade or switch many clusters in waves; render for Argo/GitHub/GitLab.",
 }

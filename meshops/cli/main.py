@@ -42,6 +42,7 @@ LAZY = {
     "upgrade": "meshops.cli.upgrade_cmds:upgrade",
     "status": "meshops.cli.upgrade_cmds:status",
     "demo": "meshops.cli.upgrade_demo:demo",
+    "fleet": "meshops.cli.fleet_cmds:fleet",
     # The sandbox is its own package; the CLI mounts it by name and never imports it otherwise.
     "sandbox": "meshops.sandbox.cli:sandbox",
 }

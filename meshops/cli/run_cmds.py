@@ -139,7 +139,12 @@ def approve(app: App, run_id: str, step: str, by: str | None) -> None:
     import getpass
 
     from meshops.domain.errors import BadInput
+    from meshops.fleet.executor import approve as approve_fleet
+    from meshops.fleet.executor import is_fleet_run
 
+    if is_fleet_run(app.state_dir, run_id):  # a fleet's gate before a wave: STEP is wave/NAME
+        click.echo(approve_fleet(app.state_dir, run_id, step, by or getpass.getuser()))
+        return
     engine = engine_for_run(app, run_id, False, None)
     state = RunState.replay(run_id, engine.store.records(run_id))
     gates = _gate_keys(engine, run_id)

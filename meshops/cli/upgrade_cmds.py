@@ -132,6 +132,13 @@ def _report(state: RunState, soak: str) -> None:
 @click.option("--force", is_flag=True, help="In place on a protected context; finalize despite pods on the old revision.")
 @click.option("--qps", type=click.FloatRange(min=0, min_open=True), default=50.0, show_default=True)
 @click.option("--burst", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--profile", "profiles", multiple=True, metavar="NAME|FILE",
+              help="Canary: an IstioOperator profile applied over the running revision's settings (repeatable).")
+@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="Canary: a setting applied last (repeatable).")
+@click.option("--accept-defaults", "accept_defaults", multiple=True, metavar="FIELD,...",
+              help="Canary: fields that cannot be recovered from the cluster may take the target's defaults.")
+@click.option("--compatibility-version", default="", metavar="1.X",
+              help="Canary: keep that older minor's behaviour defaults (values.compatibilityVersion).")
 @click.option("--playbook", default=None, type=click.Path(dir_okay=False, exists=True), help="A copy to run instead.")
 @click.option("--dry-run", is_flag=True, help="Check everything and show the plan; change nothing.")
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Answer yes to approval gates.")
@@ -141,7 +148,9 @@ def upgrade(cctx: click.Context, strategy: str, to_version: str | None, revision
             canary_tag: str, istioctl_path: str, gateways: str, prometheus: str, gates: tuple[str, ...],
             max_error_rate: float | None, max_p99_ms: float | None, probes: tuple[str, ...], gate_duration: str,
             gate_interval: str, approve_each_wave: bool, soak: str, on_failure: str, protect: tuple[str, ...],
-            force: bool, qps: float, burst: int, playbook: str | None, dry_run: bool, assume_yes: bool) -> None:
+            force: bool, qps: float, burst: int, profiles: tuple[str, ...], sets: tuple[str, ...],
+            accept_defaults: tuple[str, ...], compatibility_version: str, playbook: str | None, dry_run: bool,
+            assume_yes: bool) -> None:
     """Upgrade Istio: canary (a new revision beside the old, the data plane moved in gated waves)
     or guarded in-place (one minor at most, refused on protected contexts).
 
@@ -172,10 +181,16 @@ def upgrade(cctx: click.Context, strategy: str, to_version: str | None, revision
     }
     if strategy == "canary":
         given.update(revision=revision, mode=mode, stable_tag=stable_tag, canary_tag=canary_tag, gateways=gateways,
-                     soak=_duration(soak, "--soak"))
+                     soak=_duration(soak, "--soak"), profiles=list(profiles), sets=list(sets),
+                     accept_defaults=_csv(accept_defaults), compatibility_version=compatibility_version,
+                     dry_run=dry_run)
     else:
         if revision:
             raise BadInput("--revision: an in-place upgrade keeps the current revision")
+        for flag, value in (("--profile", profiles), ("--set", sets), ("--accept-defaults", accept_defaults),
+                            ("--compatibility-version", compatibility_version)):
+            if value:
+                raise BadInput(f"{flag}: only a canary upgrade installs new settings")
         given.update(protect=list(protect))
     state = run_upgrade(app, strategy, given, playbook=playbook, on_failure=on_failure, assume_yes=assume_yes,
                         dry_run=dry_run)
@@ -223,7 +238,8 @@ def finalize_run(app: App, run_id: str, *, force: bool = False, playbook: str | 
     params = resolve_params(loaded.playbook, {
         "to": check["to_version"], "phase": "finalize", "old_revision": check["from_revision"],
         "new_revision": check["to_revision"], "istioctl": p.get("istioctl", ""), "mode": p.get("mode", "tags"),
-        "stable_tag": p.get("stable_tag", "prod-stable"), "force": force})
+        "stable_tag": p.get("stable_tag", "prod-stable"), "force": force,
+        "policy_before": check.get("policy_before") or {}})
     new_state = _start(app, loaded, params, assume_yes=False, dry_run=False)
     assert new_state is not None
     fin = (new_state.steps.get("finalize") or _none()).outputs or {}

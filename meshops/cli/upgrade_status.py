@@ -35,8 +35,28 @@ def collect_status(app: App) -> dict[str, Any]:
         if state.status in _OPEN:
             runs.append({"run_id": run_id, "playbook": state.playbook_name, "status": state.status,
                          "failed_step": state.failed_step})
-    data = {"context": kube.context, **data, "lock": lock_holder(kube), "runs_in_progress": runs}
+    data = {"context": kube.context, **data, "lock": lock_holder(kube), "runs_in_progress": runs,
+            "drift": revision_drift(kube, default, sorted(snap.revisions), snap.istio_namespace)}
     return data
+
+
+def revision_drift(kube: Any, default: str | None, revisions: list[str], namespace: str) -> dict[str, list[str]]:
+    """Between the default revision and each other one: every field of their effective configuration
+    that differs (mesh config, injector values, istiod, webhooks; domain.parity), so a half-done
+    upgrade shows what moving the rest of the mesh would change."""
+    from meshops.domain import parity
+    from meshops.ops.istio_settings import effective_of
+
+    if not default or len(revisions) < 2:
+        return {}
+    base = effective_of(kube, default, namespace)
+    out: dict[str, list[str]] = {}
+    for rev in revisions:
+        if rev == default:
+            continue
+        report = parity.compare(effective_of(kube, rev, namespace), base)
+        out[f"{rev} -> {default}"] = [d.describe() for d in (*report.unexpected, *report.documented)]
+    return out
 
 
 def render_status(d: dict[str, Any]) -> str:
@@ -60,6 +80,9 @@ def render_status(d: dict[str, Any]) -> str:
         for rev, refs in d["workloads_on_old"].items():
             out.append(f"  {rev}: {', '.join(refs)}")
     out.append("dangling webhooks: " + ("; ".join(d["dangling_webhooks"]) or "none"))
+    for pair, diffs in (d.get("drift") or {}).items():
+        out.append(f"drift between revisions {pair}: " + ("none" if not diffs else f"{len(diffs)} field(s)"))
+        out += [f"  {line}" for line in diffs]
     out.append("gateways:")
     for g in d["gateways"]:
         out.append(f"  {g['kind']}/{g['namespace']}/{g['name']} ({g['mode']}) on {g['revision']}, {g['replicas']} replica(s)")

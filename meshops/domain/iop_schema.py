@@ -120,6 +120,7 @@ PILOT_VALUES = {
     "memory": {"targetAverageUtilization": INT},
     "resources": RESOURCES,
     "podDisruptionBudget": PDB_SPEC,
+    "cni": {"enabled": BOOL, "provider": STR},  # 1.22+: replaces values.istio_cni (reference §7)
 }
 
 GATEWAY_VALUES = {
@@ -153,6 +154,8 @@ VALUES = {
     "istiodRemote": {"enabled": BOOL, **_fields("injectionURL injectionPath injectionCABundle", STR)},
     "revisionTags": ANY, "meshConfig": MESH_CONFIG, "defaultRevision": STR, "ownerName": STR,
     "profile": STR, "revision": STR, "experimental": ANY, "cni": ANY, "ztunnel": ANY,
+    # istioctl --set values.compatibilityVersion=1.x (reference §7); 1.22-1.23 injector values: istio_cni.
+    "compatibilityVersion": STR, "istio_cni": ANY,
 }
 
 SPEC: dict[str, Any] = {

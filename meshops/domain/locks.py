@@ -91,4 +91,9 @@ def holder_is_dead(holder: str) -> bool:
     if h.boot != boot_id() or h.pidns != pid_namespace():
         return False  # another machine or container that shares our hostname
     now = process_start(h.pid)
-    return now is None or now != h.start
+    if now is None or now != h.start:
+        return True
+    # A killed process whose parent died too stays a zombie until init reaps it: it still
+    # has its /proc entry but can never renew. /proc/PID/stat's third field is its state.
+    stat = _read(f"/proc/{h.pid}/stat")
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]

@@ -10,11 +10,12 @@ cluster is both exact and version-proof. Sources: ../shared/reference/istio.md s
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from meshops.domain.proxies import find_proxy_container, image_version, injection_revision, sidecar_of
 
 Obj = dict[str, Any]
 
@@ -79,11 +80,9 @@ def as_int(value: Any, default: int = 0) -> int:
 
 
 def image_tag(image: str) -> str:
-    """'docker.io/istio/proxyv2:1.24.1' -> '1.24.1'; '' for a digest or no tag."""
-    last = image.rsplit("/", 1)[-1]
-    if "@" in last or ":" not in last:
-        return ""
-    return last.rsplit(":", 1)[1]
+    """The Istio version an image names: 'docker.io/istio/proxyv2:1.24.1-distroless' -> '1.24.1';
+    '' when only a digest (or no version) says (domain.proxies.parse_image)."""
+    return image_version(image)
 
 
 def revision_of_service(name: str) -> str:
@@ -153,7 +152,9 @@ class Pod:
     labels: dict[str, str]
     opted_out: bool
     revision: str | None  # the revision that injected it, from sidecar.istio.io/status
-    proxy_version: str | None
+    proxy_version: str | None  # from the image, variant stripped; None when only a digest says
+    native_sidecar: bool = False  # istio-proxy in initContainers (restartPolicy Always)
+    proxy_digest: str = ""  # the running image digest (containerStatuses[].imageID)
 
     @property
     def terminal(self) -> bool:
@@ -220,21 +221,13 @@ def pod_from_object(obj: Obj) -> Pod:
         suffix = "-" + labels["pod-template-hash"]
         if owner_name.endswith(suffix):
             owner_kind, owner_name = "Deployment", owner_name[: -len(suffix)]
-    revision = None
-    raw = annotations.get(STATUS_ANNOTATION)
-    if raw:
-        try:
-            revision = str(json.loads(raw).get("revision") or "default")
-        except (ValueError, AttributeError):
-            revision = annotations.get(REV_LABEL) or "default"
-    proxy_version = None
-    spec = obj.get("spec") or {}
-    for c in spec.get("containers") or []:
-        if c.get("name") == "istio-proxy":
-            proxy_version = image_tag(str(c.get("image", ""))) or None
-            if revision is None:
-                # A gateway installed by istioctl is not injected: it carries its revision as a label.
-                revision = labels.get(REV_LABEL) or "default"
+    # Injection status and the istio.io/rev annotation, containers and native sidecars alike
+    # (domain.proxies; reference §5).
+    sidecar = sidecar_of(obj)
+    revision = sidecar.revision if sidecar is not None else None
+    if sidecar is None and annotations.get(STATUS_ANNOTATION):
+        revision = injection_revision(annotations)  # injected, proxy container not (yet) visible
+    proxy_version = (sidecar.version or None) if sidecar is not None else None
     status = obj.get("status") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     opted_out = (labels.get(INJECT_LABEL, "").lower() in _OPT_OUT
@@ -242,7 +235,9 @@ def pod_from_object(obj: Obj) -> Pod:
     return Pod(namespace=str(meta.get("namespace", "")), name=str(meta.get("name", "")), owner_kind=owner_kind,
                owner_name=owner_name, phase=str(status.get("phase", "Pending")),
                deleting=bool(meta.get("deletionTimestamp")), ready=ready, labels=labels, opted_out=opted_out,
-               revision=revision, proxy_version=proxy_version)
+               revision=revision, proxy_version=proxy_version,
+               native_sidecar=bool(sidecar and sidecar.native),
+               proxy_digest=(sidecar.running_digest or sidecar.image.digest) if sidecar else "")
 
 
 def workload_from_object(obj: Obj) -> Workload:
@@ -263,12 +258,13 @@ def workload_from_object(obj: Obj) -> Workload:
         if strategy == "RollingUpdate" and as_int(((spec.get("updateStrategy") or {}).get("rollingUpdate") or {})
                                                   .get("partition")) > 0:
             strategy = "Partitioned"  # pods below the partition ignore template changes
-    containers = (template.get("spec") or {}).get("containers") or []
+    proxy = find_proxy_container(template.get("spec") or {})
     gateway = ""
     if t_annotations.get(GATEWAY_TEMPLATE) == "gateway":
-        gateway = "injected"
-    elif any(c.get("name") == "istio-proxy" and "proxyv2" in str(c.get("image", "")) for c in containers):
-        gateway = "installed"
+        gateway = "injected"  # Helm gateway chart / istioctl injectionTemplate: gateway (reference §2)
+    elif proxy is not None and str(proxy[0].get("image", "")) != "auto" \
+            and (t_labels.get(INJECT_LABEL) or t_annotations.get(INJECT_LABEL) or "").lower() in _OPT_OUT | {""}:
+        gateway = "installed"  # istioctl gateways chart: concrete proxyv2 image, not injected
     istiod = t_labels.get("app") == "istiod"
     return Workload(kind=kind, namespace=str(meta.get("namespace", "")), name=str(meta.get("name", "")),
                     replicas=replicas, strategy=strategy, template_labels=t_labels,
@@ -425,8 +421,15 @@ class MeshSnapshot:
     def proxies_by_revision(self) -> dict[str, int]:
         return dict(sorted(Counter(p.revision or "" for p in self.live_proxies()).items()))
 
+    def proxy_version(self, p: Pod) -> str | None:
+        """The image's version, else (a digest-pinned image) the version of the revision serving it."""
+        if p.proxy_version:
+            return p.proxy_version
+        rev = self.revisions.get(p.revision or "")
+        return rev.version if rev is not None else None
+
     def proxies_by_version(self) -> dict[str, int]:
-        return dict(sorted(Counter(p.proxy_version or "unknown" for p in self.live_proxies()).items()))
+        return dict(sorted(Counter(self.proxy_version(p) or "unknown" for p in self.live_proxies()).items()))
 
     def pods_on(self, revision: str) -> list[Pod]:
         return [p for p in self.live_proxies() if p.revision == revision]

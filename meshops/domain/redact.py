@@ -40,6 +40,10 @@ LONG_SECRET = 8
 _JOIN = r"[.\-/]"  # joins two word parts ("10.42", "istio-1-42"); a sentence's full stop does not
 
 
+def _is_scalar_value(value: object) -> bool:
+    return value not in (None, "") and not isinstance(value, Mapping | list | tuple)
+
+
 def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
 
@@ -104,8 +108,13 @@ class SecretRegistry:
         """
         if isinstance(data, Mapping):
             return {
+                # Only a scalar under a secret-looking key is a secret: a mapping or list there is
+                # structure (a projected volume's `serviceAccountToken`, `values.global.sds.token`,
+                # a volume's `secret: {secretName}`), and blanking it corrupts the backups that
+                # rollback restores from the journal.
                 k: (v if k in keep else
-                    REDACTED if isinstance(k, str) and is_secret_key(k) and v not in (None, "") else self.scrub(v))
+                    REDACTED if isinstance(k, str) and is_secret_key(k) and _is_scalar_value(v)
+                    else self.scrub(v))
                 for k, v in data.items()
             }
         if isinstance(data, list | tuple):

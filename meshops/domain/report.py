@@ -31,7 +31,7 @@ from meshops.domain.report_model import (
     split_key,
 )
 from meshops.domain.report_outputs import traffic_of, waves_of
-from meshops.domain.runlog import TERMINAL_STEP, RunState, StepStatus, parse_records
+from meshops.domain.runlog import TERMINAL_STEP, RecordType, RunState, StepStatus, parse_records
 
 __all__ = ["SCHEMA", "Report", "build", "iso", "split_key"]
 
@@ -40,7 +40,8 @@ __all__ = ["SCHEMA", "Report", "build", "iso", "split_key"]
 
 def build(run_id: str, records: Iterable[Mapping[str, Any]], *, step_types: Mapping[str, str] | None = None) -> Report:
     """The report of one run. ``step_types`` (step id -> ``uses``) only labels steps."""
-    typed = parse_records(records)  # records that do not parse are skipped, as by the engine
+    # Records that do not parse are skipped, as by the engine; so are other journals' types.
+    typed = [r for r in parse_records(records) if isinstance(r.type, RecordType)]
     b = _Builder(run_id, dict(step_types or {}))
     for r in typed:
         b.feed(r.to_dict())

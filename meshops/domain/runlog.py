@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -77,6 +78,9 @@ _STEP_RECORDS = frozenset({
 })
 
 
+_KNOWN = frozenset(t.value for t in RecordType)
+
+
 class BadRecord(ValueError):
     """A journal line that is not a record meshops understands."""
 
@@ -85,7 +89,7 @@ class BadRecord(ValueError):
 class JournalRecord:
     """One journal record: its type, when, which step (if any), and the rest of its fields."""
 
-    type: RecordType
+    type: RecordType | str
     ts: float
     step: str | None = None
     fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -106,10 +110,12 @@ class JournalRecord:
     def parse(cls, raw: Mapping[str, Any]) -> JournalRecord:
         if not isinstance(raw, Mapping):
             raise BadRecord(f"a record is a JSON object, not {type(raw).__name__}")
-        try:
-            type_ = RecordType(str(raw.get("type")))
-        except ValueError:
-            raise BadRecord(f"unknown record type {raw.get('type')!r}") from None
+        name = raw.get("type")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):
+            raise BadRecord(f"not a record type: {name!r}")
+        # Records of other journals kept by the same store (a fleet's) pass through; the run
+        # replay ignores types it does not know.
+        type_: RecordType | str = RecordType(name) if name in _KNOWN else name
         ts = raw.get("ts")
         if not isinstance(ts, int | float) or isinstance(ts, bool):
             raise BadRecord(f"{type_}: ts must be a number, got {ts!r}")
@@ -231,7 +237,7 @@ class RunState:
                 state.status = RunStatus.ROLLING_BACK
             elif t is RecordType.APPROVED and key:
                 state.approvals[key] = str(r.get("by", ""))
-            elif key is not None:
+            elif key is not None and isinstance(t, RecordType):
                 order = _step_record(state.steps.setdefault(key, StepState(key=key)), r, order)
                 if t is RecordType.STEP_FAILED:
                     state.failed_step = key

@@ -175,3 +175,20 @@ def tag_problem(name: str) -> str | None:
     if len(name) > 63 or not _DNS1123_LABEL.match(name):
         return f"invalid revision tag {name!r}: a tag is a DNS-1123 label"
     return None
+
+
+def compatibility_versions(target: IstioVersion) -> list[str]:
+    """The ``compatibilityVersion`` profiles the target ships (reference §7): 1.22 has 1.20 and
+    1.21; from 1.23 on, the three minors before it."""
+    if target.minor <= 22:
+        return [f"1.{m}" for m in range(20, target.minor)]
+    return [f"1.{m}" for m in range(target.minor - 3, target.minor)]
+
+
+def compatibility_problem(target: IstioVersion, wanted: str) -> str | None:
+    """Why ``--compatibility-version wanted`` cannot be used with ``target``, or None."""
+    known = compatibility_versions(target)
+    if wanted not in known:
+        return (f"--compatibility-version {wanted}: Istio {target.minor_str} ships compatibility versions "
+                f"{', '.join(known)} (istioctl fails with 'unknown compatibility version')")
+    return None

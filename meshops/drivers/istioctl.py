@@ -9,7 +9,6 @@ another Istio.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -18,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from meshops.domain.errors import BadInput
+from meshops.domain.proxies import parse_version_json
 from meshops.drivers.istioctl_api import IstioctlApi as IstioctlApi
 from meshops.drivers.istioctl_api import IstioctlFailed as IstioctlFailed
 from meshops.drivers.istioctl_api import IstioctlResult as IstioctlResult
@@ -111,9 +111,8 @@ def client_version(path: str) -> str | None:
     except (sh.ErrorReturnCode, sh.TimeoutException, sh.CommandNotFound, OSError):
         return None
     try:
-        data = json.loads(out)
-        return str(data["clientVersion"]["version"])
-    except (ValueError, KeyError, TypeError):
+        return parse_version_json(out).client or None  # capitalised keys, every version (reference §4)
+    except (ValueError, KeyError, TypeError, AttributeError):
         m = re.search(r"(\d+\.\d+\.\d+\S*)", out)
         return m.group(1) if m else None
 

@@ -87,6 +87,8 @@ class KubeClient:
             raise BadInput(f"cannot load kubeconfig{f' context {context!r}' if context else ''}: {exc}") from None
         self.context = context or active.get("name", "")
         conf = self._api.configuration
+        # The API server URL: a guard matches it too (a context can be renamed, the server cannot).
+        self.server = str(conf.host or "")
         for key in ("authorization", "BearerToken"):
             if conf.api_key.get(key):
                 register_credential(conf.api_key[key])

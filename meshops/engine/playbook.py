@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -134,7 +135,11 @@ def _suggest(word: str, options: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _pydantic_problems(exc: ValidationError, doc: SourceDoc, prefix: PathKey = ()) -> list[str]:
+def _pydantic_problems(exc: ValidationError, doc: SourceDoc, prefix: PathKey = (),
+                       known_fields: Callable[[PathKey], list[str]] | None = None) -> list[str]:
+    """Each pydantic error as ``file:line:column: path: message``; ``known_fields`` names the
+    fields allowed beside an unknown one (for did-you-mean); other documents (fleets) pass theirs."""
+    known_for = known_fields or _known_fields_for
     located: list[tuple[PathKey, str, str]] = []
     for err in exc.errors():
         loc: PathKey = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "union["))))
@@ -145,7 +150,7 @@ def _pydantic_problems(exc: ValidationError, doc: SourceDoc, prefix: PathKey = (
         full = (*prefix, *loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden" and full:
-            known = _known_fields_for(full)
+            known = known_for(full)
             msg = f"unknown field{_suggest(str(full[-1]), known)}"
         elif err["type"] == "missing":
             msg = "is required"
@@ -385,6 +390,11 @@ def resolve_params(pb: Playbook, given: dict[str, Any]) -> dict[str, Any]:
     if problems:
         raise BadInput("; ".join(problems))
     return resolved
+
+
+# For other validated documents (fleet files): one way to report problems and suggest names.
+pydantic_problems = _pydantic_problems
+suggest = _suggest
 
 
 def json_schema() -> dict[str, Any]:

@@ -16,8 +16,6 @@ from meshops.domain import overlays
 from meshops.domain.errors import NotFound
 from meshops.drivers.kube_api import KubeApi, Obj
 
-INSTALLED_STATE = "installed-state"
-
 
 @dataclass(frozen=True, kw_only=True)
 class RecordedInstall:
@@ -91,12 +89,3 @@ def write_recorded(kube: KubeApi, rec: RecordedInstall, namespace: str = overlay
 
 def delete_recorded(kube: KubeApi, namespace: str = overlays.RECORD_NAMESPACE) -> None:
     kube.delete("v1", "ConfigMap", overlays.RECORD_CONFIGMAP, namespace)
-
-
-def installed_state(kube: KubeApi, revision: str, namespace: str = overlays.RECORD_NAMESPACE) -> Obj | None:
-    """istioctl's own record of the merged IstioOperator for ``revision`` (None if absent or not served)."""
-    name = INSTALLED_STATE + (f"-{revision}" if revision and revision != "default" else "")
-    try:
-        return kube.get("install.istio.io/v1alpha1", "IstioOperator", name, namespace)
-    except NotFound:
-        return None

@@ -143,13 +143,19 @@ def tag_backup(kube: KubeApi, snap: MeshSnapshot, tags: list[str], *, istio_name
     return out
 
 
-# What tag_backup records, and so all restore() may touch. A backup arrives through the
-# journal, which may have come from a ConfigMap anyone with write access to meshops-system
-# can edit: restoring whatever it names would lend them meshops' own RBAC.
-_RESTORABLE = {
+# What tag_backup and gateway_backup record, and so all restore() may touch. A backup arrives
+# through the journal, which may have come from a ConfigMap anyone with write access to
+# meshops-system can edit: restoring whatever it names would lend them meshops' own RBAC.
+# Webhook configurations (cluster-wide) only by Istio's names; the gateway kinds only in a
+# namespace. Never RBAC, Secrets or anything else.
+_RESTORABLE: dict[tuple[str, str], tuple[str, ...] | None] = {
     (ADMISSION, MWC): ("istio-", "namespace."),
     (ADMISSION, VWC): ("istiod-", "istio-"),
-    ("v1", "Service"): ("istiod",),
+    ("v1", "Service"): None,
+    ("apps/v1", "Deployment"): None,
+    ("v1", "ServiceAccount"): None,
+    ("policy/v1", "PodDisruptionBudget"): None,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): None,
 }
 
 
@@ -158,14 +164,14 @@ def _check_restorable(entry: Any, istio_namespace: str | None) -> None:
     want = entry.get("object") if isinstance(entry, dict) else None
     if not isinstance(ref, dict):
         raise PermanentStepError(f"refusing to restore a backup entry without a ref: {entry!r:.200}")
-    key = (ref.get("apiVersion"), ref.get("kind"))
+    key = (str(ref.get("apiVersion")), str(ref.get("kind")))
     name, namespace = str(ref.get("name") or ""), ref.get("namespace")
-    prefixes = _RESTORABLE.get(key)  # type: ignore[arg-type]
-    ok = prefixes is not None and name.startswith(prefixes)
-    if ok and key == ("v1", "Service"):
-        ok = namespace is not None and (istio_namespace is None or namespace == istio_namespace)
+    ok = key in _RESTORABLE and bool(name)
+    if ok:
+        prefixes = _RESTORABLE[key]
+        ok = name.startswith(prefixes) if prefixes is not None else bool(namespace)
     if ok and want is not None:
-        meta = want.get("metadata") or {} if isinstance(want, dict) else {}
+        meta = (want.get("metadata") or {}) if isinstance(want, dict) else {}
         ok = (isinstance(want, dict) and (want.get("apiVersion"), want.get("kind")) == key
               and meta.get("name") == name and meta.get("namespace") == namespace)
     if not ok:

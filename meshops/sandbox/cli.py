@@ -58,7 +58,7 @@ def _common(fn: Any) -> Any:
     for option in reversed([
         click.option("--dir", "directory", required=True, type=click.Path(file_okay=False, path_type=Path),
                      help="Directory for kubeconfig, env, audit logs, log and pid files."),
-        click.option("--clusters", default=_DEFAULT_CLUSTERS, show_default=True, help="Comma-separated cluster names."),
+        click.option("--clusters", default=_DEFAULT_CLUSTERS, show_default=True, help="Comma-separated cluster names (with --scenario, each gets the scenario's mesh)."),
         click.option("--k8s-version", default=_DEFAULT_VERSION, show_default=True, help="Kubernetes version to report."),
         click.option("--rollout-seconds", default=0.05, show_default=True, type=click.FloatRange(min=0),
                      help="Seconds from a pod starting to it being Ready (and from delete to gone)."),

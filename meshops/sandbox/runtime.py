@@ -12,6 +12,7 @@ DIR holds:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib
 import json
@@ -20,6 +21,7 @@ import os
 import re
 import secrets
 import signal
+import ssl
 import threading
 import time
 import urllib.request
@@ -70,25 +72,38 @@ def load_extension(spec: str) -> Callable[[SandboxContext], None]:
     return fn  # type: ignore[no-any-return]
 
 
-def kubeconfig_document(clusters: dict[str, str], *, current: str | None = None) -> dict[str, Any]:
-    """A kubeconfig with one context per cluster (name -> server URL)."""
+def new_token() -> str:
+    return f"sbx-{secrets.token_hex(24)}"
+
+
+def kubeconfig_document(clusters: dict[str, str], *, current: str | None = None,
+                        token: str | None = None, ca: dict[str, bytes] | None = None) -> dict[str, Any]:
+    """A kubeconfig with one context per cluster (name -> server URL; `ca`: name -> CA PEM)."""
     names = list(clusters)
+
+    def cluster_entry(name: str, url: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"server": url}
+        if ca and name in ca:
+            entry["certificate-authority-data"] = base64.b64encode(ca[name]).decode()
+        return {"name": name, "cluster": entry}
+
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "preferences": {},
-        "clusters": [{"name": n, "cluster": {"server": url}} for n, url in clusters.items()],
-        # The API server does not authenticate; a token keeps clients that insist happy. It is
-        # random and long like a real one: meshops scrubs tokens from journals, and a short
-        # word would be scrubbed out of every hostname that contains it.
-        "users": [{"name": "sandbox", "user": {"token": f"sbx-{secrets.token_hex(24)}"}}],
+        "clusters": [cluster_entry(n, url) for n, url in clusters.items()],
+        # The API servers of `sandbox up` require this token (401 otherwise). It is random and
+        # long like a real one: meshops scrubs tokens from journals, and a short word would be
+        # scrubbed out of every hostname that contains it.
+        "users": [{"name": "sandbox", "user": {"token": token or new_token()}}],
         "contexts": [{"name": n, "context": {"cluster": n, "user": "sandbox", "namespace": "default"}} for n in names],
         "current-context": current or (names[0] if names else ""),
     }
 
 
-def write_kubeconfig(path: Path, clusters: dict[str, str]) -> None:
-    _write_atomic(path, yaml.safe_dump(kubeconfig_document(clusters), sort_keys=False))
+def write_kubeconfig(path: Path, clusters: dict[str, str], *, token: str | None = None,
+                     ca: dict[str, bytes] | None = None) -> None:
+    _write_atomic(path, yaml.safe_dump(kubeconfig_document(clusters, token=token, ca=ca), sort_keys=False))
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -135,6 +150,7 @@ def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     clusters: dict[str, Cluster] = {}
+    token = new_token()  # one credential for every cluster of this sandbox, written to DIR/kubeconfig
     ctx = SandboxContext(directory=directory, clusters=clusters, options=options)
     (directory / PID_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
     try:
@@ -146,12 +162,15 @@ def serve(
                 rollout_seconds=rollout_seconds,
                 nodes=nodes,
                 audit_path=directory / f"audit-{name}.jsonl",
+                token=token,
+                tls_dir=directory / "pki",
             ).start()
         for spec in [*EXTENSIONS, *extensions]:
             log.info("running extension %s", spec)
             load_extension(spec)(ctx)
         urls = {name: c.url for name, c in clusters.items()}
-        write_kubeconfig(directory / KUBECONFIG_FILE, urls)
+        write_kubeconfig(directory / KUBECONFIG_FILE, urls, token=token,
+                         ca={n: c.serving.ca_pem for n, c in clusters.items() if c.serving})
         exports = {"KUBECONFIG": str(directory / KUBECONFIG_FILE), "MESHOPS_SANDBOX_DIR": str(directory), **ctx.env}
         _write_atomic(directory / ENV_FILE, "".join(f"export {k}={shell_quote(v)}\n" for k, v in exports.items()))
         state = {
@@ -224,8 +243,10 @@ def read_state(directory: Path) -> dict[str, Any] | None:
 
 
 def cluster_answers(url: str, timeout: float = 2.0) -> bool:
+    # /readyz is public; our own loopback server's self-made CA is not worth loading for a probe.
+    context = ssl._create_unverified_context() if url.startswith("https://") else None  # noqa: S323
     try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=timeout) as response:  # noqa: S310 - our own http URL
+        with urllib.request.urlopen(f"{url}/readyz", timeout=timeout, context=context) as response:  # noqa: S310
             return bool(response.status == 200)
     except OSError:
         return False

@@ -52,7 +52,8 @@ class SnapshotOutputs(StepOutputs):
 
 @register
 class InstallSnapshot(Step[SnapshotInputs, SnapshotOutputs]):
-    """What is installed before the run: meshops's record and istioctl's installed-state."""
+    """What is installed before the run: meshops's record and the settings recovered from the running
+    control plane (istioctl has not written an installed-state IstioOperator since 1.21, reference §1)."""
 
     name = "istio.install_snapshot"
     Inputs, Outputs = SnapshotInputs, SnapshotOutputs
@@ -63,18 +64,28 @@ class InstallSnapshot(Step[SnapshotInputs, SnapshotOutputs]):
     def run(self, inputs: SnapshotInputs, ctx: StepContext) -> SnapshotOutputs:
         kube: KubeApi = ctx.drivers.kube
         rec = record.read_recorded(kube, inputs.namespace)
-        state = record.installed_state(kube, inputs.revision, inputs.namespace)
-        spec = (state or {}).get("spec")
-        version = ""
-        if isinstance(spec, dict):
-            labels = (state or {}).get("metadata", {}).get("labels") or {}
-            version = str(labels.get("operator.istio.io/version") or spec.get("tag") or "")
-        return SnapshotOutputs(recorded=rec.as_dict() if rec else None,
-                               installed_spec=spec if isinstance(spec, dict) else None,
+        spec, version = installed_settings(kube, inputs.revision, inputs.namespace)
+        return SnapshotOutputs(recorded=rec.as_dict() if rec else None, installed_spec=spec,
                                installed_version=version)
 
     def undo(self, inputs: SnapshotInputs, outputs: SnapshotOutputs | None, ctx: StepContext) -> None:
         return None
+
+
+def installed_settings(kube: KubeApi, revision: str, namespace: str) -> tuple[dict[str, Any] | None, str]:
+    """(settings recovered from the revision's running objects, its version), or (None, "") when the
+    revision is not installed. Fields that cannot be recovered are simply absent here."""
+    from meshops.domain.proxies import image_version
+    from meshops.domain.recover import recover
+    from meshops.ops.istio_settings import read_live
+
+    live = read_live(kube, rev_label(revision), namespace)
+    if live.istiod is None:
+        return None, ""
+    labels = (live.istiod.get("metadata") or {}).get("labels") or {}
+    containers = ((live.istiod.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
+    version = next((image_version(str(c.get("image", ""))) for c in containers if c.get("name") == "discovery"), "")
+    return recover(live, namespace=namespace).spec, version or str(labels.get("operator.istio.io/version") or "")
 
 
 # ---- precheck -----------------------------------------------------------------------------
@@ -183,7 +194,7 @@ class Install(Step[InstallInputs, InstallOutputs]):
         rec = record.read_recorded(kube, inputs.namespace)
         return (rec is not None and rec.sha256 == overlays_sha(inputs.overlay) and rec.version == inputs.version
                 and rec.revision == inputs.revision
-                and record.installed_state(kube, inputs.revision, inputs.namespace) is not None)
+                and installed_settings(kube, inputs.revision, inputs.namespace)[1] == inputs.version)
 
     def undo(self, inputs: InstallInputs, outputs: InstallOutputs | None, ctx: StepContext) -> None:
         prev_spec = inputs.previous.get("installed_spec")
@@ -192,7 +203,7 @@ class Install(Step[InstallInputs, InstallOutputs]):
             # The revision was installed before this run: install it again as it was.
             if not prev_version:
                 raise PermanentStepError("cannot restore the earlier install: its version is unknown "
-                                         "(installed-state has no operator.istio.io/version label nor spec.tag)")
+                                         "(the istiod image names no version)")
             ictl = ctx.drivers.istioctl(prev_version)
             text = overlays.render(_restorable(prev_spec), name="meshops-restore")
             args = ["install", "-y", "--readiness-timeout", f"{int(inputs.readiness_timeout)}s"]
@@ -208,7 +219,7 @@ class Install(Step[InstallInputs, InstallOutputs]):
 
 
 def _restorable(spec: dict[str, Any]) -> dict[str, Any]:
-    """installed-state's spec as an overlay (its version pinned by spec.tag), minus fields the model lacks."""
+    """The earlier install's recovered settings as an overlay, minus fields the model lacks."""
     out = {k: v for k, v in spec.items() if k in SPEC}
     out.pop("revision", None)  # passed as --revision
     problems = overlays.check_spec(out)

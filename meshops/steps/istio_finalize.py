@@ -23,8 +23,9 @@ from typing import Any
 
 from pydantic import Field
 
-from meshops.domain.errors import PermanentStepError
+from meshops.domain.errors import DriverError, PermanentStepError
 from meshops.domain.mesh import INJECTION_LABEL, REV_LABEL
+from meshops.domain.parity import PolicyState
 from meshops.ops.istio_common import (
     ISTIO_NAMESPACE,
     collect,
@@ -35,8 +36,52 @@ from meshops.ops.istio_common import (
     run_istioctl,
     set_namespace_labels,
 )
+from meshops.ops.istio_settings import policy_now
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.registry import register
+
+# What `istioctl uninstall --revision R` deletes (reference §4, operator/pkg/uninstall/prune.go):
+# objects labelled istio.io/rev=R with one of these components.
+PRUNED_COMPONENTS = frozenset({"Pilot", "IngressGateways", "EgressGateways", "Cni", "Ztunnel"})
+_PRUNED_KINDS = (("apps/v1", "Deployment"), ("apps/v1", "DaemonSet"), ("v1", "Service"), ("v1", "ConfigMap"),
+                 ("v1", "ServiceAccount"), ("policy/v1", "PodDisruptionBudget"),
+                 ("autoscaling/v2", "HorizontalPodAutoscaler"))
+_PRUNED_CLUSTER_KINDS = (("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"),
+                         ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"))
+
+
+def would_uninstall(kube: Any, revision: str) -> list[str]:
+    """``Kind/namespace/name`` of everything ``istioctl uninstall --revision`` would delete."""
+    out = []
+    selector = f"{REV_LABEL}={revision},operator.istio.io/component"
+    for api, kind in (*_PRUNED_KINDS, *_PRUNED_CLUSTER_KINDS):
+        try:
+            items = kube.list(api, kind, label_selector=selector).items
+        except DriverError as exc:  # a kind this API server does not serve holds nothing to delete
+            if exc.temporary:
+                raise
+            continue
+        for o in items:
+            meta = o.get("metadata") or {}
+            if (meta.get("labels") or {}).get("operator.istio.io/component") in PRUNED_COMPONENTS:
+                ns = meta.get("namespace")
+                out.append(f"{kind}/{ns}/{meta.get('name')}" if ns else f"{kind}/{meta.get('name')}")
+    return sorted(out)
+
+
+def _serving(kube: Any, revision: str) -> set[str]:
+    """Gateway Deployments and LoadBalancer Services that carry ``revision``: what must never go."""
+    out = set()
+    selector = f"{REV_LABEL}={revision},operator.istio.io/component"
+    for o in kube.list("apps/v1", "Deployment", label_selector=selector).items:
+        meta = o.get("metadata") or {}
+        if (meta.get("labels") or {}).get("operator.istio.io/component") in ("IngressGateways", "EgressGateways"):
+            out.add(f"Deployment/{meta.get('namespace')}/{meta.get('name')}")
+    for o in kube.list("v1", "Service", label_selector=selector).items:
+        meta = o.get("metadata") or {}
+        if (o.get("spec") or {}).get("type") == "LoadBalancer":
+            out.add(f"Service/{meta.get('namespace')}/{meta.get('name')}")
+    return out
 
 
 class FinalizeInputs(StepInputs):
@@ -50,6 +95,7 @@ class FinalizeInputs(StepInputs):
     backup: list[dict[str, Any]] = Field(default_factory=list)
     force: bool = False
     istio_namespace: str = ISTIO_NAMESPACE
+    policy_before: dict[str, Any] = Field(default_factory=dict)  # the upgrade check's policy state
 
 
 class FinalizeOutputs(StepOutputs):
@@ -62,6 +108,8 @@ class FinalizeOutputs(StepOutputs):
     uninstalled: str
     dangling_webhooks: list[str]
     message: str
+    would_delete: list[str] = Field(default_factory=list)  # what uninstall --revision OLD removes (listed first)
+    policy_check_s: float = 0.0  # the post-change policy check's own time (bench/canary.py reports it)
 
 
 @register
@@ -116,6 +164,18 @@ class Finalize(Step[FinalizeInputs, FinalizeOutputs]):
                                    terminal_ignored=terminal, uninstalled="", dangling_webhooks=[], message=msg)
         if holders:
             ctx.log.warning("finalize.forced", revision=old, detached=holders)
+        started = ctx.clock()
+        self._policy_unchanged(kube, inputs)
+        policy_s = round(ctx.clock() - started, 3)
+        doomed = would_uninstall(kube, old)
+        kept = [d for d in doomed if d.startswith(("Deployment/", "Service/")) and d in _serving(kube, old)]
+        if kept:
+            # Never even with --force: the LB Service is the cloud load balancer (its address is in DNS).
+            raise PermanentStepError(
+                f"istioctl uninstall --revision {old} would delete gateway objects that still serve traffic: "
+                + ", ".join(kept) + f". Move them to {new} first (meshops upgrade --gateways ...); revision {old} "
+                "stays installed")
+        ctx.log.info("finalize.would_delete", revision=old, objects=doomed)
         run_istioctl(ictl, ["uninstall", "-y", "--revision", old], timeout=ctx.wait_budget(600))
         ctx.log.info("revision.uninstalled", revision=old)
         dangling = collect(kube, istio_namespace=inputs.istio_namespace).dangling_webhooks()
@@ -125,7 +185,19 @@ class Finalize(Step[FinalizeInputs, FinalizeOutputs]):
         msg = f"revision {old} uninstalled; {new} is the default" + \
             (f" ({len(holders)} pod(s) detached by --force: {', '.join(holders)})" if holders else "")
         return FinalizeOutputs(complete=True, tags_moved=moved, relabelled=relabelled, off_old=off_old,
-                               holders=holders, terminal_ignored=terminal, uninstalled=old, dangling_webhooks=[], message=msg)
+                               holders=holders, terminal_ignored=terminal, uninstalled=old, dangling_webhooks=[],
+                               message=msg, would_delete=doomed, policy_check_s=policy_s)
+
+    @staticmethod
+    def _policy_unchanged(kube: Any, inputs: FinalizeInputs) -> None:
+        """The post-change check: the policy the mesh enforces is what it was before the upgrade."""
+        if not inputs.policy_before:
+            return
+        after = policy_now(kube, inputs.new_revision, inputs.istio_namespace)
+        drift = PolicyState(fields=inputs.policy_before).drift(after)
+        if drift:
+            raise PermanentStepError(f"the mesh's policy changed during the upgrade; revision {inputs.old_revision} "
+                                     "stays installed:\n  - " + "\n  - ".join(drift))
 
     def undo(self, inputs: FinalizeInputs, outputs: FinalizeOutputs | None, ctx: StepContext) -> None:
         kube = kube_of(ctx)

@@ -49,7 +49,10 @@ class InstallRevision(Step[InstallRevisionInputs, InstallRevisionOutputs]):
         return StepPlan(changes=(
             Change(action="call", target=f"istioctl {inputs.version} install --revision {inputs.revision}",
                    detail="istiod only, the current revision's settings"),
-            Change(action="wait", target=f"Deployment istiod-{inputs.revision}", detail="ready")))
+            Change(action="wait", target=f"Deployment istiod-{inputs.revision}", detail="ready")),
+            # --dry-run shows the very overlay istioctl gets: the recovered settings, then the user's.
+            note=("with this overlay:\n" + "".join(f"      {line}\n" for line in inputs.overlay.splitlines())).rstrip()
+            if inputs.overlay.strip() else "with istioctl's default profile")
 
     def _present(self, ctx: StepContext, inputs: InstallRevisionInputs) -> bool:
         kube = kube_of(ctx)

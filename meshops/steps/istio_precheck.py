@@ -11,7 +11,7 @@ pods, OnDelete StatefulSets, Jobs, labels that override others) is reported in t
 
 from __future__ import annotations
 
-import fnmatch
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -19,7 +19,7 @@ from pydantic import Field
 
 from meshops.domain import overlays
 from meshops.domain.errors import BadInput, PreconditionFailed
-from meshops.domain.iop_schema import SPEC
+from meshops.domain.identity import protected_by
 from meshops.domain.mesh import MeshSnapshot
 from meshops.domain.mesh_plan import PlanError, plan_upgrade
 from meshops.domain.versions import (
@@ -27,6 +27,7 @@ from meshops.domain.versions import (
     KubeVersion,
     Strategy,
     VersionError,
+    compatibility_problem,
     kube_support_problem,
     proxy_skew_problem,
     revision_name,
@@ -36,10 +37,12 @@ from meshops.domain.versions import (
     tag_problem,
 )
 from meshops.drivers.istioctl_api import IstioctlFailed
-from meshops.ops import install_record as record
+from meshops.ops import istio_settings
+from meshops.ops.install_record import read_recorded
 from meshops.ops.istio_common import ISTIO_NAMESPACE, kube_of, tag_backup
 from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.istio_discover import check_lock, snapshot
+from meshops.steps.istio_gateways import gateway_backup
 from meshops.steps.registry import register
 
 
@@ -63,6 +66,11 @@ class CheckInputs(StepInputs):
     probes: list[str] = Field(default_factory=list)
     skip_istioctl_precheck: bool = False
     istio_namespace: str = ISTIO_NAMESPACE
+    profiles: list[str] = Field(default_factory=list)  # user overlays on top of the recovered settings
+    sets: list[str] = Field(default_factory=list)
+    accept_defaults: list[str] = Field(default_factory=list)  # unrecoverable fields left to the target's defaults
+    compatibility_version: str = ""
+    dry_run: bool = False  # --dry-run: a predicted parity difference refuses here (exit 2)
 
 
 class CheckOutputs(StepOutputs):
@@ -79,20 +87,14 @@ class CheckOutputs(StepOutputs):
     holders: list[str]
     gateways: list[dict[str, Any]]
     notes: list[str]
-
-
-def _overlay(kube: Any, old: str, namespace: str) -> tuple[str, str]:
-    """The current revision's settings as an IstioOperator overlay: meshops's install record,
-    else istioctl's installed-state, else nothing (the default profile)."""
-    rec = record.read_recorded(kube, namespace)
-    if rec is not None and (rec.revision or "default") == old:
-        return rec.overlay, f"ConfigMap {namespace}/{overlays.RECORD_CONFIGMAP}"
-    state = record.installed_state(kube, old, namespace)
-    spec = (state or {}).get("spec")
-    if isinstance(spec, dict):
-        return overlays.render({k: v for k, v in spec.items() if k in SPEC}), \
-            f"IstioOperator {namespace}/{(state or {}).get('metadata', {}).get('name')}"
-    return "", "none found: the default profile"
+    settings_sources: dict[str, str] = Field(default_factory=dict)
+    requested: list[str] = Field(default_factory=list)
+    accepted_defaults: dict[str, str] = Field(default_factory=dict)
+    predicted_drift: list[str] = Field(default_factory=list)
+    policy_before: dict[str, Any] = Field(default_factory=dict)
+    settings_overlay: str = ""  # the new revision's whole settings (recorded for the next upgrade)
+    previous_record: dict[str, Any] | None = None
+    gateway_backup: list[dict[str, Any]] = Field(default_factory=list)  # istioctl gateways as they were
 
 
 def _spec_without_version(text: str) -> dict[str, Any]:
@@ -201,11 +203,18 @@ class UpgradeCheck(Step[CheckInputs, CheckOutputs]):
             if inputs.stable_tag == inputs.canary_tag:
                 problems.append("the stable and canary tags must differ")
         else:
-            protected = [p for p in inputs.protect if fnmatch.fnmatch(kube.context, p)]
+            protected = protected_by(inputs.protect, kube.context, str(getattr(kube, "server", "") or ""))
             if protected and not inputs.force:
-                problems.append(f"context {kube.context!r} matches --protect {','.join(protected)}: an in-place upgrade "
-                                "is refused there (use --strategy canary, or --force)")
+                problems.append(f"context {kube.context!r} matches --protect {', '.join(protected)}: an in-place "
+                                "upgrade is refused there (use --strategy canary, or --force)")
         problems += self._gate_problems(inputs)
+        if inputs.compatibility_version and (p := compatibility_problem(target, inputs.compatibility_version)):
+            problems.append(p)
+        try:
+            settings: istio_settings.Settings | None = self._settings(kube, old, inputs, target)
+        except (PreconditionFailed, BadInput) as exc:
+            problems.append(exc.message)
+            settings = None
         try:
             plan = plan_upgrade(snap, old=old, new=new, mode=inputs.mode if strategy is Strategy.CANARY else "restart",
                                 first=inputs.first, wave_size=inputs.wave_size, stable_tag=inputs.stable_tag,
@@ -217,9 +226,20 @@ class UpgradeCheck(Step[CheckInputs, CheckOutputs]):
                                             precheck=not problems)
         if problems:
             raise PreconditionFailed("the upgrade cannot start:\n  - " + "\n  - ".join(problems))
-        assert plan is not None
-        text, source = _overlay(kube, old, inputs.istio_namespace)
+        assert plan is not None and settings is not None
+        previous = read_recorded(kube, inputs.istio_namespace)
+        text = overlays.render(settings.spec, name="meshops-settings")
         text = canary_overlay(text) if strategy is Strategy.CANARY else inplace_overlay(text)
+        source = settings.source
+        drift = istio_settings.predicted_drift(settings)
+        if drift and inputs.dry_run:
+            raise PreconditionFailed("the new revision would not keep the running settings (parity gate):\n  - "
+                                     + "\n  - ".join(drift))
+        if drift:
+            notes.append("parity: the planned overlay differs from the running control plane in "
+                         + "; ".join(drift) + " (the parity gate stops the run before any namespace moves)")
+        for field_, why in sorted(settings.accepted.items()):
+            notes.append(f"--accept-defaults {field_}: not recoverable ({why}); the target's default applies")
         blockers = [b.as_dict() for b in snap.blockers(old)]
         holders = sorted(b["ref"] for b in blockers if b["holds_old"])
         gateways = [{"kind": w.kind, "namespace": w.namespace, "name": w.name, "mode": w.gateway,
@@ -241,7 +261,27 @@ class UpgradeCheck(Step[CheckInputs, CheckOutputs]):
         return CheckOutputs(strategy=strategy.value, from_revision=old, from_version=rev.version or "",
                             to_revision=new, to_version=str(target), plan=plan.as_dict(), backup=backup,
                             overlay=text, overlay_source=source, blockers=blockers, holders=holders,
-                            gateways=gateways, notes=notes)
+                            gateways=gateways, notes=notes, settings_sources=settings.sources,
+                            requested=list(settings.requested), accepted_defaults=settings.accepted,
+                            predicted_drift=drift,
+                            settings_overlay=overlays.render(settings.spec, name="meshops-install",
+                                                             header="Recorded by meshops upgrade: "
+                                                                    + settings.source),
+                            previous_record=previous.as_dict() if previous is not None else None,
+                            gateway_backup=gateway_backup(kube, snap, old) if strategy is Strategy.CANARY else [],
+                            policy_before=istio_settings.policy_now(kube, old, inputs.istio_namespace).fields)
+
+    @staticmethod
+    def _settings(kube: Any, old: str, inputs: CheckInputs, target: IstioVersion) -> istio_settings.Settings:
+        """The new revision's settings; every removed setting and unrecoverable field refused at once."""
+        settings = istio_settings.settings_for(kube, old, inputs.istio_namespace, profiles=inputs.profiles,
+                                               sets=inputs.sets, accept_defaults=inputs.accept_defaults,
+                                               compatibility_version=inputs.compatibility_version)
+        spec, accepted, refused = istio_settings.drop_accepted_removals(settings.spec, target.minor,
+                                                                        inputs.accept_defaults)
+        if refused:
+            raise istio_settings.bad_input(refused, str(target))
+        return replace(settings, spec=spec, accepted={**settings.accepted, **accepted})
 
     @staticmethod
     def _revision_problems(snap: MeshSnapshot, new: str, old: str, target: IstioVersion) -> list[str]:

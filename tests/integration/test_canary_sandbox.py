@@ -180,8 +180,9 @@ def test_inplace_upgrade_and_rollback(sandbox: Sandbox) -> None:
 
 
 def test_canary_gateway_and_soak_then_finalize(sandbox: Sandbox) -> None:
-    """--gateways canary adds istio-ingressgateway-canary on the new revision and scales the old one to 0;
-    --soak keeps the old revision until `upgrade finalize` (refused before the soak ends unless --force)."""
+    """--gateways canary bridges the istioctl gateway's move with istio-ingressgateway-canary on the new
+    revision, then istioctl moves the original and the canary goes; --soak keeps the old revision until
+    `upgrade finalize` (refused before the soak ends unless --force)."""
     kube = sandbox.kube("soak")
     kube.delete("v1", "Pod", "debug-shell", "bookinfo-backend")
     out = sandbox.meshops("soak", "upgrade", "--to", "1.25.2", "--gateways", "canary", "--soak", "1h")
@@ -189,8 +190,9 @@ def test_canary_gateway_and_soak_then_finalize(sandbox: Sandbox) -> None:
     assert "soaking" in out.stdout
     run = out.stdout.strip().splitlines()[-1]
     state = mesh_state(kube)
-    assert state["istio_system"]["Deployment/istio-ingressgateway"]["replicas"] == 0
-    assert state["istio_system"]["Deployment/istio-ingressgateway-canary"]["images"] == ["docker.io/istio/proxyv2:1.25.2"]
+    assert state["istio_system"]["Deployment/istio-ingressgateway"]["images"] == ["docker.io/istio/proxyv2:1.25.2"]
+    assert "Deployment/istio-ingressgateway-canary" not in state["istio_system"]
+    assert sandbox.outputs("soak", run)["gateways"]["connected"]
     assert state["revisions"] == {"default": "1.24.1", "1-25-2": "1.25.2"}
     early = sandbox.meshops("soak", "upgrade", "finalize", run)
     assert early.returncode == 2 and "soaks for another" in early.stderr
@@ -199,4 +201,4 @@ def test_canary_gateway_and_soak_then_finalize(sandbox: Sandbox) -> None:
     state = mesh_state(kube)
     assert state["revisions"] == {"1-25-2": "1.25.2"} and state["dangling"] == []
     assert "Service/istio-ingressgateway" in state["istio_system"]
-    assert state["workloads"]["Deployment/istio-system/istio-ingressgateway-canary"] == ["1-25-2"]
+    assert state["workloads"]["Deployment/istio-system/istio-ingressgateway"] == ["1-25-2"]

@@ -56,11 +56,19 @@ def deployments(kube: KubeClient) -> dict[str, Any]:
     return {d["metadata"]["name"]: d for d in kube.list("apps/v1", "Deployment", "istio-system").items}
 
 
-def installed_spec(kube: KubeClient, name: str = "installed-state") -> dict[str, Any]:
-    obj = kube.get("install.istio.io/v1alpha1", "IstioOperator", name, "istio-system")
-    assert obj is not None, f"no IstioOperator {name}"
-    spec: dict[str, Any] = obj["spec"]
-    return spec
+def installed_spec(kube: KubeClient, revision: str = "default") -> dict[str, Any]:
+    """What the running control plane says its settings are (istioctl writes no installed-state since
+    1.21, reference §1): the ConfigMaps, the istiod Deployment, its HPA and PDB, read as meshops reads
+    them, plus the version of the istiod image as ``tag``."""
+    from meshops.domain.proxies import image_version
+    from meshops.domain.recover import recover
+    from meshops.ops.istio_settings import read_live
+
+    live = read_live(kube, revision, "istio-system")
+    assert live.istiod is not None, f"no istiod of revision {revision}"
+    spec = recover(live).spec
+    discovery = live.istiod["spec"]["template"]["spec"]["containers"][0]
+    return {**spec, "tag": image_version(discovery["image"])}
 
 
 def record(kube: KubeClient) -> dict[str, Any] | None:
@@ -97,7 +105,7 @@ def profile_runs(sandbox: Sandbox) -> dict[str, subprocess.CompletedProcess[str]
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_each_profile_installs_and_is_recorded(sandbox: Sandbox, profile_runs: dict, profile: str) -> None:
-    """Exit 0; istioctl's installed-state holds the profile; the overlay and its provenance are recorded."""
+    """Exit 0; the running control plane has the profile's settings; the overlay and its provenance are recorded."""
     run = profile_runs[profile]
     assert run.returncode == 0, run.stderr
     assert re.search(r" succeeded: Istio 1\.23\.2 revision default installed from " + profile, run.stdout)
@@ -113,20 +121,21 @@ def test_each_profile_installs_and_is_recorded(sandbox: Sandbox, profile_runs: d
     ready = {n: (d["status"].get("availableReplicas"), d["spec"]["replicas"]) for n, d in deployments(kube).items()}
     assert all(avail == want for avail, want in ready.values()), ready
     if profile == "default":
-        assert spec["profile"] == "default" and set(ready) == {"istiod", "istio-ingressgateway"}
+        assert set(ready) == {"istiod", "istio-ingressgateway"}
     elif profile == "demo":
-        assert spec["profile"] == "demo" and set(ready) == {"istiod", "istio-ingressgateway", "istio-egressgateway"}
+        assert set(ready) == {"istiod", "istio-ingressgateway", "istio-egressgateway"}
+        assert spec["meshConfig"]["accessLogFile"] == "/dev/stdout"
     elif profile == "minimal":
-        assert spec["profile"] == "minimal" and set(ready) == {"istiod"}
+        assert set(ready) == {"istiod"}
     elif profile == "production":
         assert ready == {"istiod": (2, 2), "istio-ingressgateway": (2, 2)}
-        pilot = spec["components"]["pilot"]["k8s"]
-        assert pilot["hpaSpec"]["maxReplicas"] == 5 and pilot["podDisruptionBudget"] == {"minAvailable": 1}
-        assert "podAntiAffinity" in pilot["affinity"]
+        assert spec["values"]["pilot"]["autoscaleMax"] == 5 and spec["values"]["pilot"]["autoscaleMin"] == 2
+        assert spec["values"]["global"]["defaultPodDisruptionBudget"] == {"enabled": True}
         assert spec["values"]["global"]["proxy"]["resources"]["limits"] == {"cpu": "2000m", "memory": "1024Mi"}
-        assert spec["values"]["pilot"]["autoscaleMin"] == 2
     else:
-        assert spec["values"]["global"]["jwtPolicy"] == "first-party-jwt"
+        # No first-party-jwt any more (dropped in 1.22, reference §7); small, no autoscaling.
+        assert spec["values"]["global"]["jwtPolicy"] == "third-party-jwt"
+        assert spec["values"]["pilot"]["autoscaleEnabled"] is False
         assert set(ready) == {"istiod", "istio-ingressgateway"}
 
 
@@ -138,9 +147,9 @@ def test_composed_profiles_diff_and_canary_reuse(sandbox: Sandbox, tmp_path: Pat
     assert run.returncode == 0, run.stderr
     kube = sandbox.kube(ctx)
     spec = installed_spec(kube)
-    assert spec["values"]["global"]["jwtPolicy"] == "first-party-jwt"
-    assert spec["values"]["pilot"]["traceSampling"] == 2
-    assert spec["components"]["pilot"]["k8s"]["replicaCount"] == 2
+    assert spec["values"]["global"]["jwtPolicy"] == "third-party-jwt"
+    assert spec["values"]["pilot"]["autoscaleEnabled"] is False  # minikube, composed last, wins
+    assert deployments(kube)["istiod"]["spec"]["replicas"] == 2
 
     same = sandbox.meshops("install", *args, "--version", "1.23.2", "--diff", context=ctx)
     assert same.returncode == 0 and same.stdout.startswith("no changes"), same.stdout + same.stderr
@@ -157,9 +166,10 @@ def test_composed_profiles_diff_and_canary_reuse(sandbox: Sandbox, tmp_path: Pat
     canary = sandbox.meshops("install", "--profile", str(recorded), "--version", "1.24.1", "--revision", "1-24-1",
                              "--set", "components.ingressGateways[name:istio-ingressgateway].enabled=false", context=ctx)
     assert canary.returncode == 0, canary.stderr
-    new = installed_spec(kube, "installed-state-1-24-1")
-    for path in (("values", "global", "jwtPolicy"), ("values", "pilot", "traceSampling"),
-                 ("components", "pilot", "k8s", "hpaSpec"), ("values", "global", "proxy", "resources")):
+    new = installed_spec(kube, "1-24-1")
+    assert new["tag"] == "1.24.1"
+    for path in (("values", "pilot", "autoscaleEnabled"), ("meshConfig",),
+                 ("components", "pilot", "k8s"), ("values", "global", "proxy", "resources")):
         old_v, new_v = spec, new
         for key in path:
             old_v, new_v = old_v[key], new_v[key]
@@ -181,7 +191,9 @@ def test_rollback_restores_an_install_meshops_did_not_make(sandbox: Sandbox) -> 
     back = sandbox.meshops("rollback", run.stdout.split()[0], context="rollback")
     assert back.returncode == 0 and "rolled_back" in back.stdout, back.stderr
     assert deployments(kube)["istiod"]["spec"]["replicas"] == 1
-    assert installed_spec(kube)["components"]["pilot"] == before["components"]["pilot"]
+    after = installed_spec(kube)
+    assert after["components"]["pilot"] == before["components"]["pilot"]
+    assert after["values"]["pilot"] == before["values"]["pilot"]
     assert record(kube) is None
 
 
@@ -230,6 +242,6 @@ def test_analyze_issues_freeze_the_run_and_keep_the_install(sandbox: Sandbox) ->
     assert run.returncode == 1
     assert "analyze failed: istioctl analyze found issues" in run.stderr and "IST0101" in run.stderr
     assert "frozen as the playbook says" in run.stderr
-    assert installed_spec(kube)["profile"] == "demo" and "istio-egressgateway" in deployments(kube)
+    assert installed_spec(kube)["meshConfig"]["accessLogFile"] == "/dev/stdout" and "istio-egressgateway" in deployments(kube)
     cm = record(kube)
     assert cm is not None and cm["metadata"]["annotations"]["meshops.dev/install-profiles"] == '["demo"]'

@@ -151,7 +151,8 @@ def test_server_side_apply_creates_and_prunes(api_client: client.ApiClient, core
     def apply(body: dict[str, Any], manager: str | None = "me") -> int:
         query = [("fieldManager", manager)] if manager else []
         method, url, headers, data, _ = api_client.param_serialize(
-            "PATCH", path, query_params=query, body=body, header_params={"Content-Type": "application/apply-patch+yaml"}
+            "PATCH", path, query_params=query, body=body, header_params={"Content-Type": "application/apply-patch+yaml"},
+            auth_settings=["BearerToken"],
         )
         return int(api_client.call_api(method, url, headers, data).status)
 
@@ -431,5 +432,7 @@ def test_cluster_scoped_and_namespaced_paths(core: client.CoreV1Api, api_client:
     core.create_namespaced_config_map("elsewhere", configmap("x"))
     everywhere = {(c.metadata.namespace, c.metadata.name) for c in core.list_config_map_for_all_namespaces().items}
     assert ("elsewhere", "x") in everywhere and ("default", "kube-root-ca.crt") in everywhere
-    response = api_client.call_api("GET", api_client.configuration.host + "/api/v1/namespaces/default/nodes/test-node-1")
+    auth = {"Authorization": api_client.configuration.api_key["BearerToken"]}
+    response = api_client.call_api("GET", api_client.configuration.host + "/api/v1/namespaces/default/nodes/test-node-1",
+                                   header_params=auth)
     assert response.status == 404  # nodes have no namespaced path

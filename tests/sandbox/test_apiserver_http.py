@@ -192,3 +192,13 @@ def test_watch_cut_after_events(cluster: Cluster) -> None:
     sock.close()
     assert data.count(b'"type":"ADDED"') == 2
     assert not data.endswith(b"0\r\n\r\n")  # abrupt: no final chunk
+
+
+def test_bearer_token_required_when_set(cluster: Cluster, conn: http.client.HTTPConnection) -> None:
+    """`sandbox up` gives its API servers the token it writes into DIR/kubeconfig: 401 without it."""
+    cluster.token = "sbx-" + "ab" * 24
+    status, _, body = call(conn, "GET", "/api/v1/namespaces")
+    assert status == 401 and body["reason"] == "Unauthorized" and body["code"] == 401
+    assert call(conn, "GET", "/api/v1/namespaces", headers={"Authorization": "Bearer wrong"})[0] == 401
+    assert call(conn, "GET", "/api/v1/namespaces", headers={"Authorization": f"Bearer {cluster.token}"})[0] == 200
+    assert call(conn, "GET", "/version")[0] == 200  # public, as system:public-info-viewer allows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -56,9 +57,11 @@ def test_500s_and_the_audit_log(mesh, core, fault):
 
 def test_429_carries_retry_after(mesh, fault):
     fault("blue", "api-error:code=429,retry-after=2")
-    url = mesh.cluster("blue").url + "/api/v1/namespaces"
+    c = mesh.cluster("blue")
+    request = urllib.request.Request(c.url + "/api/v1/namespaces", headers={"Authorization": f"Bearer {c.token}"})
+    ca = ssl.create_default_context(cafile=str(c.serving.ca_file))
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(url, timeout=5)
+        urllib.request.urlopen(request, timeout=5, context=ca)
     assert err.value.code == 429
     assert err.value.headers["Retry-After"] == "2"
     body = json.loads(err.value.read())

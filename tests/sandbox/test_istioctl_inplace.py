@@ -77,13 +77,13 @@ def test_in_place_upgrade(mesh):
     assert data_plane(mesh, START) == f"data plane version: {START} (3 proxies)"
     out = ok(mesh.istioctl(NEXT, "upgrade", "-y"))
     assert out.splitlines()[-2:] == ["✔ Installation complete",
-                                     "Making this installation the default for injection and validation."]
+                                     "Made this installation the default for injection and validation."]
     lines = ok(mesh.istioctl(NEXT, "version")).splitlines()
     assert lines[1] == f"control plane version: {NEXT}"
     # The gateway was upgraded with the control plane; sidecars keep their version until restarted.
     assert lines[2] == f"data plane version: {START} (2 proxies), {NEXT} (1 proxies)"
     issues = json.loads(ok(mesh.istioctl(NEXT, "analyze", "-n", "shop", "-o", "json")))
-    assert [i["code"] for i in issues] == ["IST0105", "IST0105"]
+    assert [(i["code"], i["origin"]) for i in issues] == [("IST0158", "Namespace shop")]
     c = mesh.cluster("blue")
     c.api.patch(("apps", "deployments"), "shop", "cart",
                 {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "x"}}}}},

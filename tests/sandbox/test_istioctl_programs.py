@@ -67,7 +67,7 @@ def test_install_each_version_as_revision(mesh):
         out = ok(mesh.istioctl(v, "install", "-y", "--revision", rev(v), "--set", "profile=minimal"))
         assert out.splitlines()[:2] == ["✔ Istio core installed ⛵️", "✔ Istiod installed 🧠"]
         assert "✔ Installation complete" in out
-        assert "Making this installation the default" not in out  # 1.25.2 already is
+        assert "Made this installation the default" not in out  # 1.25.2 already is
         c = mesh.cluster("blue")
         ns = f"app-{rev(v)}"
         c.api.create(("", "namespaces"), {"metadata": {"name": ns, "labels": {"istio.io/rev": rev(v)}}})
@@ -140,14 +140,14 @@ def test_proxy_status_json_is_one_document_per_istiod(mesh, version):
 def test_version_reports_every_revision(mesh):
     out = ok(mesh.istioctl(NEW[0], "version")).splitlines()
     assert out[0] == f"client version: {NEW[0]}"
-    assert sorted(line for line in out if line.startswith("pilot version:")) == sorted(
-        f"pilot version: {v}" for v in OLD + NEW)
+    assert sorted(line for line in out if line.startswith("istiod version:")) == sorted(
+        f"istiod version: {v}" for v in OLD + NEW)  # revisioned istiod pods are labelled istio=istiod
     (dp,) = [line for line in out if line.startswith("data plane version:")]
     # 1.25.2 also runs the ingress gateway of the default profile installed at start
     assert dp == "data plane version: 1.25.2 (3 proxies), 1.26.3 (2 proxies), 1.27.1 (2 proxies), 1.28.0 (2 proxies)"
     doc = json.loads(ok(mesh.istioctl(OLD[1], "version", "-o", "json")))
     assert doc["clientVersion"]["version"] == OLD[1] and doc["clientVersion"]["status"] == "Clean"
-    assert {m["Component"] for m in doc["meshVersion"]} == {"pilot"}
+    assert {m["Component"] for m in doc["meshVersion"]} == {"istiod"}
     assert {m["Revision"] for m in doc["meshVersion"]} == {rev(v) for v in OLD + NEW}
     by_id = {d["ID"]: d for d in doc["dataPlaneVersion"]}
     assert all(d["Type"] == "sidecar" for i, d in by_id.items() if ".app-" in i)
@@ -191,19 +191,20 @@ def test_analyze_flags_proxy_image_mismatch_and_exit_codes(mesh):
     body["metadata"]["labels"]["istio.io/rev"] = rev(NEW[1])  # relabel, no restart yet
     c.api.update(("", "namespaces"), body)
     res = mesh.istioctl(NEW[1], "analyze", "-n", f"app-{rev(OLD[1])}")
-    assert res.returncode == 0  # IST0105 is a Warning; the default failure threshold is Error
-    lines = [line for line in res.stdout.splitlines() if "IST0105" in line]
-    assert len(lines) == 2
-    assert lines[0].startswith(f"Warning [IST0105] (Pod app-{rev(OLD[1])}/web-")
-    assert f"(pod image: docker.io/istio/proxyv2:{OLD[1]}; injection configuration image: " \
-           f"docker.io/istio/proxyv2:{NEW[1]})" in lines[0]
+    assert res.returncode == 0  # IST0158 is a Warning; the default failure threshold is Error
+    assert "IST0105" not in res.stdout  # retired since 1.18 (reference §4)
+    lines = [line for line in res.stdout.splitlines() if "IST0158" in line]
+    assert len(lines) == 1  # one per namespace, naming its pods
+    assert lines[0].startswith(f"Warning [IST0158] (Namespace app-{rev(OLD[1])}) The Istio proxy images of the pods "
+                               "running in the namespace do not match the image defined in the injection "
+                               "configuration (pod names: [web-")
     failing = mesh.istioctl(NEW[1], "analyze", "-n", f"app-{rev(OLD[1])}", "--failure-threshold", "Warning")
     assert failing.returncode == 79
     assert "Error: Analyzers found issues when analyzing namespace: app-1-26-3." in failing.stderr
     items = json.loads(ok(mesh.istioctl(NEW[1], "analyze", "-n", f"app-{rev(OLD[1])}", "-o", "json")))
-    assert {i["code"] for i in items} == {"IST0105"}
-    assert items[0]["documentationUrl"] == "https://istio.io/v1.28/docs/reference/config/analysis/ist0105/"
-    assert items[0]["origin"].startswith(f"Pod app-{rev(OLD[1])}/web-")
+    assert {i["code"] for i in items} == {"IST0158"}
+    assert items[0]["documentationUrl"] == "https://istio.io/v1.28/docs/reference/config/analysis/ist0158/"
+    assert items[0]["origin"] == f"Namespace app-{rev(OLD[1])}"
     clean = mesh.istioctl(NEW[1], "analyze", "-n", f"app-{rev(NEW[1])}")
     assert clean.returncode == 0 and clean.stdout == ""
     assert clean.stderr == f"✔ No validation issues found when analyzing namespace: app-{rev(NEW[1])}.\n"

@@ -216,6 +216,26 @@ def test_custom_resources(kubectl: Kubectl, tmp_path: Path) -> None:
     kubectl("delete", "crd", "widgets.example.com")
 
 
+def test_preserve_unknown_fields_custom_resource(kubectl: Kubectl, tmp_path: Path) -> None:
+    """A namespaced CR whose CRD schema is only x-kubernetes-preserve-unknown-fields: kubectl 1.20
+    validates on the client from OpenAPI v2 and must not call `spec` an unknown field."""
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+                 "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                     "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+    }
+    kubectl("apply", "-f", write(tmp_path, "crd.yaml", yaml.safe_dump(crd)))
+    kubectl("wait", "--for=condition=Established", "crd/gadgets.example.com", "--timeout=10s")
+    gadget = {"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g1", "namespace": "default"},
+              "spec": {"anything": {"nested": [1, 2]}}}
+    kubectl("create", "-f", write(tmp_path, "g.yaml", yaml.safe_dump(gadget)))
+    kubectl("apply", "-f", write(tmp_path, "g2.yaml", yaml.safe_dump({**gadget, "metadata": {"name": "g2"}})))
+    assert get_json(kubectl, "gadget", "g1")["spec"] == {"anything": {"nested": [1, 2]}}
+
+
 def test_other_kubectl_versions_apply_and_rollout(kubectl_for: Any, manifest: Any, tmp_path: Path) -> None:
     """kubectl 1.27 to 1.32 also apply, roll out and read back from the sandbox."""
     path = write(tmp_path, "d.yaml", yaml.safe_dump(manifest("multi", replicas=1)))
@@ -227,3 +247,21 @@ def test_other_kubectl_versions_apply_and_rollout(kubectl_for: Any, manifest: An
     final = get_json(kubectl, "deployment", "multi")
     assert final["spec"]["template"]["spec"]["containers"][0]["image"] == "app:1.32"
     assert final["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "12"  # apply and set image, 6 times
+
+
+@pytest.mark.parametrize("version", ["1.33", "1.20"])
+def test_token_over_tls_required(version: str, tmp_path: Path) -> None:
+    """As `sandbox up` runs it: HTTPS with the CA in the kubeconfig, and the bearer token it wrote
+    there required (kubectl sends tokens only over TLS); a wrong token gets 401."""
+    from meshops.sandbox.runtime import new_token, write_kubeconfig
+    from tests.sandbox.conftest import make_kubectl
+
+    with Cluster("tls", token=new_token(), tls_dir=tmp_path / "pki") as c:
+        assert c.url.startswith("https://") and c.serving is not None
+        good, bad = tmp_path / "good", tmp_path / "bad"
+        write_kubeconfig(good, {"tls": c.url}, token=c.token, ca={"tls": c.serving.ca_pem})
+        write_kubeconfig(bad, {"tls": c.url}, token=new_token(), ca={"tls": c.serving.ca_pem})
+        assert "kube-system" in make_kubectl(version, good, tmp_path / "h1")("get", "ns").stdout
+        refused = make_kubectl(version, bad, tmp_path / "h2")("get", "ns", check=False)
+        assert refused.returncode != 0
+        assert "Unauthorized" in refused.stderr or "provide credentials" in refused.stderr

@@ -35,7 +35,16 @@ def test_up_status_down_two_sandboxes(tmp_path: Path, kubectl_for: Any) -> None:
         kubeconfig = yaml.safe_load((first / "kubeconfig").read_text())
         assert [c["name"] for c in kubeconfig["contexts"]] == ["blue", "green"]
         servers = {c["name"]: c["cluster"]["server"] for c in kubeconfig["clusters"]}
-        assert all(s.startswith("http://127.0.0.1:") for s in servers.values()) and len(set(servers.values())) == 2
+        # HTTPS with the CA in the kubeconfig, and the token written there required (401 without).
+        assert all(s.startswith("https://127.0.0.1:") for s in servers.values()) and len(set(servers.values())) == 2
+        assert all(c["cluster"]["certificate-authority-data"] for c in kubeconfig["clusters"])
+        import ssl
+        import urllib.error
+        import urllib.request
+        insecure = ssl._create_unverified_context()
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(servers["blue"] + "/api/v1/namespaces", context=insecure)
+        assert denied.value.code == 401
         assert f'export KUBECONFIG="{first / "kubeconfig"}"' in (first / "env").read_text()
 
         status = run_cli("status", "--dir", str(first), "--json")

@@ -13,7 +13,9 @@ import threading
 import time
 from typing import Any
 
-from meshops.domain.mesh import MeshSnapshot
+import yaml
+
+from meshops.domain.mesh import MeshSnapshot, pod_from_object
 from meshops.drivers.kube_fake import FakeKube
 from meshops.sandbox.istio import webhooks
 
@@ -39,8 +41,12 @@ def workload(namespace: str, name: str, *, kind: str = "Deployment", replicas: i
         spec.pop("replicas")
     if gateway:
         spec["template"]["metadata"]["labels"].update({"istio": "ingressgateway", "istio.io/rev": "default",
-                                                       "sidecar.istio.io/inject": "false"})
-        spec["template"]["spec"]["containers"] = [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.1"}]
+                                                       "sidecar.istio.io/inject": "false",
+                                                       "operator.istio.io/component": "IngressGateways"})
+        # As istioctl renders it (reference §2): concrete image, CA_ADDR baked in, no PROXY_CONFIG.
+        spec["template"]["spec"]["containers"] = [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.1",
+                                                   "env": [{"name": "CA_ADDR",
+                                                            "value": "istiod.istio-system.svc:15012"}]}]
     return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
@@ -79,14 +85,33 @@ def pod(namespace: str, name: str, *, owner: tuple[str, str] | None = None, revi
             "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
 
 
+def config_maps(rev: str, version: str, *, mesh: Obj | None = None) -> list[Obj]:
+    """ConfigMaps istio[-R] (mesh) and istio-sidecar-injector[-R] (values), as reference §1 describes."""
+    sfx = "" if rev == "default" else f"-{rev}"
+    labels = {"istio.io/rev": rev, "operator.istio.io/component": "Pilot"}
+    mesh_doc = {"defaultConfig": {"discoveryAddress": f"istiod{sfx}.istio-system.svc:15012"},
+                "rootNamespace": "istio-system", "trustDomain": "cluster.local", **(mesh or {})}
+    values = {"global": {"hub": "docker.io/istio", "tag": version, "istioNamespace": "istio-system",
+                         "proxy": {"image": "proxyv2"}},
+              "revision": "" if rev == "default" else rev, "sidecarInjectorWebhook": {}, "pilot": {"cni": {}}}
+    return [{"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": f"istio{sfx}", "namespace": "istio-system", "labels": labels},
+             "data": {"mesh": json.dumps(mesh_doc), "meshNetworks": "networks: {}"}},
+            {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": f"istio-sidecar-injector{sfx}", "namespace": "istio-system", "labels": labels},
+             "data": {"values": json.dumps(values, indent=2), "config": "policy: enabled\n"}}]
+
+
 def unrevisioned_control_plane(version: str = "1.24.1") -> list[Obj]:
     """An unrevisioned install as istioctl >= 1.24 leaves it: istiod, its injector, the default tag."""
     return [istiod("default", version), service("istio-system", "istiod"), webhooks.injector_configuration(""),
-            webhooks.tag_configuration("default", ""), webhooks.default_validator("")]
+            webhooks.tag_configuration("default", ""), webhooks.default_validator(""),
+            *config_maps("default", version)]
 
 
 def revision(rev: str, version: str) -> list[Obj]:
-    return [istiod(rev, version), service("istio-system", f"istiod-{rev}"), webhooks.injector_configuration(rev)]
+    return [istiod(rev, version), service("istio-system", f"istiod-{rev}"), webhooks.injector_configuration(rev),
+            *config_maps(rev, version)]
 
 
 def tag(name: str, rev: str) -> list[Obj]:
@@ -222,6 +247,7 @@ class FakeWorld:
             fake.on("install", self._install(version))
             fake.on("tag set", self._tag_set)
             fake.on("uninstall", self._uninstall)
+            fake.on("proxy-status", self._proxy_status)
             self.istioctl[version] = fake
 
     def _install(self, version: str) -> Any:
@@ -229,9 +255,55 @@ class FakeWorld:
 
         def run(argv: tuple[str, ...]) -> Any:
             rev = argv[argv.index("--revision") + 1]
-            self.kube.apply(*revision(rev, version))
+            if self.kube.get("apps/v1", "Deployment", f"istiod-{rev}", "istio-system") is None:
+                self.kube.apply(*revision(rev, version))
+            if "-f" in argv:
+                with open(argv[argv.index("-f") + 1], encoding="utf-8") as f:
+                    spec = (yaml.safe_load(f) or {}).get("spec") or {}
+                for gw in (spec.get("components") or {}).get("ingressGateways") or []:
+                    if gw.get("enabled"):
+                        self._rewrite_gateway(gw["name"], rev, version)
             return ok("✔ Istiod installed 🧠\n✔ Installation complete\n")
         return run
+
+    def _rewrite_gateway(self, name: str, rev: str, version: str) -> None:
+        """What istioctl's gateways chart renders for revision ``rev``: same objects, new image,
+        CA_ADDR and revision labels (reference §2, "in-place upgraded")."""
+        dep = self.kube.get("apps/v1", "Deployment", name, "istio-system")
+        if dep is None:
+            return
+        dep["metadata"]["labels"]["istio.io/rev"] = rev
+        dep["spec"]["template"]["metadata"]["labels"]["istio.io/rev"] = rev
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            if c["name"] == "istio-proxy":
+                c["image"] = f"docker.io/istio/proxyv2:{version}"
+                c["env"] = [{"name": "CA_ADDR", "value": f"istiod-{rev}.istio-system.svc:15012"}]
+        self.kube.replace(dep)
+
+    def _proxy_status(self, argv: tuple[str, ...]) -> Any:
+        """istioctl 1.25's proxy-status: each proxy on an istiod pod of the revision its CA_ADDR (or
+        its injection) names."""
+        from meshops.drivers.istioctl_fake import ok
+
+        istiods: dict[str, str] = {}
+        for p in self.kube.list("v1", "Pod", "istio-system", label_selector="app=istiod").items:
+            istiods.setdefault(p["metadata"]["labels"].get("istio.io/rev", "default"), p["metadata"]["name"])
+        rows = ["NAME     CLUSTER     CDS     LDS     EDS     RDS     ECDS     ISTIOD     VERSION"]
+        for p in self.kube.list("v1", "Pod").items:
+            snap_pod = pod_from_object(p)
+            if snap_pod.revision is None:
+                continue
+            rev = snap_pod.revision
+            for c in p["spec"].get("containers") or []:
+                for e in c.get("env") or []:
+                    if e.get("name") == "CA_ADDR":
+                        host = e["value"].split(".", 1)[0]
+                        rev = "default" if host == "istiod" else host.removeprefix("istiod-")
+            rows.append(f"{p['metadata']['name']}.{p['metadata']['namespace']}     Kubernetes     SYNCED     SYNCED     "
+                        f"SYNCED     SYNCED     IGNORED     {istiods.get(rev, '-')}     {snap_pod.proxy_version}")
+        width = [max(len(r.split('     ')[i]) for r in rows) for i in range(9)]
+        return ok("\n".join("     ".join(cell.ljust(width[i]) for i, cell in enumerate(r.split("     ")))
+                            for r in rows) + "\n")
 
     def _tag_set(self, argv: tuple[str, ...]) -> Any:
         from meshops.drivers.istioctl_fake import ok

@@ -39,6 +39,10 @@ def _wave_inputs(check: Any, wave: dict[str, Any], **kw: Any) -> WaveInputs:
     ({"to": "1.25.2", "first": ["nope"]}, "v1.30.4", PreconditionFailed, "do not exist"),
     ({"to": "1.25.2", "strategy": "inplace"}, "v1.30.4", PreconditionFailed, "matches --protect"),
     ({"to": "1.25.2", "gate_exprs": ["up == bool 1"]}, "v1.30.4", PreconditionFailed, "without `bool`"),
+    ({"to": "1.25.2", "compatibility_version": "1.21"}, "v1.30.4", PreconditionFailed,
+     "ships compatibility versions 1.22, 1.23, 1.24"),
+    ({"to": "1.25.2", "sets": ["values.global.jwtPolicy=first-party-jwt"]}, "v1.30.4", PreconditionFailed,
+     "values.global.jwtPolicy: first-party-jwt was dropped in Istio 1.22"),
 ])
 def test_check_refuses_before_any_write(kw: dict[str, Any], kube_version: str, error: type[Exception],
                                         message: str) -> None:
@@ -48,6 +52,14 @@ def test_check_refuses_before_any_write(kw: dict[str, Any], kube_version: str, e
     with pytest.raises(error, match=re.escape(message)):
         _check(world, **kw)
     assert world.kube.writes[writes:] == []
+
+
+def test_inplace_refused_on_an_eks_arn_context() -> None:
+    """--protect prod* matches the cluster name inside an EKS ARN context, not only the context name."""
+    world = FakeWorld(context="arn:aws:eks:eu-west-1:123456789012:cluster/prod-eu")
+    with pytest.raises(PreconditionFailed, match=re.escape("matches --protect prod* (prod-eu)")):
+        _check(world, strategy="inplace")
+    assert _check(world, strategy="inplace", force=True).to_revision == "default"
 
 
 def test_inplace_allowed_on_protected_context_with_force() -> None:
@@ -93,7 +105,8 @@ def test_full_canary_upgrade_and_finalize() -> None:
     assert [w.wave["namespaces"] for w, _ in waves] == [["app-1"], ["app-0"], ["app-2"]]
     wave_out = [MoveWave().run(inputs, world.ctx(key)) for inputs, key in waves]
     assert sum(len(o.restarted) for o in wave_out) == 6
-    gw_in = GatewaysInputs(old_revision="default", new_revision="1-25-2", to_version="1.25.2")
+    gw_in = GatewaysInputs(old_revision="default", new_revision="1-25-2", to_version="1.25.2",
+                            overlay=check.settings_overlay, backup=check.gateway_backup)
     gw_out = Gateways().run(gw_in, world.ctx("gateways"))
     assert gw_out.moved == ["Deployment/istio-system/istio-ingressgateway"]
     after = world.state()
@@ -123,7 +136,8 @@ def test_undo_before_finalize_restores_the_mesh() -> None:
     for w in check.plan["waves"]:
         inputs, key = _wave_inputs(check, w), f"waves[{w['index']}]"
         done.append((inputs, MoveWave().run(inputs, world.ctx(key)), key))
-    gw_in = GatewaysInputs(old_revision="default", new_revision="1-25-2", to_version="1.25.2")
+    gw_in = GatewaysInputs(old_revision="default", new_revision="1-25-2", to_version="1.25.2",
+                            overlay=check.settings_overlay, backup=check.gateway_backup)
     gw_out = Gateways().run(gw_in, world.ctx("gateways"))
     Gateways().undo(gw_in, gw_out, world.ctx("gateways"))
     for inputs, out, key in reversed(done):
@@ -186,7 +200,8 @@ def test_injected_gateway_moves_last_and_back_with_its_namespace() -> None:
     wave_out = MoveWave().run(wave_in, world.ctx("waves[0]"))
     assert "Deployment/istio-ingress/ingress" not in wave_out.restarted
     assert world.state()["workloads"]["Deployment/istio-ingress/ingress"] == ["default"]
-    gw_in = GatewaysInputs(old_revision="default", new_revision="1-25-2", to_version="1.25.2")
+    gw_in = GatewaysInputs(old_revision="default", new_revision="1-25-2", to_version="1.25.2",
+                            overlay=check.settings_overlay, backup=check.gateway_backup)
     gw_out = Gateways().run(gw_in, world.ctx("gateways"))
     assert set(gw_out.moved) == {"Deployment/istio-ingress/ingress", "Deployment/istio-system/istio-ingressgateway"}
     assert world.state()["workloads"]["Deployment/istio-ingress/ingress"] == ["1-25-2"]

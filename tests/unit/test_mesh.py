@@ -76,7 +76,7 @@ def test_default_follows_the_tag_once_the_old_injector_is_deactivated() -> None:
     """After `tag set default` (old injector never-match, tag retargeted) the default is the new revision."""
     objs = _mesh()
     for o in objs:
-        if o["metadata"]["name"] == "istio-sidecar-injector":
+        if o["kind"] == "MutatingWebhookConfiguration" and o["metadata"]["name"] == "istio-sidecar-injector":
             for w in o["webhooks"]:
                 if w["name"].startswith(("namespace.", "object.")):
                     w["namespaceSelector"] = webhooks.NEVER_MATCH

@@ -156,7 +156,7 @@ def test_each_profile_parses_against_the_model(name: str) -> None:
 
 
 def test_profiles_say_what_they_promise() -> None:
-    """minimal: istiod only; production: HPA, PDB, anti-affinity, proxy resources, no demo extras; minikube: jwt."""
+    """minimal: istiod only; production: HPA, PDB, anti-affinity, proxy resources, no demo extras; minikube: small, no jwtPolicy."""
     minimal = install_overlay.load_profile("minimal").spec
     assert minimal["profile"] == "minimal"
     assert all(not g["enabled"] for k in ("ingressGateways", "egressGateways") for g in minimal["components"][k])
@@ -168,7 +168,10 @@ def test_profiles_say_what_they_promise() -> None:
     assert prod["values"]["global"]["proxy"]["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
     assert prod["components"]["egressGateways"][0]["enabled"] is False
     assert prod["meshConfig"]["accessLogFile"] == "" and prod["values"]["pilot"]["traceSampling"] == 1.0
-    assert install_overlay.load_profile("minikube").spec == {"values": {"global": {"jwtPolicy": "first-party-jwt"}}}
+    minikube = install_overlay.load_profile("minikube").spec
+    assert minikube["values"]["pilot"] == {"autoscaleEnabled": False}
+    # Istio 1.22 dropped first-party-jwt (reference §7): the profile must not set it.
+    assert "jwtPolicy" not in minikube["values"]["global"]
 
 
 def test_composed_profiles_and_set(tmp_path) -> None:
@@ -177,8 +180,8 @@ def test_composed_profiles_and_set(tmp_path) -> None:
     ours.write_text("spec:\n  values:\n    pilot:\n      autoscaleMax: 9\n      traceSampling: 5\n")
     r = render_install_overlay(["production", str(ours), "minikube"], sets=["values.pilot.traceSampling=1"])
     spec = yaml.safe_load(r.text)["spec"]
-    assert spec["values"]["pilot"] == {"autoscaleEnabled": True, "autoscaleMin": 2, "autoscaleMax": 9, "traceSampling": 1}
-    assert spec["values"]["global"]["jwtPolicy"] == "first-party-jwt"
+    assert spec["values"]["pilot"] == {"autoscaleEnabled": False, "autoscaleMin": 2, "autoscaleMax": 9, "traceSampling": 1}
+    assert spec["values"]["global"]["proxy"]["resources"]["requests"] == {"cpu": "10m", "memory": "40Mi"}
     assert spec["profile"] == "default"
     assert r.profiles == ("production", str(ours), "minikube")
 

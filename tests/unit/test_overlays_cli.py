@@ -24,7 +24,7 @@ def test_dry_run_prints_the_merged_overlay(capsys: pytest.CaptureFixture[str], t
     assert code == 0
     assert out.startswith("# profiles: demo, minikube\n# istioctl 1.23.2 install -f <this file>\n")
     spec = yaml.safe_load(out)["spec"]
-    assert spec == {"profile": "demo", "values": {"global": {"jwtPolicy": "first-party-jwt"}, "pilot": {"traceSampling": 1}}}
+    assert spec["profile"] == "demo" and spec["values"]["pilot"] == {"autoscaleEnabled": False, "traceSampling": 1}
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -35,6 +35,8 @@ def test_dry_run_prints_the_merged_overlay(capsys: pytest.CaptureFixture[str], t
     (["--profile", "default", "--version", "latest"], "expected an Istio version"),
     (["--profile", "default", "--tuning", "/nonexistent/tuning.yaml"], "--tuning /nonexistent/tuning.yaml: no such file"),
     (["--profile", "default", "--version", "9.9.9"], "no istioctl 9.9.9 found"),
+    (["--profile", "default", "--set", "values.global.jwtPolicy=first-party-jwt", "--version", "1.23.2", "--dry-run"],
+     "values.global.jwtPolicy: first-party-jwt was dropped in Istio 1.22"),
 ])
 def test_bad_input_exits_2_and_starts_no_run(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                              argv: list[str], message: str) -> None:

@@ -30,6 +30,8 @@ from .plugins import MutatingPlugin, ReadinessGate, ValidatingPlugin
 from .routing import RequestInfo
 from .store import Store, StoreEvent
 from .tables import TableConverter
+from .tls import ServingCert
+from .tls import create as create_cert
 from .watch import ActiveStream, WatchFilter
 
 log = logging.getLogger("meshops.sandbox.cluster")
@@ -57,8 +59,15 @@ class Cluster:
         audit_path: Path | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        token: str | None = None,
+        tls_dir: Path | None = None,
     ) -> None:
         self.name = name
+        # The bearer token clients must send (None: no authentication, for in-process tests).
+        # Clients send tokens only over TLS, so `sandbox up` pairs it with `tls_dir` (tls.py).
+        self.token = token
+        self.serving: ServingCert | None = None
+        self._tls_dir = tls_dir
         self.k8s_version = k8s_version.lstrip("v")
         self.rollout_seconds = rollout_seconds
         self.node_count = nodes
@@ -93,6 +102,11 @@ class Cluster:
         self._bootstrap()
         self.controllers.start()
         self._server = ApiHTTPServer(self, self._host, self._port)
+        if self._tls_dir is not None:
+            self.serving = create_cert(self._tls_dir, self.name, self._host)
+            # The handshake runs in the request's thread (ApiRequestHandler.setup), not in accept().
+            self._server.socket = self.serving.server_context().wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"apiserver-{self.name}", daemon=True
         )
@@ -121,7 +135,7 @@ class Cluster:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.serving else 'http'}://127.0.0.1:{self.port}"
 
     def version_info(self) -> Obj:
         return version_info(self.k8s_version)

@@ -101,6 +101,11 @@ def invalid(kind: str, group: str, name: str, causes: list[tuple[str, str, str]]
     )
 
 
+def unauthorized() -> ApiError:
+    """401 as kube-apiserver answers a request without valid credentials (no details)."""
+    return ApiError(401, "Unauthorized", "Unauthorized", details={})
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 

@@ -8,9 +8,11 @@ every reply, chunked encoding for watches and TCP_NODELAY (without it every requ
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import logging
 import socket
+import ssl
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +37,10 @@ _DRAIN_LIMIT = 32 * 1024 * 1024
 _DISCOVERY_PATHS = ("/api", "/apis")
 
 
+# What kube's default RBAC (system:public-info-viewer) lets anyone read.
+PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
+
+
 class ApiHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -51,6 +57,13 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
     timeout = 600  # idle keep-alive connections are closed after this (kube keeps them longer)
     server: ApiHTTPServer
     server_version = "meshops-sandbox"
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
@@ -88,6 +101,9 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         info: RequestInfo | None = None
         try:
             body = self._read_body()
+            if not self._authenticated(cluster, path):
+                status = self._send_error(errors.unauthorized())
+                return
             info, route = describe(self.command, path, query, dict(self.headers.items()), cluster.types)
             for request_filter in list(cluster.request_filters):
                 response = request_filter(info)
@@ -117,6 +133,15 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
                 namespace=info.namespace if info else None,
                 name=info.name if info else None,
             )
+
+    def _authenticated(self, cluster: Any, path: str) -> bool:
+        """With a token set (`sandbox up` writes it into the kubeconfig), every request but the
+        public health/version endpoints needs `Authorization: Bearer <token>`; 401 otherwise."""
+        token = getattr(cluster, "token", None)
+        if not token or path in PUBLIC_PATHS:
+            return True
+        given = self.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":

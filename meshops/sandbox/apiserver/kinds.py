@@ -127,6 +127,9 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _builtin("batch", "v1", "jobs", "Job", categories=("all",), sub=("status",), generation=True),
     _builtin("batch", "v1", "cronjobs", "CronJob", short=("cj",), categories=("all",), sub=("status",), generation=True),
     _builtin("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short=("pdb",), sub=("status",), generation=True),
+    # istioctl renders HPAs for istiod and its gateways (no controller acts on them here).
+    _builtin("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", short=("hpa",),
+             categories=("all",), sub=("status",)),
     _builtin("coordination.k8s.io", "v1", "leases", "Lease"),
     _builtin("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
     _builtin(

@@ -73,6 +73,24 @@ def _crd_schema(t: ResourceType) -> Obj:
     return schema
 
 
+def _v2_schema(schema: Any) -> Any:
+    """A CRD schema as the API server publishes it in OpenAPI v2: nodes marked
+    `x-kubernetes-preserve-unknown-fields` lose `properties`/`required`, so clients that validate
+    against v2 (kubectl <= 1.22 on the client side) accept any field there, as the server does.
+    Without this kubectl 1.20 refuses such an object ("ValidationError(Widget): unknown field
+    \"spec\"") although the real server would store it (kube-apiserver's v2 builder,
+    apiextensions-apiserver controller/openapi/v2 ToStructuralOpenAPIV2, strips the same)."""
+    if isinstance(schema, list):
+        return [_v2_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _v2_schema(v) for k, v in schema.items()}
+    if out.get("x-kubernetes-preserve-unknown-fields") is True:
+        out.pop("properties", None)
+        out.pop("required", None)
+    return out
+
+
 def _crd_list_schema(t: ResourceType) -> Obj:
     return {
         "description": f"{t.kind}List is a list of {t.kind}",
@@ -152,6 +170,7 @@ class OpenApi:
                 return
             defs = Definitions.get()
             definitions = dict(defs.definitions)
+            v2_definitions: Obj = {}
             paths: Obj = {}
             by_gv: dict[str, list[ResourceType]] = {}
             for t in self.cluster.types.all():
@@ -161,9 +180,11 @@ class OpenApi:
                 if t.custom:
                     definitions[name] = _crd_schema(t)
                     definitions[name + "List"] = _crd_list_schema(t)
+                    v2_definitions[name] = _v2_schema(definitions[name])
                 paths.update(self._paths(t, name))
                 by_gv.setdefault(f"api/{t.version}" if not t.group else f"apis/{t.group}/{t.version}", []).append(t)
-            self._v2 = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": f"v{self.cluster.k8s_version}"}, "paths": paths, "definitions": definitions}
+            self._v2 = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": f"v{self.cluster.k8s_version}"}, "paths": paths,
+                        "definitions": {**definitions, **v2_definitions}}
             self._v2_json = dumps(self._v2)
             self._v2_proto = gnostic.document(self._v2)
             self._v3, self._v3_hash = {}, {}

@@ -42,7 +42,7 @@ _EXTRA_GVKS = {
     "io.k8s.api.autoscaling.v1.Scale": [{"group": "autoscaling", "kind": "Scale", "version": "v1"}],
     "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions": [
         {"group": g, "kind": "DeleteOptions", "version": "v1"}
-        for g in ("", "apps", "batch", "policy", "coordination.k8s.io", "discovery.k8s.io", "admissionregistration.k8s.io", "apiextensions.k8s.io")
+        for g in ("", "apps", "batch", "policy", "autoscaling", "coordination.k8s.io", "discovery.k8s.io", "admissionregistration.k8s.io", "apiextensions.k8s.io")
     ],
 }
 
@@ -127,6 +127,9 @@ class Definitions:
                 name = f"{_GROUP_PREFIXES[group]}.{version}.{kind}"
             elif candidates := self._proto.get(f"{version}.{kind}"):
                 name = sorted(candidates, key=lambda n: (".meta." not in n, n))[0]
+            elif version == "v2" and not group:
+                # The client's only bare V2* models are autoscaling/v2 (HorizontalPodAutoscaler...).
+                name = f"io.k8s.api.autoscaling.v2.{kind}"
             elif _APIEXTENSIONS.match(kind):
                 name = f"{_GROUP_PREFIXES['Apiextensions']}.{version}.{kind}"
             else:

@@ -274,6 +274,19 @@ _COLUMNS: dict[str, list[Column]] = {
         ("Allowed Disruptions", "integer", 0, lambda o: _get(o, "status", "disruptionsAllowed", default=0)),
         _AGE,
     ],
+    # kubectl's HPA columns; TARGETS shows <unknown> as no metrics server feeds the sandbox.
+    "HorizontalPodAutoscaler": [
+        _NAME,
+        ("Reference", "string", 0, lambda o: f"{_get(o, 'spec', 'scaleTargetRef', 'kind', default='')}/"
+                                             f"{_get(o, 'spec', 'scaleTargetRef', 'name', default='')}"),
+        ("Targets", "string", 0, lambda o: ", ".join(
+            f"cpu: <unknown>/{_get(m, 'resource', 'target', 'averageUtilization', default='')}%"
+            for m in _get(o, "spec", "metrics", default=[]) or [] if m.get("type") == "Resource") or "<none>"),
+        ("MinPods", "integer", 0, lambda o: _get(o, "spec", "minReplicas", default=1)),
+        ("MaxPods", "integer", 0, lambda o: _get(o, "spec", "maxReplicas", default=0)),
+        ("Replicas", "integer", 0, lambda o: _get(o, "status", "currentReplicas", default=0)),
+        _AGE,
+    ],
     "Lease": [_NAME, ("Holder", "string", 0, lambda o: _get(o, "spec", "holderIdentity", default="")), _AGE],
     "CustomResourceDefinition": [_NAME, ("Created At", "date", 0, lambda o: _get(o, "metadata", "creationTimestamp", default=""))],
     "MutatingWebhookConfiguration": [_NAME, ("Webhooks", "integer", 0, lambda o: len(o.get("webhooks") or [])), _AGE],

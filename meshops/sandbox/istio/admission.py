@@ -65,8 +65,17 @@ def _denied_call(webhook: Obj, reason: str) -> AdmissionDenied:
     )
 
 
-def injector_settings(cluster: Any, namespace: str, service: str) -> dict[str, str]:
-    """What the istiod behind `service` injects: its revision, version, hub and cluster id."""
+def _istiod_env(cluster: Any, namespace: str, service: str) -> dict[str, str]:
+    """The env of the istiod Deployment behind `service` (ENABLE_NATIVE_SIDECARS lives there)."""
+    dep = cluster.store.get(("apps", "deployments"), namespace, service) or {}
+    containers = ((((dep.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [])
+    return {str(e.get("name")): str(e.get("value", "")) for c in containers for e in c.get("env") or []
+            if "value" in e}
+
+
+def injector_settings(cluster: Any, namespace: str, service: str) -> Obj:
+    """What the istiod behind `service` injects, from its `istio-sidecar-injector[-<rev>]`
+    ConfigMap `values` (global.hub/tag/variant/proxy: reference §1) and its Deployment env."""
     revision = injection.revision_of_service(service)
     suffix = "" if revision == "default" else f"-{revision}"
     cm = cluster.store.get(CONFIGMAPS, namespace, f"istio-sidecar-injector{suffix}")
@@ -86,12 +95,53 @@ def injector_settings(cluster: Any, namespace: str, service: str) -> dict[str, s
                                                                               (p.get("metadata") or {}).get("labels")))
         images = [c.get("image", "") for p in pods for c in (p.get("spec") or {}).get("containers") or []]
         version = next((image_tag(i) for i in images if image_tag(i)), "")
+    proxy = glob.get("proxy") or {}
     return {
         "revision": revision,
         "version": version,
         "hub": str(glob.get("hub") or "docker.io/istio"),
         "cluster_id": str((glob.get("multiCluster") or {}).get("clusterName") or "Kubernetes"),
+        "image": str(proxy.get("image") or "proxyv2"),
+        "variant": str(glob.get("variant") or ""),
+        "resources": proxy.get("resources") or None,
+        "native_setting": _istiod_env(cluster, namespace, service).get("ENABLE_NATIVE_SIDECARS", ""),
+        "hold": _mesh_default_config(cluster, namespace, suffix).get("holdApplicationUntilProxyStarts") is True,
     }
+
+
+_MESH_CACHE: dict[tuple[int, str, str, str], Obj] = {}
+
+
+def _mesh_default_config(cluster: Any, namespace: str, suffix: str) -> Obj:
+    """`defaultConfig` of the revision's mesh config (ConfigMap `istio[-R]` key `mesh`), parsed
+    once per ConfigMap resourceVersion (YAML parsing per injected pod is the slow part)."""
+    import yaml
+
+    cm = cluster.store.get(CONFIGMAPS, namespace, f"istio{suffix}")
+    if cm is None:
+        return {}
+    key = (id(cluster.store), namespace, f"istio{suffix}", str((cm.get("metadata") or {}).get("resourceVersion", "")))
+    if key not in _MESH_CACHE:
+        try:
+            mesh = yaml.safe_load((cm.get("data") or {}).get("mesh") or "") or {}
+        except yaml.YAMLError:
+            mesh = {}
+        if len(_MESH_CACHE) > 256:
+            _MESH_CACHE.clear()
+        _MESH_CACHE[key] = dict(mesh.get("defaultConfig") or {}) if isinstance(mesh, dict) else {}
+    return _MESH_CACHE[key]
+
+
+def _kubelet_minors(cluster: Any) -> list[int]:
+    out = []
+    for node in cluster.store.list(("", "nodes"))[0]:
+        version = str((((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion"))
+                      or f"v{cluster.k8s_version}")
+        try:
+            out.append(int(version.lstrip("v").split(".")[1]))
+        except (IndexError, ValueError):
+            continue
+    return out
 
 
 class SidecarInjector:
@@ -125,8 +175,14 @@ class SidecarInjector:
                 raise AdmissionDenied(
                     f'admission webhook "{match.name}" denied the request: injection failed: '
                     f"no proxy version known for revision {settings['revision']}", code=500, reason="InternalError")
-            injection.inject(pod, revision=settings["revision"], version=settings["version"], hub=settings["hub"],
-                             cluster_id=settings["cluster_id"], namespace=match.service[0])
+            tag = str(settings["version"])
+            minor = int(tag.split(".")[1]) if tag.count(".") >= 2 and tag.split(".")[1].isdigit() else 0
+            native = injection.native_sidecar(pod, minor=minor, setting=str(settings["native_setting"]),
+                                              kubelet_minors=_kubelet_minors(cluster))
+            injection.inject(pod, revision=settings["revision"], version=tag, hub=settings["hub"],
+                             cluster_id=settings["cluster_id"], namespace=match.service[0],
+                             proxy_image_name=settings["image"], variant=settings["variant"],
+                             resources=settings["resources"], native=native, hold_application=settings["hold"])
 
 
 class ConfigValidator:

@@ -25,7 +25,7 @@ def istio_flags(fn: Any) -> Any:
         click.option("--unrevisioned", is_flag=True, default=False, help="Install Istio without a revision (istiod)."),
         click.option("--revision", default=None, metavar="NAME", help="Install Istio as revision NAME (istiod-NAME)."),
         click.option("--scenario", default=None, metavar="NAME|FILE",
-                     help="default, revisioned, blue-green, fleet-200, or a multi-document YAML file applied after start."),
+                     help="default, revisioned, blue-green, fleet-200, istioctl-plain, fleet (c1..c6 each with the default mesh; --clusters picks others), or a multi-document YAML file applied after start."),
         click.option("--faults", "faults_file", default=None, type=click.Path(dir_okay=False, exists=True, path_type=Path),
                      help="YAML file of faults to inject at start (see `sandbox fault --help`)."),
     ]):

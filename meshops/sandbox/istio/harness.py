@@ -20,11 +20,12 @@ from meshops.sandbox.istio.setup import IstioSandbox
 
 class MeshHarness:
     def __init__(self, directory: Path, clusters: list[str], options: dict[str, Any] | None = None,
-                 *, rollout_seconds: float = 0.02) -> None:
+                 *, rollout_seconds: float = 0.02, k8s_version: str = "1.30.4") -> None:
         self.dir = Path(directory)
         self.names = clusters
         self.options = options or {}
         self.rollout_seconds = rollout_seconds
+        self.k8s_version = k8s_version
         self.clusters: dict[str, Any] = {}
         self.sandbox: IstioSandbox | None = None
 
@@ -36,11 +37,14 @@ class MeshHarness:
 
     def start(self) -> MeshHarness:
         from meshops.sandbox.apiserver import Cluster
+        from meshops.sandbox.runtime import new_token
 
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.token = new_token()  # required by the API servers, as `sandbox up` does
         for name in self.names:
-            self.clusters[name] = Cluster(name, rollout_seconds=self.rollout_seconds,
-                                          audit_path=self.dir / f"audit-{name}.jsonl").start()
+            self.clusters[name] = Cluster(name, rollout_seconds=self.rollout_seconds, k8s_version=self.k8s_version,
+                                          audit_path=self.dir / f"audit-{name}.jsonl", token=self.token,
+                                          tls_dir=self.dir / "pki").start()
         self.kubeconfig.write_text(self._kubeconfig())
         self.sandbox = IstioSandbox(self.dir, self.clusters, self.options)
         try:
@@ -64,10 +68,13 @@ class MeshHarness:
         return self.dir / "kubeconfig"
 
     def _kubeconfig(self) -> str:
-        clusters = "".join(f"- name: {n}\n  cluster: {{server: '{c.url}'}}\n" for n, c in self.clusters.items())
-        contexts = "".join(f"- name: {n}\n  context: {{cluster: {n}, user: sandbox}}\n" for n in self.clusters)
-        return (f"apiVersion: v1\nkind: Config\nclusters:\n{clusters}users:\n- name: sandbox\n  user: {{}}\n"
-                f"contexts:\n{contexts}current-context: {self.names[0]}\n")
+        import yaml
+
+        from meshops.sandbox.runtime import kubeconfig_document
+
+        doc = kubeconfig_document({n: c.url for n, c in self.clusters.items()}, token=self.token,
+                                  ca={n: c.serving.ca_pem for n, c in self.clusters.items() if c.serving})
+        return yaml.safe_dump(doc, sort_keys=False)
 
     @property
     def env(self) -> dict[str, str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshops.sandbox.istio import selectors, webhooks
-from meshops.sandbox.istio.versions import istiod_service_name, proxy_image
+from meshops.sandbox.istio.versions import istiod_service_name
 
 Obj = dict[str, Any]
 
@@ -30,6 +30,9 @@ _SIDECAR_VOLUMES = [
     "workload-socket", "credential-socket", "workload-certs", "istio-envoy", "istio-data",
     "istio-podinfo", "istio-token", "istiod-ca-cert",
 ]
+# The gateway injection template mounts the same set; note `istio-podinfo`, not the istioctl
+# gateway chart's `podinfo` (reference §2, gateway-injection-template.yaml).
+_GATEWAY_VOLUMES = _SIDECAR_VOLUMES
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,42 @@ def injecting_revision(
 
 # --- the mutation --------------------------------------------------------------------------
 
+PROXY_IMAGE_TYPE = "sidecar.istio.io/proxyImageType"
+PROXY_IMAGE = "sidecar.istio.io/proxyImage"
+NATIVE_SIDECAR = "sidecar.istio.io/nativeSidecar"
+DEFAULT_RESOURCES: Obj = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "2000m", "memory": "1024Mi"}}
+
+
+def injected_image(pod: Obj, *, hub: str, tag: str, image: str = "proxyv2", variant: str = "") -> str:
+    """`<hub>/<proxy.image>:<tag>[-<type>]` (reference §5, inject.go ProxyImage): the type is
+    the pod's `sidecar.istio.io/proxyImageType` annotation, else `global.variant`; `default`
+    strips it. An image (or `sidecar.istio.io/proxyImage`) containing `/` is used verbatim."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    override = str(annotations.get(PROXY_IMAGE) or "")
+    if override:
+        image = override
+    if "/" in image:
+        return image
+    image_type = str(annotations.get(PROXY_IMAGE_TYPE) or variant or "")
+    return f"{hub}/{image}:{tag}" + (f"-{image_type}" if image_type and image_type != "default" else "")
+
+
+def native_sidecar(pod: Obj, *, minor: int, setting: str, kubelet_minors: list[int]) -> bool:
+    """Whether `istio-proxy` goes to initContainers with restartPolicy Always (reference §5).
+
+    `setting` is istiod's ENABLE_NATIVE_SIDECARS ("" = the release default: false before 1.27,
+    `auto` from 1.27: on when every node's kubelet is >= 1.33, as for an unscheduled pod,
+    ii@1.27.0 pkg/kube/inject/webhook.go DetectNativeSidecar). 1.27 adds the per-pod annotation
+    `sidecar.istio.io/nativeSidecar`.
+    """
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if minor >= 27 and str(annotations.get(NATIVE_SIDECAR, "")).lower() in ("true", "false"):
+        return str(annotations[NATIVE_SIDECAR]).lower() == "true"
+    value = setting.lower() or ("auto" if minor >= 27 else "false")
+    if value == "auto":
+        return bool(kubelet_minors) and min(kubelet_minors) >= 33
+    return value == "true"
+
 
 def inject(
     pod: Obj,
@@ -138,17 +177,24 @@ def inject(
     hub: str = "docker.io/istio",
     cluster_id: str = "Kubernetes",
     namespace: str = "istio-system",
+    proxy_image_name: str = "proxyv2",
+    variant: str = "",
+    resources: Obj | None = None,
+    native: bool = False,
+    hold_application: bool = False,
 ) -> None:
     """Rewrite `pod` in place as the injector of `revision` (running Istio `version`) would."""
     meta = pod.setdefault("metadata", {})
     spec = pod.setdefault("spec", {})
     annotations = meta.setdefault("annotations", {})
     labels = meta.setdefault("labels", {})
-    image = proxy_image(version, hub)
+    image = injected_image(pod, hub=hub, tag=version, image=proxy_image_name, variant=variant)
     templates = [t.strip() for t in str(annotations.get(TEMPLATES_ANNOTATION, "sidecar")).split(",") if t.strip()]
     gateway = "gateway" in templates
     app_containers = [c for c in spec.get("containers") or [] if c.get("name") != "istio-proxy"]
-    proxy = _proxy_container(image, revision, cluster_id, namespace, gateway=gateway)
+    proxy = _proxy_container(image, revision, cluster_id, namespace, pod, gateway=gateway,
+                             resources=resources or DEFAULT_RESOURCES)
+    existing_volumes = {v.get("name") for v in spec.get("volumes") or []}
 
     if gateway:
         # The gateway template fills in the user's `istio-proxy` container (image: auto).
@@ -156,31 +202,48 @@ def inject(
         if existing is not None:
             merged = copy.deepcopy(proxy)
             merged.update({k: v for k, v in existing.items() if k not in ("image", "args", "env")})
-            merged["image"] = image
             merged["env"] = proxy["env"] + [e for e in existing.get("env") or [] if e not in proxy["env"]]
             spec["containers"] = [merged if c.get("name") == "istio-proxy" else c for c in spec["containers"]]
         else:
             spec["containers"] = [*(spec.get("containers") or []), proxy]
         init_names: list[str] | None = None
+        volume_names = _GATEWAY_VOLUMES
+    elif native:
+        # Native sidecar (reference §5): istio-proxy runs as a restartable init container.
+        spec["containers"] = app_containers
+        spec["initContainers"] = [*(spec.get("initContainers") or []), _init_container(image),
+                                  {**proxy, "restartPolicy": "Always"}]
+        init_names = ["istio-init", "istio-proxy"]
+        volume_names = _SIDECAR_VOLUMES
+    elif hold_application:
+        # meshConfig.defaultConfig.holdApplicationUntilProxyStarts: the proxy goes first and
+        # blocks the app's start in a postStart hook until it is ready (injection template).
+        proxy["lifecycle"] = {"postStart": {"exec": {"command": ["pilot-agent", "wait"]}}}
+        spec["containers"] = [proxy, *app_containers]
+        spec["initContainers"] = [*(spec.get("initContainers") or []), _init_container(image)]
+        init_names = ["istio-init"]
+        volume_names = _SIDECAR_VOLUMES
     else:
         spec["containers"] = [*app_containers, proxy]
         spec["initContainers"] = [*(spec.get("initContainers") or []), _init_container(image)]
         init_names = ["istio-init"]
+        volume_names = _SIDECAR_VOLUMES
 
-    existing_volumes = {v.get("name") for v in spec.get("volumes") or []}
-    spec["volumes"] = [*(spec.get("volumes") or []),
-                       *({"name": n, "emptyDir": {}} for n in _SIDECAR_VOLUMES if n not in existing_volumes)]
+    added = [n for n in volume_names if n not in existing_volumes]
+    spec["volumes"] = [*(spec.get("volumes") or []), *(_volume(n) for n in added)]
 
+    # Exactly these keys, only injected items, no `templates` key (reference §5, getInjectionStatus).
     annotations[STATUS_ANNOTATION] = json.dumps(
         {
             "initContainers": init_names,
-            "containers": ["istio-proxy"],
-            "volumes": _SIDECAR_VOLUMES,
+            "containers": None if native and not gateway else ["istio-proxy"],
+            "volumes": added or None,
             "imagePullSecrets": None,
             "revision": revision,
         },
         separators=(",", ":"),
     )
+    # The annotation carries the istiod's real revision, never a tag; no istio.io/rev label.
     annotations[REV_ANNOTATION] = revision
     if app_containers and not gateway:
         first = app_containers[0].get("name", "")
@@ -190,7 +253,7 @@ def inject(
     annotations.setdefault("prometheus.io/port", "15020")
     annotations.setdefault("prometheus.io/scrape", "true")
 
-    # Injected pods get canonical-service labels, never the istio.io/rev *label* (istio/istio#42290).
+    # Injected pods get canonical-service labels, never the istio.io/rev *label* (PR #33447).
     labels.setdefault("security.istio.io/tlsMode", "istio")
     labels.setdefault("service.istio.io/canonical-name", _canonical_name(pod))
     labels.setdefault("service.istio.io/canonical-revision", labels.get("app.kubernetes.io/version")
@@ -207,24 +270,64 @@ def _canonical_name(pod: Obj) -> str:
     return str(name).rstrip("-")
 
 
-def _proxy_container(image: str, revision: str, cluster_id: str, namespace: str, *, gateway: bool) -> Obj:
+def _volume(name: str) -> Obj:
+    if name == "istio-token":
+        return {"name": name, "projected": {"sources": [{"serviceAccountToken": {
+            "audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}}
+    if name == "istiod-ca-cert":
+        return {"name": name, "configMap": {"name": "istio-ca-root-cert"}}
+    if name == "istio-podinfo":
+        return {"name": name, "downwardAPI": {"items": [
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+            {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}]}}
+    return {"name": name, "emptyDir": {}}
+
+
+def _field(name: str, path: str) -> Obj:
+    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
+
+
+def _proxy_container(image: str, revision: str, cluster_id: str, namespace: str, pod: Obj, *, gateway: bool,
+                     resources: Obj) -> Obj:
     discovery = f"{istiod_service_name(revision)}.{namespace}.svc:15012"
+    app_ports = [p for c in (pod.get("spec") or {}).get("containers") or [] if c.get("name") != "istio-proxy"
+                 for p in c.get("ports") or []]
+    env = [
+        {"name": "PILOT_CERT_PROVIDER", "value": "istiod"},
+        {"name": "CA_ADDR", "value": discovery},
+        _field("POD_NAME", "metadata.name"),
+        _field("POD_NAMESPACE", "metadata.namespace"),
+        _field("INSTANCE_IP", "status.podIP"),
+        _field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        _field("HOST_IP", "status.hostIP"),
+        {"name": "ISTIO_CPU_LIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+        # The injection template writes the mesh's defaultConfig as PROXY_CONFIG (reference §2).
+        {"name": "PROXY_CONFIG", "value": json.dumps({"discoveryAddress": discovery})},
+        {"name": "ISTIO_META_POD_PORTS", "value": json.dumps(app_ports)},
+        {"name": "ISTIO_META_APP_CONTAINERS",
+         "value": ",".join(c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or []
+                           if c.get("name") != "istio-proxy")},
+        {"name": "GOMEMLIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
+        {"name": "GOMAXPROCS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+        {"name": "ISTIO_META_CLUSTER_ID", "value": cluster_id},
+        _field("ISTIO_META_NODE_NAME", "spec.nodeName"),
+        {"name": "ISTIO_META_INTERCEPTION_MODE", "value": "REDIRECT"},
+        {"name": "ISTIO_META_WORKLOAD_NAME", "value": _canonical_name(pod)},
+        {"name": "ISTIO_META_MESH_ID", "value": "cluster.local"},
+        {"name": "TRUST_DOMAIN", "value": "cluster.local"},
+    ]
+    if gateway:
+        env = [e for e in env if e["name"] != "ISTIO_META_INTERCEPTION_MODE"]
     return {
         "name": "istio-proxy",
         "image": image,
         "args": ["proxy", "router" if gateway else "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local",
                  "--proxyLogLevel=warning", "--proxyComponentLogLevel=misc:error", "--log_output_level=default:info"],
-        "env": [
-            {"name": "PILOT_CERT_PROVIDER", "value": "istiod"},
-            {"name": "CA_ADDR", "value": discovery},
-            {"name": "ISTIO_META_CLUSTER_ID", "value": cluster_id},
-            {"name": "PROXY_CONFIG", "value": json.dumps({"discoveryAddress": discovery})},
-        ],
+        "env": env,
         "ports": [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021},
                            "periodSeconds": 15, "failureThreshold": 4},
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-                      "limits": {"cpu": "2", "memory": "1Gi"}},
+        "resources": copy.deepcopy(resources),
         "securityContext": {"runAsUser": 1337, "runAsGroup": 1337, "runAsNonRoot": True,
                             "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False},
     }
@@ -247,7 +350,7 @@ def _init_container(image: str) -> Obj:
 def proxy_revision(pod: Obj) -> str | None:
     """The control-plane revision a pod's proxy belongs to, or None if it has no proxy."""
     meta = pod.get("metadata") or {}
-    if not any(c.get("name") == "istio-proxy" for c in (pod.get("spec") or {}).get("containers") or []):
+    if proxy_container(pod) is None:
         return None
     status = (meta.get("annotations") or {}).get(STATUS_ANNOTATION)
     if status:
@@ -262,7 +365,9 @@ def proxy_revision(pod: Obj) -> str | None:
 
 
 def proxy_container(pod: Obj) -> Obj | None:
-    for c in (pod.get("spec") or {}).get("containers") or []:
+    """`istio-proxy` from containers or, as a native sidecar, initContainers (reference §5)."""
+    spec = pod.get("spec") or {}
+    for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
         if c.get("name") == "istio-proxy":
             return dict(c)
     return None

@@ -32,16 +32,38 @@ _BASE_PROFILE: Obj = {
         "ingressGateways": [dict(_INGRESS)],
         "egressGateways": [dict(_EGRESS)],
     },
+    # Chart defaults that the sandbox reads back (istiod chart values.yaml, 1.22-1.27); the
+    # injector ConfigMap publishes a subset of them (reference §1, see manifests.injector_values).
     "values": {
         "defaultRevision": "",
         "global": {
             "istioNamespace": "istio-system",
             "configValidation": True,
             "multiCluster": {"clusterName": ""},
-            "proxy": {"image": "proxyv2"},
+            "meshID": "",
+            "network": "",
+            "variant": "",
+            "jwtPolicy": "third-party-jwt",
+            "imagePullSecrets": [],
+            "sds": {"token": {"aud": "istio-ca"}},
+            "proxy": {
+                "image": "proxyv2",
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                              "limits": {"cpu": "2000m", "memory": "1024Mi"}},
+            },
+            "proxy_init": {"image": "proxyv2"},
         },
-        "pilot": {"autoscaleEnabled": True, "autoscaleMin": 1},
-        "gateways": {"istio-ingressgateway": {}, "istio-egressgateway": {}},
+        "sidecarInjectorWebhook": {
+            "enableNamespacesByDefault": False, "reinvocationPolicy": "Never", "rewriteAppHTTPProbe": True,
+            "templates": {}, "defaultTemplates": [], "injectedAnnotations": {},
+            "neverInjectSelector": [], "alwaysInjectSelector": [],
+        },
+        "pilot": {"autoscaleEnabled": True, "autoscaleMin": 1, "autoscaleMax": 5, "replicaCount": 1,
+                  "resources": {"requests": {"cpu": "500m", "memory": "2048Mi"}},
+                  "env": {}, "cni": {"enabled": False, "provider": "default"}},
+        "gateways": {"securityContext": {}, "seccompProfile": {},
+                     "istio-ingressgateway": {"injectionTemplate": ""}, "istio-egressgateway": {}},
+        "istio_cni": {"enabled": False, "chained": True},
     },
 }
 
@@ -75,6 +97,8 @@ class GatewayComponent:
     replicas: int
     service_type: str
     labels: dict[str, str]
+    injection_template: str = ""  # "gateway": rendered injected (image: auto), reference §2
+    resources: Obj | None = None
 
 
 @dataclass
@@ -91,7 +115,23 @@ class InstallPlan:
     gateways: list[GatewayComponent]
     values: Obj
     mesh_config: Obj
-    operator: Obj = field(repr=False)  # the merged IstioOperator, as recorded in installed-state
+    operator: Obj = field(repr=False)  # the merged IstioOperator (never written to the cluster: §1)
+    user_values: Obj = field(default_factory=dict, repr=False)  # what -f/--set gave, for values-R
+    iop_name: str = ""  # metadata.name of the -f IstioOperator, if any (owning-resource label)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def variant(self) -> str:
+        """`global.variant` (distroless, debug) appended to image tags (reference §5)."""
+        return str((self.values.get("global") or {}).get("variant") or "")
+
+    @property
+    def image_tag(self) -> str:
+        return f"{self.tag}-{self.variant}" if self.variant and self.variant != "default" else self.tag
+
+    @property
+    def pilot_values(self) -> Obj:
+        return dict(self.values.get("pilot") or {})
 
     @property
     def revision_label(self) -> str:
@@ -201,8 +241,10 @@ def build_plan(
     revision: str | None = None,
 ) -> InstallPlan:
     user: Obj = {}
+    iop_name = ""
     for doc in overlays or []:
         user = deep_merge(user, operator_spec(doc))
+        iop_name = str((doc.get("metadata") or {}).get("name") or iop_name)
     for assignment in sets or []:
         apply_set(user, assignment)
     profile = str(user.get("profile") or "default")
@@ -220,13 +262,15 @@ def build_plan(
         raise ProfileError("invalid revision specified: " + rev)
     spec["revision"] = rev
     spec["tag"] = str(spec.get("tag") or version)
+    warnings = _check_values(version, spec)
+    _apply_k8s_settings(spec)
     values = spec.setdefault("values", {})
     values.setdefault("global", {}).update({"hub": spec["hub"], "tag": spec["tag"]})
     values["revision"] = rev
     components = spec.get("components") or {}
     pilot = components.get("pilot") or {}
     gateways = [
-        _gateway(g, kind)
+        _gateway(g, kind, ((values.get("gateways") or {}).get(str(g.get("name") or f"istio-{kind}gateway"))))
         for kind, key in (("ingress", "ingressGateways"), ("egress", "egressGateways"))
         for g in components.get(key) or []
     ]
@@ -245,15 +289,20 @@ def build_plan(
         namespace=str(spec.get("namespace") or "istio-system"),
         base=bool((components.get("base") or {}).get("enabled", True)),
         pilot=bool(pilot.get("enabled", True)),
-        pilot_replicas=int(((pilot.get("k8s") or {}).get("replicaCount")) or 1),
+        pilot_replicas=int(((pilot.get("k8s") or {}).get("replicaCount"))
+                           or (values.get("pilot") or {}).get("replicaCount") or 1),
         gateways=gateways,
         values=values,
         mesh_config=spec.get("meshConfig") or {},
         operator=operator,
+        user_values={**({"meshConfig": user["meshConfig"]} if user.get("meshConfig") else {}),
+                     **copy.deepcopy(user.get("values") or {})},
+        iop_name=iop_name,
+        warnings=warnings,
     )
 
 
-def _gateway(component: Obj, kind: str) -> GatewayComponent:
+def _gateway(component: Obj, kind: str, gateway_values: Obj | None = None) -> GatewayComponent:
     k8s = component.get("k8s") or {}
     default_type = "LoadBalancer" if kind == "ingress" else "ClusterIP"
     name = str(component.get("name") or f"istio-{kind}gateway")
@@ -264,4 +313,49 @@ def _gateway(component: Obj, kind: str) -> GatewayComponent:
         replicas=int(k8s.get("replicaCount") or 1),
         service_type=str((k8s.get("service") or {}).get("type") or default_type),
         labels={str(k): str(v) for k, v in (component.get("label") or {}).items()},
+        injection_template=str((gateway_values or {}).get("injectionTemplate") or ""),
+        resources=k8s.get("resources"),
     )
+
+
+def compatibility_versions(version: IstioVersion) -> tuple[str, ...]:
+    """Compatibility profiles each release ships (reference §7; ii@T:manifests/helm-profiles).
+    Releases after 1.27 are extrapolated (the three minors before)."""
+    known = {21: (20,), 22: (20, 21), 23: (20, 21, 22), 24: (21, 22, 23), 25: (22, 23, 24),
+             26: (23, 24, 25), 27: (24, 25, 26)}
+    minors = known.get(version.minor, tuple(range(version.minor - 3, version.minor)))
+    return tuple(f"1.{m}" for m in minors)
+
+
+def _check_values(version: IstioVersion, spec: Obj) -> list[str]:
+    """Version rules of reference §7 that make rendering fail or warn."""
+    values = spec.get("values") or {}
+    compat = values.get("compatibilityVersion")
+    if compat not in (None, "") and str(compat) not in compatibility_versions(version):
+        raise ProfileError(f"unknown compatibility version {compat!r} (this release has: "
+                           f"{', '.join(compatibility_versions(version))})")
+    if compat not in (None, "") and version.minor >= 27 and int(str(compat).split(".")[1]) <= 26:
+        # The 1.24-1.26 compatibility profiles turn native sidecars back off (reference §5).
+        values.setdefault("pilot", {}).setdefault("env", {}).setdefault("ENABLE_NATIVE_SIDECARS", "false")
+    warnings = []
+    jwt = (values.get("global") or {}).get("jwtPolicy")
+    if jwt not in (None, "", "third-party-jwt"):
+        # 1.22 dropped first-party-jwt (PR #49520, no-1p-jwt.yaml); istioctl only warns.
+        warnings.append("values.global.jwtPolicy is deprecated; third-party-jwt is always used")
+        values["global"]["jwtPolicy"] = "third-party-jwt"
+    return warnings
+
+
+def _apply_k8s_settings(spec: Obj) -> None:
+    """`components.pilot.k8s.{resources,env,hpaSpec}` land in the istiod values like istioctl maps them."""
+    pilot_k8s = ((spec.get("components") or {}).get("pilot") or {}).get("k8s") or {}
+    pilot = spec.setdefault("values", {}).setdefault("pilot", {})
+    if pilot_k8s.get("resources"):
+        pilot["resources"] = copy.deepcopy(pilot_k8s["resources"])
+    for e in pilot_k8s.get("env") or []:
+        pilot.setdefault("env", {})[str(e.get("name"))] = e.get("value", "")
+    hpa = pilot_k8s.get("hpaSpec") or {}
+    if hpa.get("minReplicas"):
+        pilot["autoscaleMin"] = int(hpa["minReplicas"])
+    if hpa.get("maxReplicas"):
+        pilot["autoscaleMax"] = int(hpa["maxReplicas"])

@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 import meshops
 from meshops.sandbox import faults as faults_mod
 from meshops.sandbox import scenarios
-from meshops.sandbox.istio import admission
+from meshops.sandbox.istio import admission, readiness
 from meshops.sandbox.istio.ingress import GATEWAY_NAMESPACE, GATEWAY_SERVICE, IngressServer
 from meshops.sandbox.istio.istioctl.app import run_in_process
 from meshops.sandbox.istio.versions import IstioVersion
@@ -58,7 +60,9 @@ def write_istioctl(bin_dir: Path, versions: list[str]) -> dict[str, str]:
 
 
 def istioctl(cluster: Any, version: str, *argv: str) -> str:
-    code, out, err = run_in_process(cluster.url, version, argv)
+    serving = getattr(cluster, "serving", None)
+    code, out, err = run_in_process(cluster.url, version, argv, getattr(cluster, "token", None),
+                                    str(serving.ca_file) if serving else None)
     log.info("istioctl %s %s on %s -> %d\n%s%s", version, " ".join(argv), cluster.name, code, out, err)
     if code != 0:
         raise SetupError(f"istioctl {' '.join(argv)} failed on cluster {cluster.name}: {err.strip() or out.strip()}")
@@ -164,6 +168,7 @@ class IstioSandbox:
         clusters = list(self.clusters.values())
         for cluster in clusters:
             admission.register(cluster)
+            self._stoppers.append(readiness.register(cluster).stop)
             faults_mod.ClusterFaults(self.book, cluster)
             server = IngressServer(cluster.name, cluster.store, self.book).start()
             self._stoppers.append(server.stop)
@@ -194,6 +199,11 @@ class IstioSandbox:
             argv += ["--revision", revision]
         if scenario is not None and scenario.profile != "default":
             argv += ["--set", f"profile={scenario.profile}"]
+        if scenario is not None and scenario.operator:
+            # As a user of plain istioctl would: an IstioOperator file, nothing recorded elsewhere.
+            iop = self.dir / f"{scenario.name}-iop.yaml"
+            iop.write_text(yaml.safe_dump(scenario.operator, sort_keys=False))
+            argv += ["-f", str(iop)]
         for s in self.opts.get("istio_set") or []:
             argv += ["--set", s]
         for cluster in clusters:

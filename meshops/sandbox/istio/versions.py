@@ -105,20 +105,19 @@ def build_sha(version: str) -> str:
     return hashlib.sha1(f"istio-{version}".encode(), usedforsecurity=False).hexdigest()
 
 
-def proxy_image(version: IstioVersion | str, hub: str = "docker.io/istio") -> str:
-    return f"{hub}/proxyv2:{version}"
-
-
-def pilot_image(version: IstioVersion | str, hub: str = "docker.io/istio") -> str:
-    return f"{hub}/pilot:{version}"
-
-
 def image_tag(image: str) -> str:
-    """'docker.io/istio/proxyv2:1.24.1' -> '1.24.1' (digest or missing tag -> '')."""
-    last = image.rsplit("/", 1)[-1]
-    if "@" in last or ":" not in last:
+    """'docker.io/istio/proxyv2:1.24.1-distroless@sha256:..' -> '1.24.1' (no tag -> '').
+
+    Reference §5: parsers strip `-distroless`, `-debug` and `@sha256:`; the running digest is in
+    containerStatuses[].imageID.
+    """
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    if ":" not in last:
         return ""
-    return last.rsplit(":", 1)[1]
+    tag = last.rsplit(":", 1)[1]
+    for variant in ("-distroless", "-debug"):
+        tag = tag.removesuffix(variant)
+    return tag
 
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -116,17 +116,25 @@ def _default_webhooks(revision: str, namespace: str) -> list[Obj]:
     ]
 
 
-def _owner_labels(revision: str, owner: str) -> dict[str, str]:
+def _owner_labels(revision: str, owner: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     return {
-        "istio.io/rev": _rev_label(revision),
         "install.operator.istio.io/owning-resource": owner,
         "operator.istio.io/component": "Pilot",
+        **(extra or {}),
+        "istio.io/rev": _rev_label(revision),
         "app": "sidecar-injector",
         "release": "istio",
     }
 
 
-def injector_configuration(revision: str, *, owner: str = "unknown", namespace: str = ISTIO_NAMESPACE) -> Obj:
+def strip_operator_labels(labels: dict[str, str]) -> dict[str, str]:
+    """`tag set` drops every label containing operator.istio.io, so `uninstall` (which selects on
+    operator.istio.io/component) leaves user-made tags alone (reference §3, §4)."""
+    return {k: v for k, v in labels.items() if "operator.istio.io" not in k}
+
+
+def injector_configuration(revision: str, *, owner: str = "unknown", namespace: str = ISTIO_NAMESPACE,
+                           labels: dict[str, str] | None = None) -> Obj:
     """The per-revision MutatingWebhookConfiguration `istio-sidecar-injector[-<rev>]`."""
     webhooks = _revision_webhooks(_rev_label(revision), revision, namespace)
     if revision in ("", "default"):
@@ -134,17 +142,28 @@ def injector_configuration(revision: str, *, owner: str = "unknown", namespace: 
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": injector_configuration_name(revision, namespace), "labels": _owner_labels(revision, owner)},
+        "metadata": {"name": injector_configuration_name(revision, namespace),
+                     "labels": _owner_labels(revision, owner, labels)},
         "webhooks": webhooks,
     }
 
 
-def tag_configuration(tag: str, revision: str, *, namespace: str = ISTIO_NAMESPACE, name: str = "") -> Obj:
-    """`istio-revision-tag-<tag>`: the revision's webhooks answering to istio.io/rev=<tag>."""
+def tag_configuration(tag: str, revision: str, *, namespace: str = ISTIO_NAMESPACE, name: str = "",
+                      by_install: bool = False) -> Obj:
+    """`istio-revision-tag-<tag>`: the revision's webhooks answering to istio.io/rev=<tag>.
+
+    `by_install`: the default tag istioctl install applies as a side effect keeps
+    `operator.istio.io/component=Pilot` plus `owning-resource-not-pruned=true`; a tag made by
+    `tag set` has every operator.istio.io label stripped (reference §1, §3).
+    """
     webhooks = _revision_webhooks(tag, revision, namespace)
     if tag == "default":
         webhooks += _default_webhooks(revision, namespace)
     labels = _owner_labels(revision, "unknown")
+    if by_install:
+        labels["install.operator.istio.io/owning-resource-not-pruned"] = "true"
+    else:
+        labels = strip_operator_labels(labels)
     labels["istio.io/tag"] = tag
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -154,16 +173,21 @@ def tag_configuration(tag: str, revision: str, *, namespace: str = ISTIO_NAMESPA
     }
 
 
-def tag_service(tag: str, revision: str, namespace: str = ISTIO_NAMESPACE) -> Obj:
-    """Service `istiod-revision-tag-<tag>` (revision-tags-svc.yaml) selecting the revision's istiod."""
+def tag_service(tag: str, revision: str, namespace: str = ISTIO_NAMESPACE, *, by_install: bool = False) -> Obj:
+    """Service `istiod-revision-tag-<tag>` selecting the revision's istiod. Installs create the
+    default one beside the default tag (seen in `istioctl install` output and in the purge code
+    that deletes it); like the tag MWC, only the install-made one keeps the operator labels."""
+    labels = {"app": "istiod", "istio.io/rev": _rev_label(revision), "istio.io/tag": tag}
+    if by_install:
+        labels.update({"operator.istio.io/component": "Pilot",
+                       "install.operator.istio.io/owning-resource-not-pruned": "true"})
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
             "name": f"istiod-revision-tag-{tag}",
             "namespace": namespace,
-            "labels": {"app": "istiod", "istio.io/rev": _rev_label(revision), "istio.io/tag": tag,
-                       "operator.istio.io/component": "Pilot"},
+            "labels": labels,
         },
         "spec": {
             "selector": {"app": "istiod", "istio.io/rev": _rev_label(revision)},
@@ -192,17 +216,18 @@ def _validation_webhook(name: str, revision: str, namespace: str, obj_sel: Obj) 
     }
 
 
-def revision_validator(revision: str, *, owner: str = "unknown", namespace: str = ISTIO_NAMESPACE) -> Obj:
+def revision_validator(revision: str, *, owner: str = "unknown", namespace: str = ISTIO_NAMESPACE,
+                       labels: dict[str, str] | None = None) -> Obj:
     """`istio-validator[-<rev>]-istio-system`: validates objects labelled istio.io/rev=<rev>."""
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {
             "name": revision_validator_name(revision, namespace),
-            "labels": {"app": "istiod", "istio": "istiod", "release": "istio",
-                       "istio.io/rev": _rev_label(revision),
-                       "install.operator.istio.io/owning-resource": owner,
-                       "operator.istio.io/component": "Pilot"},
+            "labels": {"install.operator.istio.io/owning-resource": owner,
+                       "operator.istio.io/component": "Pilot", **(labels or {}),
+                       "app": "istiod", "istio": "istiod", "release": "istio",
+                       "istio.io/rev": _rev_label(revision)},
         },
         "webhooks": [_validation_webhook(
             f"rev.{VALIDATOR_SUFFIX}", revision, namespace,
@@ -211,15 +236,18 @@ def revision_validator(revision: str, *, owner: str = "unknown", namespace: str 
     }
 
 
-def default_validator(revision: str, namespace: str = ISTIO_NAMESPACE) -> Obj:
+def default_validator(revision: str, namespace: str = ISTIO_NAMESPACE, *, by_install: bool = False) -> Obj:
     """`istiod-default-validator`: the default revision validates every unlabelled Istio object."""
+    labels = {"app": "istiod", "istio": "istiod", "istio.io/rev": _rev_label(revision), "istio.io/tag": "default"}
+    if by_install:
+        labels.update({"operator.istio.io/component": "Pilot",
+                       "install.operator.istio.io/owning-resource-not-pruned": "true"})
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {
             "name": DEFAULT_VALIDATOR,
-            "labels": {"app": "istiod", "istio": "istiod", "istio.io/rev": _rev_label(revision),
-                       "istio.io/tag": "default", "operator.istio.io/component": "Pilot"},
+            "labels": labels,
         },
         "webhooks": [_validation_webhook(
             VALIDATOR_SUFFIX, revision, namespace,

@@ -1,6 +1,6 @@
 """Scenarios for `meshops sandbox up --scenario NAME|FILE`: what to install and deploy at start.
 
-A NAME is one of scenarios.yaml (default, revisioned, blue-green, fleet-200). A FILE is
+A NAME is one of scenarios.yaml (default, revisioned, blue-green, fleet-200, istioctl-plain, fleet). A FILE is
 multi-document Kubernetes YAML applied after start, on top of whatever the flags asked for.
 Objects come back split in two: plain Kubernetes objects, and Istio config that can only be
 created once Istio's CRDs exist.
@@ -45,7 +45,9 @@ class Scenario:
     apps: list[str] = field(default_factory=list)
     fleet: dict[str, int] = field(default_factory=dict)
     route53_cluster: str | None = None
-    manifests: list[Obj] = field(default_factory=list)  # a FILE scenario's documents
+    manifests: list[Obj] = field(default_factory=list)  # a FILE scenario's documents, or inline ones
+    operator: Obj | None = None  # an IstioOperator passed to `istioctl install -f` (plain istioctl)
+    helm_gateways: list[Obj] = field(default_factory=list)  # {name, namespace, revision} per Helm gateway
 
     def revision_for(self, version: str) -> str:
         return version.replace(".", "-") if self.revision == "auto" else self.revision
@@ -76,6 +78,9 @@ def load(name_or_file: str) -> Scenario:
             apps=list(d.get("apps") or []),
             fleet=dict(d.get("fleet") or {}),
             route53_cluster=d.get("route53"),
+            manifests=list(d.get("manifests") or []),
+            operator=istio.get("operator"),
+            helm_gateways=list(d.get("helm_gateways") or []),
         )
     path = Path(name_or_file)
     if not path.is_file():
@@ -139,6 +144,14 @@ def objects(scenario: Scenario) -> tuple[list[Obj], list[Obj]]:
         plain += fleet_objects(int(f.get("namespaces", 200)), int(f.get("deployments_per_namespace", 10)),
                                int(f.get("replicas", 1)), labels)
     plain += scenario.manifests
+    for gw in scenario.helm_gateways:
+        from meshops.sandbox.istio.gateways import helm_gateway
+
+        ns = str(gw.get("namespace") or "istio-ingress")
+        plain.append(_namespace(ns, {}))
+        plain += [{**o, "metadata": {**o["metadata"], "namespace": ns}}
+                  for o in helm_gateway(str(gw.get("name") or "istio-ingress"), ns,
+                                        revision=str(gw.get("revision") or ""), replicas=int(gw.get("replicas") or 1))]
     istio = [o for o in plain if is_istio_config(o)]
     plain = [o for o in plain if not is_istio_config(o)]
     # Namespaces first, so that what lives in them can be created in one pass.

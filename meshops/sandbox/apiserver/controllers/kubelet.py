@@ -8,6 +8,7 @@ then succeed. Timing is by delayed re-queue, never by polling.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import time
@@ -61,6 +62,23 @@ def node_status(node: Obj, index: int, k8s_version: str) -> Obj:
             "architecture": "amd64",
         },
     }
+
+
+def image_id(image: str) -> str:
+    """What containerd reports as `imageID`: the fully qualified repository plus the digest the
+    image resolved to (`docker.io/istio/proxyv2@sha256:...`). A reference already pinned by digest
+    keeps it; otherwise the digest is a stable sha256 of the reference (same image, same digest)."""
+    ref, _, digest = image.partition("@")
+    last = ref.rsplit("/", 1)[-1]
+    repo = ref.rsplit(":", 1)[0] if ":" in last else ref
+    first = repo.split("/", 1)[0]
+    if "/" not in repo:
+        repo = f"docker.io/library/{repo}"
+    elif "." not in first and ":" not in first and first != "localhost":
+        repo = f"docker.io/{repo}"
+    if not digest.startswith("sha256:"):
+        digest = "sha256:" + hashlib.sha256(ref.encode()).hexdigest()
+    return f"{repo}@{digest}"
 
 
 def _node_ready(node: Obj) -> bool:
@@ -237,7 +255,9 @@ class Kubelet(Controller):
             "containerStatuses": [self._container_status(c, now, ready=False) for c in spec.get("containers") or []],
         })
         if spec.get("initContainers"):
+            # Sidecar containers (restartPolicy: Always, k8s 1.29+) keep running beside the app.
             status["initContainerStatuses"] = [
+                self._container_status(c, now, ready=False) if c.get("restartPolicy") == "Always" else
                 {**self._container_status(c, now, ready=False), "started": False,
                  "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}}}
                 for c in spec["initContainers"]
@@ -254,7 +274,7 @@ class Kubelet(Controller):
         return {
             "name": name,
             "image": image,
-            "imageID": f"docker.io/library/{image.split('/')[-1]}@sha256:{abs(hash(image)) % 16**16:064x}",
+            "imageID": image_id(image),
             "containerID": f"containerd://{abs(hash((name, now))) % 16**16:064x}",
             "ready": ready,
             "started": True,
@@ -296,6 +316,11 @@ class Kubelet(Controller):
         status["conditions"] = conditions
         for cs in status.get("containerStatuses") or []:
             cs["ready"] = ready
+        sidecars = {c.get("name") for c in (pod.get("spec") or {}).get("initContainers") or []
+                    if c.get("restartPolicy") == "Always"}
+        for cs in status.get("initContainerStatuses") or []:
+            if cs.get("name") in sidecars:
+                cs["ready"] = ready
         meta = pod["metadata"]
         self.api.update(PODS, {**pod, "status": status}, namespace=meta["namespace"], subresource="status")
 

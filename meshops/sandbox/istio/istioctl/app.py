@@ -122,7 +122,9 @@ def _globals(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vklog", default=None)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(version: IstioVersion | None = None) -> argparse.ArgumentParser:
+    """The command tree of `version` (reference §1, §7: 1.24 removed `istioctl profile`;
+    1.25 removed `analyze --recursive`)."""
     from meshops.sandbox.istio.istioctl import cmd_analyze, cmd_install, cmd_status, cmd_tag, cmd_version
 
     root = _Parser(prog="istioctl", add_help=True)
@@ -144,9 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     manifest = sub.add_parser("manifest")
     msub = manifest.add_subparsers(dest="subcommand", parser_class=_Parser)
     add("generate", cmd_install.run_manifest_generate, cmd_install.manifest_flags, parent=msub)
-    profile = sub.add_parser("profile")
-    psub = profile.add_subparsers(dest="subcommand", parser_class=_Parser)
-    add("list", cmd_install.run_profile_list, lambda p: None, parent=psub)
+    if version is None or version.minor < 24:
+        profile = sub.add_parser("profile")
+        psub = profile.add_subparsers(dest="subcommand", parser_class=_Parser)
+        add("list", cmd_install.run_profile_list, lambda p: None, parent=psub)
     tag = sub.add_parser("tag")
     tsub = tag.add_subparsers(dest="subcommand", parser_class=_Parser)
     add("set", cmd_tag.run_set, cmd_tag.set_flags, parent=tsub)
@@ -154,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("list", cmd_tag.run_list, cmd_tag.list_flags, aliases=["show"], parent=tsub)
     add("remove", cmd_tag.run_remove, cmd_tag.remove_flags, aliases=["delete"], parent=tsub)
     add("proxy-status", cmd_status.run, cmd_status.flags, aliases=["ps"])
-    add("analyze", cmd_analyze.run_analyze, cmd_analyze.analyze_flags)
+    analyze = add("analyze", cmd_analyze.run_analyze, cmd_analyze.analyze_flags)
+    if version is None or version.minor < 25:
+        bool_flag(analyze, "--recursive")
     experimental = sub.add_parser("experimental", aliases=["x", "exp"])
     xsub = experimental.add_subparsers(dest="subcommand", parser_class=_Parser)
     add("precheck", cmd_analyze.run_precheck, cmd_analyze.precheck_flags, parent=xsub)
@@ -176,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnsupportedVersion as e:
         print(f"Error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    parser = build_parser()
+    parser = build_parser(version)
     try:
         args = parser.parse_args(_normalise(args_in))
         handler: Handler | None = getattr(args, "handler", None)
@@ -204,7 +209,8 @@ def confirm(message: str) -> bool:
     return line.strip().lower() in ("y", "yes")
 
 
-def run_in_process(server_url: str, version: str, argv: Sequence[str]) -> tuple[int, str, str]:
+def run_in_process(server_url: str, version: str, argv: Sequence[str],
+                   token: str | None = None, ca_file: str | None = None) -> tuple[int, str, str]:
     """Run an istioctl command against `server_url` in this process: (exit code, stdout, stderr).
 
     The sandbox uses it to install Istio at start over the same HTTP API the programs use.
@@ -218,10 +224,10 @@ def run_in_process(server_url: str, version: str, argv: Sequence[str]) -> tuple[
     out, err = io.StringIO(), io.StringIO()
     with _IN_PROCESS, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            args = build_parser().parse_args(_normalise(list(argv)))
+            args = build_parser(IstioVersion.parse(version)).parse_args(_normalise(list(argv)))
             ctx = Context(version=IstioVersion.parse(version), kubeconfig=None, context=None,
                           istio_namespace=args.istio_namespace, namespace=args.namespace,
-                          _client=Client(KubeConfig(server=server_url)))
+                          _client=Client(KubeConfig(server=server_url, token=token, ca_file=ca_file)))
             code = args.handler(ctx, args)
         except CommandError as e:
             print(f"Error: {e.message}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Analyzers modelled (codes and texts from pkg/config/analysis/msg/messages.gen.go):
 IST0101 ReferencedResourceNotFound, IST0102 NamespaceNotInjected, IST0103 PodMissingProxy,
-IST0105 IstioProxyImageMismatch, IST0123 NamespaceMultipleInjectionLabels, IST0139 InvalidWebhook;
+IST0158 PodsIstioProxyImageMismatchInNamespace (IST0105 is retired since 1.18: reference §4),
+IST0123 NamespaceMultipleInjectionLabels, IST0139 InvalidWebhook;
 precheck adds IST0142 UnsupportedKubernetesVersion.
 """
 
@@ -62,7 +63,6 @@ def analyze_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*")
     bool_flag(p, "--all-namespaces")
     bool_flag(p, "--use-kube", default=True)
-    bool_flag(p, "--recursive")
     p.add_argument("-o", "--output", default="log")
     p.add_argument("--failure-threshold", default="Error")
     p.add_argument("--output-threshold", default="Info")
@@ -134,7 +134,7 @@ class ClusterState:
     services: set[tuple[str, str]]
     mwcs: list[Obj]
     vwcs: list[Obj]
-    injector_images: dict[str, str]
+    injector_images: dict[str, tuple[str, str]]  # revision -> (image, variant)
     istio: list[Obj]  # Istio config objects (cluster and local files)
 
     @classmethod
@@ -192,26 +192,49 @@ def analyze(state: ClusterState, scope: str | None) -> list[Message]:
                     "spec": {"hostNetwork": (pod.get("spec") or {}).get("hostNetwork", False)}}
         would_inject = injection.injecting_revision(state.mwcs, namespace=ns, namespace_labels=_ns_labels(state, ns),
                                                     pod=template)
-        proxy = injection.proxy_container(pod)
-        if proxy is None:
-            if would_inject:
-                out.append(Message("IST0103", "Warning", f"Pod {ns}/{name}",
-                                   f"The pod {ns}/{name} is missing the Istio proxy. This can often be resolved by "
-                                   "restarting or redeploying the workload."))
-            continue
-        expected = state.injector_images.get(would_inject or "")
-        if injection.is_gateway_proxy(pod) or not would_inject or not expected:
-            continue
-        if proxy.get("image") != expected:
-            out.append(Message("IST0105", "Warning", f"Pod {ns}/{name}",
-                               "The image of the Istio proxy running on the pod does not match the image defined in "
-                               f"the injection configuration (pod image: {proxy.get('image')}; injection configuration "
-                               f"image: {expected}). This often happens after upgrading the Istio control-plane and "
-                               "can be fixed by redeploying the pod."))
-
+        if injection.proxy_container(pod) is None and would_inject:
+            out.append(Message("IST0103", "Warning", f"Pod {ns}/{name}",
+                               f"The pod {ns}/{name} is missing the Istio proxy. This can often be resolved by "
+                               "restarting or redeploying the workload."))
+    out += _image_mismatch(state, in_scope)
     out += _references(state, in_scope)
     out += _webhooks(state)
     return out
+
+
+def _image_mismatch(state: ClusterState, in_scope: Any) -> list[Message]:
+    """IST0158 PodsIstioProxyImageMismatchInNamespace (Warning), one per namespace (reference §4;
+    ii@1.27.0 pkg/config/analysis/analyzers/injection ImageAnalyzer): `istio-proxy` in containers
+    and initContainers against the image of the injector ConfigMap the namespace's label picks
+    (istio-injection=enabled: the default one; istio.io/rev=X: istio-sidecar-injector-X, so a
+    tag name finds no ConfigMap and is skipped). `image` or `image-<variant>` both match.
+    IST0105 (per pod) is retired since 1.18 and never reported."""
+    mismatched: dict[str, list[str]] = {}
+    for pod in state.pods:
+        meta = pod["metadata"]
+        ns = meta["namespace"]
+        if not in_scope(ns) or ns in SYSTEM_NAMESPACES or (pod.get("status") or {}).get("phase") != "Running":
+            continue
+        labels = _ns_labels(state, ns)
+        if labels.get("istio-injection") == "enabled":
+            rev = "default"
+        elif labels.get("istio.io/rev"):
+            rev = labels["istio.io/rev"]
+        else:
+            continue
+        expected = state.injector_images.get(rev)
+        if not expected:
+            continue
+        image, variant = expected
+        spec = pod.get("spec") or {}
+        for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+            if c.get("name") == "istio-proxy" and c.get("image") not in (image, f"{image}-{variant}"):
+                mismatched.setdefault(ns, []).append(meta["name"])
+    return [Message("IST0158", "Warning", f"Namespace {ns}",
+                    "The Istio proxy images of the pods running in the namespace do not match the image defined in "
+                    f"the injection configuration (pod names: [{' '.join(pods)}]). This often happens after upgrading "
+                    "the Istio control-plane and can be fixed by redeploying the pods.")
+            for ns, pods in sorted(mismatched.items())]
 
 
 def _host_exists(state: ClusterState, host: str, ns: str) -> bool:

@@ -1,8 +1,10 @@
 """`istioctl install|upgrade|uninstall|manifest generate|profile list`.
 
 Install applies the rendered components in istioctl's order (core, istiod, gateways), waits
-for their Deployments, records the merged IstioOperator as `installed-state[-<rev>]`, and
-makes the installation the default when no default exists yet (operator/cmd/mesh/install.go).
+for their Deployments, and makes the installation the default when no default tag exists yet
+(reference §1; ii@1.27.0 operator/pkg/webhook/webhook.go). It writes no `installed-state`
+IstioOperator (not since 1.21, PR #47860) and deletes a leftover one (PR #47943).
+Uninstall deletes by `istio.io/rev` + `operator.istio.io/component` (reference §4).
 """
 
 from __future__ import annotations
@@ -108,8 +110,9 @@ def run_install(ctx: Context, args: argparse.Namespace) -> int:
             print("Cancelled.")
             return 1
 
+    for warning in plan.warnings:
+        print(f"! {warning}", file=sys.stderr)
     tick = "✔"
-    owner = manifests.installed_state_name(plan.revision)
     for component in manifests.render(plan):
         if not args.dry_run:
             try:
@@ -122,16 +125,30 @@ def run_install(ctx: Context, args: argparse.Namespace) -> int:
         icon = f" {component.emoji}" if ctx.version.install_emoji else ""
         print(f"{tick} {component.title} installed{icon}")
     if not args.dry_run:
-        _prune(client, plan, owner, {(o["kind"], o["metadata"]["name"]) for c in manifests.render(plan) for o in c.objects})
-        client.apply(manifests.installed_state(plan), plan.namespace)
+        _prune(client, plan, {(o["kind"], o["metadata"]["name"]) for c in manifests.render(plan) for o in c.objects})
+        _delete_installed_state(client, plan)
     print(f"{tick} Installation complete")
 
     if plan.pilot and (plan.revision == "" or not _default_exists(client)):
-        print("Making this installation the default for injection and validation.")
+        # ii@1.22.0 wording; the tag keeps component=Pilot + owning-resource-not-pruned (§1).
+        print("Made this installation the default for injection and validation.")
         if not args.dry_run:
-            client.apply(webhooks.tag_configuration("default", plan.revision, namespace=plan.namespace))
-            client.apply(webhooks.default_validator(plan.revision, namespace=plan.namespace))
+            client.apply(webhooks.tag_configuration("default", plan.revision, namespace=plan.namespace,
+                                                    by_install=True))
+            client.apply(webhooks.default_validator(plan.revision, namespace=plan.namespace, by_install=True))
+            client.apply(webhooks.tag_service("default", plan.revision, plan.namespace, by_install=True))
     return 0
+
+
+def _delete_installed_state(client: Client, plan: InstallPlan) -> None:
+    """A leftover `installed-state` IOP from istioctl <1.21 is deleted (PR #47943); a cluster
+    without the IstioOperator CRD (istioctl stopped installing it) has nothing to delete."""
+    path = resource_path("install.istio.io/v1alpha1", "IstioOperator", plan.namespace, manifests.saved_iop_name(plan))
+    try:
+        client.delete(path)
+    except KubeError as e:
+        if e.code != 404:
+            raise
 
 
 def _message(e: Exception) -> str:
@@ -206,15 +223,22 @@ def deployment_ready(dep: Obj) -> bool:
 
 
 _PRUNABLE = [("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ServiceAccount"),
-             ("policy/v1", "PodDisruptionBudget"), ("v1", "ConfigMap")]
+             ("policy/v1", "PodDisruptionBudget"), ("v1", "ConfigMap"),
+             ("autoscaling/v2", "HorizontalPodAutoscaler")]
 
 
-def _prune(client: Client, plan: InstallPlan, owner: str, keep: set[tuple[str, str]]) -> None:
-    """Remove what an earlier install of this revision created but this one no longer has."""
+def _prune(client: Client, plan: InstallPlan, keep: set[tuple[str, str]]) -> None:
+    """Remove what an earlier install of this revision created but this one no longer has.
+
+    Objects of the revision's components (`istio.io/rev` + `operator.istio.io/component`) that
+    this render lacks; `owning-resource-not-pruned=true` ones stay (the default tag)."""
     removed = []
+    components = ",".join(manifests.PRUNED_COMPONENTS)
+    selector = (f"istio.io/rev={plan.revision_label},operator.istio.io/component in ({components}),"
+                "install.operator.istio.io/owning-resource-not-pruned!=true")
     for api_version, kind in _PRUNABLE:
         path = resource_path(api_version, kind, plan.namespace)
-        for obj in client.list(path, label_selector=f"install.operator.istio.io/owning-resource={owner}"):
+        for obj in client.list(path, label_selector=selector):
             name = obj["metadata"]["name"]
             if (kind, name) not in keep and client.delete(f"{path}/{name}"):
                 removed.append(f"{kind}:{plan.namespace}:{name}")
@@ -231,7 +255,8 @@ def run_manifest_generate(ctx: Context, args: argparse.Namespace) -> int:
     plan = _plan(ctx, args)
     objects = [o for c in manifests.render(plan) for o in c.objects]
     if plan.pilot and plan.revision == "":
-        objects += [webhooks.tag_configuration("default", ""), webhooks.default_validator("")]
+        objects += [webhooks.tag_configuration("default", "", by_install=True),
+                    webhooks.default_validator("", by_install=True)]
     sys.stdout.write(manifests.to_yaml(objects))
     return 0
 
@@ -245,13 +270,33 @@ def run_profile_list(ctx: Context, args: argparse.Namespace) -> int:
 
 # --- uninstall -------------------------------------------------------------------------------
 
+# What `uninstall --revision R` deletes: objects labelled istio.io/rev=R *and* with an
+# operator.istio.io/component of manifests.PRUNED_COMPONENTS (ii@1.27.0 operator/pkg/uninstall/
+# prune.go, reference §4). That includes an istioctl gateway Deployment and its LoadBalancer
+# Service carrying rev=R; Helm `gateway` chart objects (no component label) survive, and so do
+# tags made by `tag set` (operator labels stripped). The sandbox serves no RBAC, Secrets are
+# not rendered, and it has no EnvoyFilter of its own, so those kinds are not listed here.
 _OWNED_KINDS = [
-    ("apps/v1", "Deployment", True), ("v1", "Service", True), ("v1", "ServiceAccount", True),
-    ("v1", "ConfigMap", True), ("policy/v1", "PodDisruptionBudget", True),
+    ("apps/v1", "Deployment", True), ("apps/v1", "DaemonSet", True), ("v1", "Service", True),
+    ("v1", "ConfigMap", True), ("v1", "Pod", True), ("v1", "Secret", True), ("v1", "ServiceAccount", True),
+    ("policy/v1", "PodDisruptionBudget", True), ("autoscaling/v2", "HorizontalPodAutoscaler", True),
     ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", False),
     ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", False),
-    ("install.istio.io/v1alpha1", "IstioOperator", True),
 ]
+
+
+def _revision_objects(client: Client, ns: str, selector: str) -> list[tuple[str, str, str, Obj]]:
+    out = []
+    for api_version, kind, namespaced in _OWNED_KINDS:
+        path = resource_path(api_version, kind, ns if namespaced else None)
+        try:
+            items = client.list(path, label_selector=selector)
+        except KubeError as e:
+            if e.code == 404:  # a kind this cluster does not serve
+                continue
+            raise
+        out += [(path, kind, f"{kind}:{ns + ':' if namespaced else ''}{o['metadata']['name']}", o) for o in items]
+    return out
 
 
 def run_uninstall(ctx: Context, args: argparse.Namespace) -> int:
@@ -267,21 +312,34 @@ def run_uninstall(ctx: Context, args: argparse.Namespace) -> int:
     client = ctx.client()
     ns = ctx.istio_namespace
     rev_label = revision or "default"
+    components = ",".join(manifests.PRUNED_COMPONENTS)
+    selector = (f"operator.istio.io/component in ({components})" if args.purge
+                else f"istio.io/rev={rev_label},operator.istio.io/component in ({components})")
+    targets = _revision_objects(client, ns, selector)
+    if not targets and not args.purge:
+        raise CommandError(f"could not find target revision {rev_label} in the cluster")
 
     message = ""
     if args.purge:
         message = "All Istio resources will be pruned from the cluster\n"
     else:
+        gateways = [o["metadata"]["name"] for _, kind, _, o in targets if kind == "Deployment"
+                    and (o["metadata"].get("labels") or {}).get("operator.istio.io/component")
+                    in ("IngressGateways", "EgressGateways")]
+        if gateways:
+            message += ("You are about to remove the following gateways: " + ", ".join(gateways) + ". To avoid "
+                        "downtime, please quit this command and reinstall the gateway(s) with a revision that is "
+                        "not being removed from the cluster.\n")
         stuck = [p.id for p in mesh.connected(mesh.proxies(client, mesh.istiods(client, ns)))
                  if p.revision == rev_label]
         if stuck:
             message += f"There are still {len(stuck)} proxies pointing to the control plane revision {rev_label}\n"
             if len(stuck) <= 30:
-                message += " \n".join(stuck) + "\n"
+                message += "\n".join(stuck) + "\n"
             message += ("If you proceed with the uninstall, these proxies will become detached from any control "
                         "plane and will not function correctly.\n")
     if message:
-        if not args.skip_confirmation:
+        if not args.skip_confirmation and not args.dry_run:
             if not confirm(message + "Proceed? (y/N)"):
                 print("Cancelled.")
                 return 1
@@ -289,22 +347,9 @@ def run_uninstall(ctx: Context, args: argparse.Namespace) -> int:
             sys.stdout.write(message)
 
     removed = []
-    for api_version, kind, namespaced in _OWNED_KINDS:
-        path = resource_path(api_version, kind, ns if namespaced else None)
-        try:
-            items = client.list(path, label_selector="operator.istio.io/component" if args.purge
-                                else f"istio.io/rev={rev_label},!istio.io/tag")
-        except KubeError as e:
-            if e.code == 404:  # IstioOperator CRD already gone
-                continue
-            raise
-        for obj in items:
-            labels = obj["metadata"].get("labels") or {}
-            if not args.purge and "operator.istio.io/component" not in labels and kind != "IstioOperator":
-                continue
-            name = obj["metadata"]["name"]
-            if args.dry_run or client.delete(f"{path}/{name}"):
-                removed.append(f"{kind}:{ns + ':' if namespaced else ''}{name}")
+    for path, _kind, label, obj in targets:
+        if args.dry_run or client.delete(f"{path}/{obj['metadata']['name']}"):
+            removed.append(label)
     if args.purge:
         for conf_kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
             path = resource_path("admissionregistration.k8s.io/v1", conf_kind)

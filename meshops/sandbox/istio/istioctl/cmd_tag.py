@@ -73,6 +73,13 @@ def run_set(ctx: Context, args: argparse.Namespace) -> int:
     objects = _generate(client, tag, args.revision, overwrite=args.overwrite, generate=False,
                         name=args.webhook_name, namespace=ctx.istio_namespace)
     try:
+        # --overwrite replaces the tag's objects whole (istioctl deletes the old tag webhooks and
+        # creates new ones), so labels of an install-made tag do not linger (reference §3).
+        for conf in client.list(MWC_PATH, label_selector=f"istio.io/tag={tag}"):
+            client.delete(f"{MWC_PATH}/{conf['metadata']['name']}")
+        if tag == "default":
+            client.delete(f"{VWC_PATH}/{webhooks.DEFAULT_VALIDATOR}")
+        client.delete(f"/api/v1/namespaces/{ctx.istio_namespace}/services/istiod-revision-tag-{tag}")
         for obj in objects:
             client.apply(obj)
         rev = webhooks.configuration_revision(objects[0])

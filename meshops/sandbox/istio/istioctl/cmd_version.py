@@ -43,13 +43,15 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     data_plane: list[dict[str, str]] | None = None
     if args.remote:
         client = ctx.client()
+        # One meshVersion entry per *ready* app=istiod pod; Component is the pod's `istio` label
+        # (`pilot` default revision, `istiod` revisioned), Revision its istio.io/rev (reference §4).
         istiods = [i for i in mesh.istiods(client, ctx.istio_namespace)
-                   if not args.revision or i.revision == args.revision]
+                   if i.ready and (not args.revision or i.revision == args.revision)]
         if not istiods:
             print(f'Istio is not present in the cluster: no running Istio pods in "{ctx.istio_namespace}"',
                   file=sys.stderr)
         else:
-            mesh_info = [{"Component": "pilot", "Revision": i.revision, "Info": build_info(i.version)}
+            mesh_info = [{"Component": i.component, "Revision": i.revision, "Info": build_info(i.version)}
                          for i in istiods]
             data_plane = [{"ID": p.id, "IstioVersion": p.version, "Type": p.type}
                           for p in mesh.connected(mesh.proxies(client, istiods))]

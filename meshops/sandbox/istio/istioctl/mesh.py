@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from meshops.sandbox.istio import injection
+from meshops.sandbox.istio import injection, readiness
 from meshops.sandbox.istio.istioctl.kube import Client
 from meshops.sandbox.istio.istioctl.output import parse_time
 from meshops.sandbox.istio.versions import image_tag
@@ -31,6 +31,7 @@ class Istiod:
     version: str
     ready: bool
     cluster_id: str
+    component: str = "pilot"  # the pod's `istio` label: pilot (default revision) or istiod (§1, §4)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ def istiods(client: Client, istio_namespace: str) -> list[Istiod]:
             version=image_tag(container.get("image", "")),
             ready=ready,
             cluster_id=_env(container, "CLUSTER_ID") or "Kubernetes",
+            component=(pod["metadata"].get("labels") or {}).get("istio", ""),
         ))
     return sorted(out, key=lambda i: i.pod)
 
@@ -103,6 +105,11 @@ def proxies(client: Client, control_planes: list[Istiod]) -> list[Proxy]:
         ready, since = _pod_ready(pod)
         meta = pod["metadata"]
         name = f"{meta['name']}.{meta['namespace']}"
+        # A proxy talks to the istiod its CA_ADDR / discovery address names, whatever its labels
+        # say (reference §2: an istioctl gateway's revision is baked into CA_ADDR).
+        target = readiness.control_plane_of(container)
+        if target is not None:
+            revision = injection.revision_of_service(target[1])
         candidates = by_rev.get(revision, [])
         # Each proxy holds one xDS stream; spread them over the revision's istiods stably.
         chosen = candidates[zlib.crc32(name.encode()) % len(candidates)] if candidates else None
@@ -125,8 +132,9 @@ def connected(all_proxies: list[Proxy]) -> list[Proxy]:
     return [p for p in all_proxies if p.istiod is not None]
 
 
-def injector_images(client: Client, istio_namespace: str) -> dict[str, str]:
-    """revision -> proxy image its injector would use (from `istio-sidecar-injector[-<rev>]`)."""
+def injector_images(client: Client, istio_namespace: str) -> dict[str, tuple[str, str]]:
+    """revision -> (proxy image, global.variant) its injector would use (from
+    `istio-sidecar-injector[-<rev>]` values, as the analyzer's GetIstioProxyImage reads it)."""
     out = {}
     for cm in client.list(f"/api/v1/namespaces/{istio_namespace}/configmaps"):
         name = cm["metadata"]["name"]
@@ -141,5 +149,5 @@ def injector_images(client: Client, istio_namespace: str) -> dict[str, str]:
         image = (glob.get("proxy") or {}).get("image") or "proxyv2"
         if "/" not in image:
             image = f"{glob.get('hub', 'docker.io/istio')}/{image}:{glob.get('tag', '')}"
-        out[rev] = image
+        out[rev] = (image, str(glob.get("variant") or ""))
     return out
