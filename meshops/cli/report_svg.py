@@ -203,7 +203,8 @@ def _rows(rep: Report, origin: float) -> list[_Row]:
                  for a, b in s.spans if b is not None]
         rows.append(_Row(s.key, f"{note} x{len(items)}", 0, spans))
         if len(items) <= MAX_ITEM_ROWS:
-            rows += [_Row(f"[{i.index}]", _item_note(i), 1, _step_bars(i, origin)) for i in items]
+            sizes = _wave_sizes(rep, s.key)
+            rows += [_Row(f"[{i.index}]", sizes.get(i.key) or _item_note(i), 1, _step_bars(i, origin)) for i in items]
             continue
         # Greedy interval packing: as many lanes as items ran at once.
         lanes: list[list[_Bar]] = []
@@ -218,6 +219,13 @@ def _rows(rep: Report, origin: float) -> list[_Row]:
             ends[lane] = max(ends[lane], bar.t1)
         rows += [_Row(f"lane {n + 1}", f"{len(b)} bars", 1, b) for n, b in enumerate(lanes)]
     return rows
+
+
+def _wave_sizes(rep: Report, step_id: str) -> dict[str, str]:
+    """Item key -> how many namespaces its wave moved, where that is more than one (a wave of one
+    is named instead): a canary's waves grow, 1, 2, 4, ... namespaces, and the rows show it."""
+    return {w.key: f"{len(w.namespaces)} namespaces" for g in rep.wave_groups if g.step_id == step_id
+            for w in g.waves if len(w.namespaces) > 1}
 
 
 def _item_note(item: StepReport) -> str:

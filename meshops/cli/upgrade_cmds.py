@@ -10,6 +10,7 @@ run holding the lock exits 4.
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -46,6 +47,17 @@ def _csv(values: tuple[str, ...]) -> list[str]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
+def _wave_params(wave_size: int | None, growth: float | None, max_wave_size: int | None, order: str) -> dict[str, Any]:
+    """The wave options as playbook params: equal waves (``--wave-size``) or growing ones, not both."""
+    if wave_size is not None and (growth is not None or max_wave_size is not None):
+        given = " and ".join(f for f, v in (("--growth", growth), ("--max-wave-size", max_wave_size)) if v is not None)
+        raise BadInput(f"--wave-size keeps equal waves; {given} shape growing ones: give one or the other")
+    if growth is not None and not math.isfinite(growth):
+        raise BadInput(f"--growth {growth}: expected a finite number of at least 1")
+    return {"wave_size": wave_size or 0, "growth": 2.0 if growth is None else growth,
+            "max_wave_size": max_wave_size or 0, "order": order}
+
+
 def _with_on_failure(loaded: LoadedPlaybook, on_failure: str) -> LoadedPlaybook:
     """The playbook with the waves' on_failure set (rollback or freeze): a playbook field, not a param."""
     if on_failure == "rollback":
@@ -63,7 +75,9 @@ def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_y
     planned = preflight(Engine(store=app.store(cluster=False), drivers=app.drivers), loaded, params, show=dry_run)
     check = next((p for p in planned if p.step_id == "check" and not p.skipped), None)
     if check is not None:
-        click.echo(f"meshops: plan checked ({len([p for p in planned if p.step_id.startswith('waves')])} wave(s)); "
+        sizes = [len(p.inputs["wave"]["namespaces"]) for p in planned
+                 if p.step_id.startswith("waves[") and isinstance(p.inputs.get("wave"), dict)]
+        click.echo(f"meshops: plan checked ({len(sizes)} wave(s) of {_sizes_text(sizes)} namespace(s)); "
                    "nothing changed yet", err=True)
     if dry_run:
         return None
@@ -71,6 +85,22 @@ def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_y
         engine = app.engine(cluster=True, assume_yes=assume_yes, stop=stop)
         result = engine.start(loaded, params)
     return RunState.replay(result.run_id, engine.store.records(result.run_id))
+
+
+def _sizes_text(sizes: list[int]) -> str:
+    """Wave sizes, runs of equal ones counted: ``1, 2, 4, 8`` or ``10 (x20)``."""
+    runs: list[list[int]] = []
+    for n in sizes:
+        if runs and runs[-1][0] == n:
+            runs[-1][1] += 1
+        else:
+            runs.append([n, 1])
+    return ", ".join(f"{n} (x{k})" if k > 2 else ", ".join([str(n)] * k) for n, k in runs)
+
+
+def _wave_index(key: str) -> int:
+    """``waves[10]`` -> 10 (so waves sort by number, not as text); other keys -> -1."""
+    return int(key[6:-1]) if key.startswith("waves[") and key.endswith("]") else -1
 
 
 def _report(state: RunState, soak: str) -> None:
@@ -81,7 +111,10 @@ def _report(state: RunState, soak: str) -> None:
                    f"{check.get('to_revision')} ({check.get('to_version')})")
     moved = [w for key, o in out.items() if key.startswith("waves[") for w in o.get("restarted", [])]
     if check:
-        click.echo(f"  {len(moved)} workload(s) restarted in {len([k for k in out if k.startswith('waves[')])} wave(s)")
+        sizes = [len(o.get("namespaces") or []) for k, o in sorted(out.items(), key=lambda kv: _wave_index(kv[0]))
+                 if k.startswith("waves[")]
+        click.echo(f"  {len(moved)} workload(s) restarted in {len(sizes)} wave(s) of {_sizes_text(sizes)} "
+                   "namespace(s)")
     for _, o in sorted(out.items()):
         for w, why in (o.get("not_moved") or {}).items():
             click.echo(f"  not moved: {w}: {why}")
@@ -106,7 +139,16 @@ def _report(state: RunState, soak: str) -> None:
 @click.option("--mode", type=click.Choice(["tags", "relabel"]), default="tags", show_default=True,
               help="Move namespaces by revision tags or by relabelling them.")
 @click.option("--first", multiple=True, metavar="NS,...", help="Namespaces moved first, alone (repeatable).")
-@click.option("--wave-size", type=click.IntRange(min=1), default=10, show_default=True, help="Namespaces per wave.")
+@click.option("--wave-size", type=click.IntRange(min=1), default=None,
+              help="Equal waves of this many namespaces (default: growing waves).")
+@click.option("--growth", type=click.FloatRange(min=1), default=None,
+              help="Each wave this many times the one before, after --first or the first namespace in order "
+                   "[default: 2].")
+@click.option("--max-wave-size", type=click.IntRange(min=1), default=None,
+              help="Cap on a growing wave, in namespaces [default: all remaining].")
+@click.option("--order", type=click.Choice(["size", "name", "risk"]), default="size", show_default=True,
+              help="After the meshops.dev/wave and meshops.dev/order labels: smallest first, by name, or "
+                   "fewest pods and no StatefulSets first.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=20, show_default=True,
               help="Workloads restarting at once.")
 @click.option("--wave-timeout", default="10m", show_default=True, help="All pods of a wave ready within this.")
@@ -144,7 +186,8 @@ def _report(state: RunState, soak: str) -> None:
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Answer yes to approval gates.")
 @click.pass_context
 def upgrade(cctx: click.Context, strategy: str, to_version: str | None, revision: str, from_revision: str, mode: str,
-            first: tuple[str, ...], wave_size: int, concurrency: int, wave_timeout: str, stable_tag: str,
+            first: tuple[str, ...], wave_size: int | None, growth: float | None, max_wave_size: int | None,
+            order: str, concurrency: int, wave_timeout: str, stable_tag: str,
             canary_tag: str, istioctl_path: str, gateways: str, prometheus: str, gates: tuple[str, ...],
             max_error_rate: float | None, max_p99_ms: float | None, probes: tuple[str, ...], gate_duration: str,
             gate_interval: str, approve_each_wave: bool, soak: str, on_failure: str, protect: tuple[str, ...],
@@ -172,7 +215,8 @@ def upgrade(cctx: click.Context, strategy: str, to_version: str | None, revision
     if max_p99_ms is not None:
         exprs.append(P99_GATE.format(ms=max_p99_ms))
     given: dict[str, Any] = {
-        "to": to_version, "from_revision": from_revision, "wave_size": wave_size, "concurrency": concurrency,
+        "to": to_version, "from_revision": from_revision, **_wave_params(wave_size, growth, max_wave_size, order),
+        "concurrency": concurrency,
         "wave_timeout": _duration(wave_timeout, "--wave-timeout"), "istioctl": istioctl_path,
         "prometheus": prometheus, "gates": exprs, "probes": list(probes),
         "gate_duration": _duration(gate_duration, "--gate-duration"),

@@ -317,6 +317,7 @@ class MeshSnapshot:
     workloads: dict[str, Workload]
     pods: list[Pod]
     istio_namespace: str = "istio-system"
+    namespace_annotations: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> annotations
     _pods_by_owner: dict[tuple[str, str, str], list[Pod]] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -324,7 +325,7 @@ class MeshSnapshot:
                      workloads: Iterable[Obj], mutating: Iterable[Obj], validating: Iterable[Obj],
                      services: Iterable[Obj] = (), istio_namespace: str = "istio-system") -> MeshSnapshot:
         """From plain objects (pods may already be ``Pod`` values, e.g. from an informer)."""
-        workloads = list(workloads)
+        workloads, namespaces = list(workloads), list(namespaces)
         revisions: dict[str, Revision] = {}
         for obj in workloads:
             if obj.get("kind") == "Deployment" and _labels(obj.get("spec", {}).get("template") or {}).get("app") == "istiod":
@@ -340,6 +341,7 @@ class MeshSnapshot:
             workloads={w.key: w for w in map(workload_from_object, workloads)},
             pods=[p if isinstance(p, Pod) else pod_from_object(p) for p in pods],
             istio_namespace=istio_namespace,
+            namespace_annotations={str(_meta(n).get("name")): _annotations(n) for n in namespaces},
         )
         for p in snap.pods:
             snap._pods_by_owner.setdefault((p.owner_kind, p.namespace, p.owner_name), []).append(p)

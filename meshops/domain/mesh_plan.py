@@ -12,7 +12,8 @@ Two modes:
   ``istio-injection`` (the Istio docs' per-namespace procedure). Tags move at finalize.
 
 Either way a workload moves only when it is restarted, wave by wave. ``restart`` (in place:
-the revision keeps its name and gets a new version) only restarts.
+the revision keeps its name and gets a new version) only restarts. Which namespaces go in
+which wave (growing waves, the operator's order) is ``meshops.domain.waves``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from meshops.domain.mesh import (
     MeshSnapshot,
     Workload,
 )
+from meshops.domain.waves import NamespaceFacts, WaveError, WaveShape, plan_waves
 
 Labels = dict[str, str | None]  # None removes the label
 
@@ -47,6 +49,8 @@ class WavePlan:
     pod_label: str  # istio.io/rev for workloads that select by pod label
     workloads: int  # restartable workloads on the old revision when planned
     canary: bool = False
+    reason: str = ""  # why the wave has this many namespaces
+    why: dict[str, str] = field(default_factory=dict)  # namespace -> why it sits in this wave
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,10 +104,21 @@ def _ns_labels(snap: MeshSnapshot, ns: str) -> Labels:
     return {INJECTION_LABEL: labels.get(INJECTION_LABEL), REV_LABEL: labels.get(REV_LABEL)}
 
 
+def _facts(snap: MeshSnapshot, involved: dict[str, list[Workload]]) -> list[NamespaceFacts]:
+    statefulsets: dict[str, int] = {}
+    for w in snap.workloads.values():
+        if w.kind == "StatefulSet" and not w.gateway:
+            statefulsets[w.namespace] = statefulsets.get(w.namespace, 0) + 1
+    return [NamespaceFacts(name=ns, workloads=len(ws), pods=sum(1 for w in ws for p in snap.pods_of(w) if p.live),
+                           statefulsets=statefulsets.get(ns, 0), labels=snap.namespaces.get(ns, {}),
+                           annotations=snap.namespace_annotations.get(ns, {}))
+            for ns, ws in involved.items()]
+
+
 def plan_upgrade(snap: MeshSnapshot, *, old: str, new: str, mode: str = "tags", first: list[str] | None = None,
-                 wave_size: int = 10, stable_tag: str = "prod-stable", canary_tag: str = "prod-canary") -> UpgradePlan:
-    if wave_size < 1:
-        raise PlanError("wave size must be at least 1")
+                 wave_size: int = 0, growth: float = 2.0, max_wave_size: int = 0, order: str = "size",
+                 stable_tag: str = "prod-stable", canary_tag: str = "prod-canary") -> UpgradePlan:
+    """``wave_size`` 0: growing waves (``growth``, ``max_wave_size``); N: equal waves of N namespaces."""
     if mode not in ("tags", "relabel", "restart"):
         raise PlanError(f"unknown mode {mode!r} (tags, relabel or restart)")
     involved = _involved(snap, old)
@@ -165,20 +180,22 @@ def plan_upgrade(snap: MeshSnapshot, *, old: str, new: str, mode: str = "tags", 
             raise PlanError(f"namespaces outside --first select the canary tag {canary_tag!r}; "
                             "name them in --first or pick another --canary-tag")
 
+    try:
+        placements = plan_waves(_facts(snap, involved), first=first, shape=WaveShape(
+            growth=growth, max_wave_size=max_wave_size, wave_size=wave_size, order=order))
+    except WaveError as exc:
+        raise PlanError(str(exc)) from None
     waves: list[WavePlan] = []
-
-    def add_wave(names: list[str], *, canary: bool, flip: dict[str, str]) -> None:
-        pod_label = {"relabel": new, "restart": ""}.get(mode) or (canary_tag if canary else stable_tag)
+    for place in placements:
+        names = place.namespaces
+        pod_label = {"relabel": new, "restart": ""}.get(mode) or (canary_tag if place.canary else stable_tag)
+        # The tags flip with the first wave that needs them: the canary tag with --first, the others after.
+        flip = canary_flip if place.canary else {} if any(not w.canary for w in waves) else bulk_flip
         waves.append(WavePlan(
-            index=len(waves), namespaces=names, canary=canary, flip=flip, pod_label=pod_label,
+            index=len(waves), namespaces=names, canary=place.canary, flip=dict(flip), pod_label=pod_label,
             relabel={ns: relabel[ns] for ns in names if ns in relabel},
             original={ns: _ns_labels(snap, ns) for ns in names if ns in relabel},
-            workloads=sum(len(involved[ns]) for ns in names)))
-
-    if first:
-        add_wave(first, canary=True, flip=dict(canary_flip))
-    for i in range(0, len(rest), wave_size):
-        add_wave(rest[i:i + wave_size], canary=False, flip=dict(bulk_flip) if i == 0 else {})
+            workloads=sum(len(involved[ns]) for ns in names), reason=place.reason, why=place.why))
     flipped = {**canary_flip, **bulk_flip}
     return UpgradePlan(old=old, new=new, mode=mode, stable_tag=stable_tag, canary_tag=canary_tag, waves=waves,
                        tags_before={t: tags.get(t) if t != "default" else default_rev for t in sorted(flipped)},

@@ -94,9 +94,12 @@ def waves_of(rep: Report) -> list[WaveGroup]:
             group = WaveGroup(step_id=s.key, concurrency=s.concurrency)
             for key in s.items:
                 item = rep.step(key)
-                label = label_of(item.outputs, item.inputs) or f"#{item.index}"
+                # A canary wave's inputs carry its plan: its namespaces, even when it failed (no outputs).
+                planned = item.inputs.get("wave") if isinstance(item.inputs, Mapping) else None
+                plan = {"namespaces": planned.get("namespaces")} if isinstance(planned, Mapping) else None
+                label = label_of(item.outputs, item.inputs, plan) or f"#{item.index}"
                 group.waves.append(_wave_from(key, label, item.status, item.started, item.finished,
-                                              item.outputs, item.inputs))
+                                              item.outputs, item.inputs, plan))
             groups.append(group)
         waves = _first(s.outputs, "waves")
         if isinstance(waves, list) and waves and all(isinstance(w, Mapping) for w in waves):

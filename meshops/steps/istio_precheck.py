@@ -53,7 +53,10 @@ class CheckInputs(StepInputs):
     from_revision: str = ""
     mode: Literal["tags", "relabel"] = "tags"
     first: list[str] = Field(default_factory=list)
-    wave_size: Annotated[int, Field(ge=1)] = 10
+    wave_size: Annotated[int, Field(ge=0)] = 0  # 0: growing waves (growth, max_wave_size); N: equal waves of N
+    growth: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 2.0
+    max_wave_size: Annotated[int, Field(ge=0)] = 0  # 0: no cap
+    order: Literal["size", "name", "risk"] = "size"
     concurrency: Annotated[int, Field(ge=1)] = 20
     stable_tag: str = "prod-stable"
     canary_tag: str = "prod-canary"
@@ -217,8 +220,9 @@ class UpgradeCheck(Step[CheckInputs, CheckOutputs]):
             settings = None
         try:
             plan = plan_upgrade(snap, old=old, new=new, mode=inputs.mode if strategy is Strategy.CANARY else "restart",
-                                first=inputs.first, wave_size=inputs.wave_size, stable_tag=inputs.stable_tag,
-                                canary_tag=inputs.canary_tag)
+                                first=inputs.first, wave_size=inputs.wave_size, growth=inputs.growth,
+                                max_wave_size=inputs.max_wave_size, order=inputs.order,
+                                stable_tag=inputs.stable_tag, canary_tag=inputs.canary_tag)
         except PlanError as exc:
             problems.append(str(exc))
             plan = None

@@ -162,7 +162,11 @@ class MoveWave(Step[WaveInputs, WaveOutputs]):
 
     def plan(self, inputs: WaveInputs, ctx: StepContext) -> StepPlan:
         wave = wave_from_dict(inputs.wave)
-        changes = [Change(action="call", target=f"istioctl tag set {tag}", detail=f"--revision {rev}")
+        # Why the wave is this big and why each namespace is in it (meshops.domain.waves).
+        changes = [Change(action="wave", target=f"{len(wave.namespaces)} namespace(s), {wave.workloads} workload(s)",
+                          detail=wave.reason)] if wave.reason else []
+        changes += [Change(action="place", target=f"Namespace/{ns}", detail=why) for ns, why in wave.why.items()]
+        changes += [Change(action="call", target=f"istioctl tag set {tag}", detail=f"--revision {rev}")
                    for tag, rev in sorted(wave.flip.items())]
         changes += [Change(action="patch", target=f"Namespace/{ns}",
                            detail=", ".join(f"{k}={v}" if v is not None else f"{k}-" for k, v in labels.items()))

@@ -61,6 +61,7 @@ def test_full_upgrade_from_unrevisioned(sandbox: Sandbox) -> None:
     config_before = istio_config(kube)
     probe = f"{sandbox.env['MESHOPS_SANDBOX_INGRESS_FULL']}/productpage"
     out = sandbox.meshops("full", "upgrade", "--to", "1.25.2", "--first", "bookinfo-frontend", "--wave-size", "2",
+                          "--order", "name",
                           "--probe", probe)
     assert out.returncode == 0, out.stderr[-3000:]
     run = out.stdout.strip().splitlines()[-1]

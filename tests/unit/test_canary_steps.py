@@ -192,7 +192,7 @@ def test_injected_gateway_moves_last_and_back_with_its_namespace() -> None:
     """An injected gateway is left to the gateways step going forward, and follows its namespace back."""
     world = FakeWorld(apps=1, per_ns=1, injected_gateway=True)
     before = world.state()
-    check = _check(world)
+    check = _check(world, wave_size=10)  # one wave: the gateway namespace with its app
     assert [w["namespaces"] for w in check.plan["waves"]] == [["app-0", "istio-ingress"]]
     install_in = InstallRevisionInputs(version="1.25.2", revision="1-25-2", overlay=check.overlay)
     install_out = InstallRevision().run(install_in, world.ctx("install"))

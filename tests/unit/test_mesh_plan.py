@@ -69,16 +69,18 @@ def test_namespaces_on_the_revision_name_adopt_the_stable_tag() -> None:
 
 def test_relabel_mode() -> None:
     """--mode relabel: each namespace gets istio.io/rev=<new> and loses istio-injection; no tag moves."""
-    plan = plan_upgrade(snapshot(_unrevisioned(2)), old="default", new="1-25-2", mode="relabel")
+    plan = plan_upgrade(snapshot(_unrevisioned(2)), old="default", new="1-25-2", mode="relabel", wave_size=10)
     assert plan.waves[0].relabel == {f"app-{i}": {"istio-injection": None, "istio.io/rev": "1-25-2"} for i in (0, 1)}
     assert plan.waves[0].flip == {} and plan.waves[0].pod_label == "1-25-2"
 
 
 def test_empty_namespaces_that_select_the_old_revision_are_planned() -> None:
-    """A namespace with no workloads that selects the old revision moves too (it must not dangle later)."""
+    """A namespace with no workloads that selects the old revision moves too (it must not dangle later),
+    after those with workloads (a first wave that restarts nothing would prove nothing)."""
     objs = [*_unrevisioned(1), ns("empty", **ENABLED), ns("other", **{"istio-injection": "disabled"})]
     plan = plan_upgrade(snapshot(objs), old="default", new="1-25-2", mode="relabel")
-    assert plan.waves[0].namespaces == ["app-0", "empty"]
+    assert [w.namespaces for w in plan.waves] == [["app-0"], ["empty"]]
+    assert "nothing to restart" in plan.waves[1].why["empty"]
 
 
 def test_pod_label_workloads_in_unlabelled_namespaces() -> None:
@@ -93,7 +95,9 @@ def test_pod_label_workloads_in_unlabelled_namespaces() -> None:
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"first": ["nope"]}, "do not exist"),
     ({"first": ["other"]}, "nothing on revision default"),
-    ({"wave_size": 0}, "at least 1"),
+    ({"wave_size": -1}, "at least 1"),
+    ({"growth": 0.5}, "growth 0.5"),
+    ({"order": "random"}, "unknown order"),
     ({"mode": "bogus"}, "unknown mode"),
 ])
 def test_plan_errors(kwargs: dict, message: str) -> None:

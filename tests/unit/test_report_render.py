@@ -101,6 +101,28 @@ def test_a_large_foreach_is_packed_into_lanes() -> None:
     assert not any(t and t.startswith("[") for t in texts)
 
 
+def test_growing_canary_waves_show_their_size_on_the_timeline() -> None:
+    """A canary's waves of 1, 2 and 4 namespaces: each row says how big its wave was (a wave of one
+    names its namespace); a wave that failed takes its namespaces from its planned inputs."""
+    waves = [["ns-0"], ["ns-1", "ns-2"], ["ns-3", "ns-4", "ns-5", "ns-6"]]
+    records = [started(), rec("foreach_started", 0, step="waves", items=3, concurrency=1)]
+    for i, names in enumerate(waves):
+        records.append(rec("step_started", i * 2.0, step=f"waves[{i}]", attempt=1,
+                           inputs={"wave": {"index": i, "namespaces": names, "workloads": 10 * len(names)}}))
+        if i < 2:
+            records.append(rec("step_succeeded", i * 2.0 + 1.5, step=f"waves[{i}]", attempt=1,
+                               outputs={"namespaces": names, "restarted": [f"Deployment/{n}/web" for n in names]}))
+    records += [rec("attempt_failed", 5.5, step="waves[2]", attempt=1, error="not ready", temporary=False),
+                rec("step_failed", 5.5, step="waves", error="not ready"),
+                rec("run_finished", 6.0, status="failed", failed_step="waves", message="failed")]
+    rep = build("r", records, step_types={"waves": "istio.move_wave"})
+    assert [w.namespaces for w in rep.wave_groups[0].waves] == waves
+    assert rep.wave_groups[0].waves[2].workloads == []  # the planned count is not a workload name
+    texts = [t.text for t in _svg(timeline(rep)).iter(f"{SVG}text")]
+    sizes = ["ns-0", "2 namespaces", "4 namespaces"]
+    assert [t for t in texts if t in sizes] == sizes
+
+
 def test_the_weights_chart_stacks_shares_and_draws_each_bake() -> None:
     """One band per identifier, a rollback line, and a bar per gate per bake coloured by its result."""
     records = [started(), rec("foreach_started", 1.0, step="shift", items=2, concurrency=1),
