@@ -172,15 +172,16 @@ def stop_on_signals() -> Iterator[StopFlag]:
 
 def parse_vars(pairs: tuple[str, ...], var_files: tuple[str, ...] = ()) -> dict[str, Any]:
     """--var k=v pairs, --var-file YAML files, and MESHOPS_PARAM_<NAME> environment variables."""
-    import yaml
-
     out: dict[str, Any] = {}
+    from meshops.domain.errors import PlaybookInvalid
+    from meshops.engine.yamlsource import load_yaml_file
+
     for path in var_files:
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise BadInput(f"--var-file {path}: {exc}") from None
+            # Bounded like a playbook: size, depth, and aliases expanded (no alias bombs).
+            data = load_yaml_file(path).data or {}
+        except PlaybookInvalid as exc:
+            raise BadInput(f"--var-file {path}: {exc.message}") from None
         if not isinstance(data, dict):
             raise BadInput(f"--var-file {path}: expected a mapping of param names to values")
         out.update(data)

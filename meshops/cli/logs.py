@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from meshops.domain.redact import SECRETS
+from meshops.domain import redact
 
 # Events that say the same thing about the same object whenever a step re-reads the mesh
 # (the upgrade's checks run once to plan and once for real): logged once per process.
@@ -43,7 +43,7 @@ def no_color() -> bool:
 
 
 def _scrub(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
-    scrubbed: dict[str, Any] = SECRETS.scrub(event_dict)
+    scrubbed: dict[str, Any] = redact.active().scrub(event_dict)
     return scrubbed
 
 

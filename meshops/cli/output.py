@@ -74,13 +74,13 @@ def _isatty(stream: Any) -> bool:
 
 def event_line(event: str, level: str = "info", **fields: Any) -> str:
     """One JSON log line in the shape structlog's JSON renderer gives (event, level, timestamp, ...)."""
-    from meshops.domain.redact import SECRETS
+    from meshops.domain.redact import active
 
     doc: dict[str, Any] = {"event": event, "level": level, **fields,
                            "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
     if SESSION.run_id and "run_id" not in doc:
         doc["run_id"] = SESSION.run_id
-    scrubbed: dict[str, Any] = SECRETS.scrub(doc)
+    scrubbed: dict[str, Any] = active().scrub(doc)
     return json.dumps(scrubbed, default=str)
 
 

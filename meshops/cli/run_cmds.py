@@ -63,10 +63,10 @@ def run(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...]
     fmt = output.fmt_of()
     loaded = load_playbook(playbook)
     params = _params(loaded, var, var_file)
-    if dry_run:
-        _print_plan(Engine(store=app.store(cluster=False), drivers=app.drivers).plan(loaded, params), fmt)
-        return
     secret = {n for n, s in loaded.playbook.params.items() if s.secret}
+    if dry_run:
+        _print_plan(Engine(store=app.store(cluster=False), drivers=app.drivers).plan(loaded, params, secret_params=secret), fmt)
+        return
     cluster = "kube" in app.needs(loaded) and loaded.playbook.metadata.lock
     if app.needs(loaded) & {"kube", "route53"}:
         output.confirm_change(f"run {loaded.playbook.metadata.name} ({playbook})", assume_yes=assume_yes)
@@ -90,10 +90,11 @@ def plan(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...
     loaded = load_playbook(playbook)
     params = _params(loaded, var, var_file)
     engine = Engine(store=app.store(cluster=False), drivers=app.drivers, options=EngineOptions())
-    _print_plan(engine.plan(loaded, params), output.fmt_of())
+    secret = {n for n, s in loaded.playbook.params.items() if s.secret}
+    _print_plan(engine.plan(loaded, params, secret_params=secret), output.fmt_of())
 
 
-def _engine_for_run(app: App, run_id: str, assume_yes: bool, stop: Any) -> Engine:
+def engine_for_run(app: App, run_id: str, assume_yes: bool, stop: Any) -> Engine:
     local = app.store(cluster=False)
     cluster = (app.cluster_configured() and not local.exists(run_id)) or _run_needs_cluster(app, run_id)
     return app.engine(cluster=cluster, assume_yes=assume_yes, stop=stop)
@@ -123,7 +124,7 @@ def resume(app: App, run_id: str, var: tuple[str, ...], assume_yes: bool) -> Non
     output.SESSION.run_id = run_id
     output.confirm_change(f"resume run {run_id}", assume_yes=assume_yes)
     with stop_on_signals() as stop:
-        engine = _engine_for_run(app, run_id, assume_yes, stop)
+        engine = engine_for_run(app, run_id, assume_yes, stop)
         secrets = {**_secret_env(), **parse_vars(var)}
         result = engine.resume(run_id, secret_values=secrets)
     output.finish(fmt, run_id=result.run_id, status=result.status, summary=result.message,
@@ -144,7 +145,7 @@ def rollback(app: App, run_id: str, var: tuple[str, ...], assume_yes: bool) -> N
     output.SESSION.run_id = run_id
     output.confirm_change(f"roll back run {run_id}", assume_yes=assume_yes)
     with stop_on_signals() as stop:
-        engine = _engine_for_run(app, run_id, False, stop)
+        engine = engine_for_run(app, run_id, False, stop)
         result = engine.rollback(run_id, secret_values={**_secret_env(), **parse_vars(var)})
     output.finish(fmt, run_id=result.run_id, status=result.status, summary=result.message,
                   table=f"{result.run_id} {result.status}: {result.message}")
@@ -173,7 +174,7 @@ def approve(app: App, run_id: str, step: str, by: str | None) -> None:
     if is_fleet_run(app.state_dir, run_id):  # a fleet's gate before a wave: STEP is wave/NAME
         click.echo(approve_fleet(app.state_dir, run_id, step, by or getpass.getuser()))
         return
-    engine = _engine_for_run(app, run_id, False, None)
+    engine = engine_for_run(app, run_id, False, None)
     state = RunState.replay(run_id, engine.store.records(run_id))
     gates = _gate_keys(engine, run_id)
     if step not in gates:

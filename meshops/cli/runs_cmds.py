@@ -113,3 +113,19 @@ def schema() -> None:
     from meshops.engine.playbook import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+@runs.command("abandon")
+@click.argument("run_id")
+@click.option("--reason", required=True, help="Why the run is given up (journaled).")
+@click.option("--by", default=None, help="Who abandons it (default: $USER).")
+@pass_app
+def runs_abandon(app: App, run_id: str, reason: str, by: str | None) -> None:
+    """Give up RUN_ID and release the lock it keeps while paused (its changes stay; rollback still works)."""
+    import getpass
+
+    from meshops.cli.run_cmds import engine_for_run
+
+    engine = engine_for_run(app, run_id, False, None)
+    click.echo(engine.abandon(run_id, reason=reason, by=by or getpass.getuser()))
+

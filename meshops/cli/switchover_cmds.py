@@ -32,7 +32,7 @@ from meshops.domain.errors import BadInput
 if TYPE_CHECKING:
     from meshops.cli.app import App
     from meshops.drivers.route53_lock import RecordLock
-    from meshops.engine.lock import RunLock
+    from meshops.engine.lock import BasicLock
     from meshops.engine.playbook import LoadedPlaybook
     from meshops.engine.runner import Engine, PlannedStep
 
@@ -157,13 +157,35 @@ class AllLocks:
     """Several run locks as one: taken in order (those taken are given back if a later one is held),
     renewed together, released in reverse order."""
 
-    def __init__(self, locks: list[RunLock]) -> None:
+    def __init__(self, locks: list[BasicLock]) -> None:
         self.locks = locks
         self.name = " + ".join(lock.name for lock in locks)
         self.duration = min(lock.duration for lock in locks)
 
+    # Fencing and paused runs (issue 15): locks that can look at their holder, or keep a paused
+    # mark, do; the others (the Route53 record lock) are renewed or given back as before.
+    def verify(self) -> None:
+        for lock in self.locks:
+            verify = getattr(lock, "verify", None)
+            if verify is not None:
+                verify()
+
+    def pause(self, run_id: str) -> None:
+        for lock in reversed(self.locks):
+            pause = getattr(lock, "pause", None)
+            if pause is not None:
+                pause(run_id)
+            else:
+                lock.release()
+
+    def abandon(self, run_id: str) -> bool:
+        from meshops.engine.lock import RunLock
+
+        found = [lock.abandon(run_id) for lock in self.locks if isinstance(lock, RunLock)]
+        return any(found)
+
     def acquire(self, holder: str) -> None:
-        taken: list[RunLock] = []
+        taken: list[BasicLock] = []
         try:
             for lock in self.locks:
                 lock.acquire(holder)

@@ -8,12 +8,24 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
+# No wait, timeout or bake meshops runs is meant to last more than 31 days; anything longer is
+# a typo (`99999999999999999999999d`) that would hang a run or overflow a deadline.
+MAX_DURATION = 31 * 86400.0
+
+
 def parse_duration(value: str | int | float) -> float:
-    """Seconds in ``value``; raises ValueError with the accepted forms."""
+    """Seconds in ``value`` (at most ``MAX_DURATION``); raises ValueError with the accepted forms."""
+    seconds = _parse(value)
+    if not seconds <= MAX_DURATION:  # also NaN
+        raise ValueError(f"{value!r} is longer than the longest duration meshops accepts (31d)")
+    return seconds
+
+
+def _parse(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 5m, 1h30m or a number of seconds")
     if isinstance(value, int | float):
-        if value < 0:
+        if not value >= 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
     text = value.strip()

@@ -31,6 +31,7 @@ from meshops.domain.report_model import (
     split_key,
 )
 from meshops.domain.report_outputs import traffic_of, waves_of
+from meshops.domain.runlog import TERMINAL_STEP, RecordType, RunState, StepStatus, parse_records
 
 __all__ = ["SCHEMA", "Report", "build", "iso", "split_key"]
 
@@ -39,10 +40,23 @@ __all__ = ["SCHEMA", "Report", "build", "iso", "split_key"]
 
 def build(run_id: str, records: Iterable[Mapping[str, Any]], *, step_types: Mapping[str, str] | None = None) -> Report:
     """The report of one run. ``step_types`` (step id -> ``uses``) only labels steps."""
+    # Records that do not parse are skipped, as by the engine; so are other journals' types.
+    typed = [r for r in parse_records(records) if isinstance(r.type, RecordType)]
     b = _Builder(run_id, dict(step_types or {}))
-    for r in records:
-        b.feed(r)
-    return b.finish()
+    for r in typed:
+        b.feed(r.to_dict())
+    rep = b.finish()
+    # The run's and each step's status come from the one replay the engine resumes from; the
+    # builder only adds the timeline (sessions, attempts, spans) around them.
+    state = RunState.replay(run_id, typed)
+    rep.status = str(state.status)
+    if state.started is not None:
+        rep.finished = state.finished
+    for s in rep.steps:
+        known = state.steps.get(s.key)
+        if known is not None and known.status in TERMINAL_STEP | {StepStatus.FAILED}:
+            s.status = str(known.status)
+    return rep
 
 
 class _Builder:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Sequence
+import signal
+import sys
+from collections.abc import Callable, Sequence
 
 from meshops.domain.errors import BadInput
 from meshops.domain.proxies import parse_version_json
@@ -41,7 +43,7 @@ class Istioctl:
         cmd = sh.Command(self.path)
         try:
             proc = cmd(*argv, _return_cmd=True, _ok_code=list(ok_codes), _timeout=timeout, _in=stdin,
-                       _env=_child_env(), _err_to_out=False)
+                       _env=_child_env(), _err_to_out=False, _new_group=True, _preexec_fn=_die_with_parent())
             result = IstioctlResult(argv=(self.path, *argv), exit_code=proc.exit_code,
                                     stdout=str(proc), stderr=_text(proc.stderr))
         except sh.ErrorReturnCode as exc:
@@ -64,8 +66,40 @@ def _text(data: bytes | str | None) -> str:
     return data.decode(errors="replace") if isinstance(data, bytes) else data
 
 
+# What istioctl may see of our environment: where to find things (PATH, HOME, KUBECONFIG),
+# locale and time zone, proxies and CA bundles, and its own ISTIOCTL_* settings. Not AWS keys,
+# tokens, MESHOPS_PARAM_* secrets or anything else a CI job happens to export.
+_ENV_ALLOWED = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "KUBECONFIG", "TMPDIR", "TZ", "LANG", "LANGUAGE", "TERM",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
+})
+_ENV_PREFIXES = ("LC_", "ISTIOCTL_")
+
+
 def _child_env() -> dict[str, str]:
-    return dict(os.environ)
+    return {k: v for k, v in os.environ.items() if k in _ENV_ALLOWED or k.startswith(_ENV_PREFIXES)}
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """A pre-exec hook: the child gets SIGKILL when meshops dies, however it dies.
+
+    Linux's PR_SET_PDEATHSIG (prctl(2)); a parent already gone by then is caught by the
+    getppid() check. The child also gets its own process group (``_new_group``), so a
+    terminal's Ctrl-C reaches meshops alone and meshops decides how to stop it.
+    """
+    parent = os.getpid()
+
+    def hook() -> None:
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(137)
+
+    return hook
 
 
 def client_version(path: str) -> str | None:

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from meshops.domain import redact
 from meshops.domain.errors import DriverError
-from meshops.domain.redact import SECRETS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,7 +27,7 @@ class IstioctlFailed(DriverError):
         self.result = result
         tail = "\n".join((result.stderr.strip() or result.stdout.strip()).splitlines()[-10:])
         cmd = " ".join(result.argv[1:6]) + (" ..." if len(result.argv) > 6 else "")
-        super().__init__(f"istioctl {cmd} exited {result.exit_code}:\n{SECRETS.scrub_text(tail)}", temporary=temporary)
+        super().__init__(f"istioctl {cmd} exited {result.exit_code}:\n{redact.active().scrub_text(tail)}", temporary=temporary)
 
 
 class IstioctlApi(Protocol):

@@ -18,7 +18,7 @@ from typing import Any
 import urllib3
 
 from meshops.domain.errors import Conflict, DriverError, ExitCode, NotFound
-from meshops.domain.redact import SECRETS
+from meshops.domain.redact import register_credential
 from meshops.drivers.kube_api import KubeApi as KubeApi
 from meshops.drivers.kube_api import Obj as Obj
 from meshops.drivers.kube_api import ObjectList as ObjectList
@@ -76,7 +76,7 @@ class KubeClient:
 
     def __init__(self, *, kubeconfig: str | None = None, context: str | None = None, qps: float = 50.0,
                  burst: int = 100, max_retries: int = 6, request_timeout: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, max_retry_after: float = 10.0) -> None:
         from meshops.drivers.kube_config import load_api_client
 
         # A kubeconfig, or the ServiceAccount inside a cluster; BadInput naming what was tried.
@@ -89,12 +89,13 @@ class KubeClient:
         self._reached = False
         for key in ("authorization", "BearerToken"):
             if conf.api_key.get(key):
-                SECRETS.add(conf.api_key[key])
-                SECRETS.add(str(conf.api_key[key]).split(" ", 1)[-1].strip())  # "Bearer x" and in-cluster "bearer x"
+                register_credential(conf.api_key[key])
+                register_credential(str(conf.api_key[key]).split(" ", 1)[-1].strip())  # "Bearer x" and in-cluster "bearer x"
         self._api.user_agent = "meshops/0.1"
         self.limiter = TokenBucket(qps=qps, burst=burst)
         self._sleep = sleep
         self._max_retries = max_retries
+        self._max_retry_after = max_retry_after
         self._timeout = request_timeout
         self._resources: dict[tuple[str, str], Resource] = {}
         self._discovered: set[str] = set()
@@ -147,6 +148,9 @@ class KubeClient:
                     delay = float(retry_after) if retry_after else min(8.0, 0.2 * 2 ** (attempt - 1))
                 except ValueError:
                     delay = 1.0
+                # A server (or anything in between) may ask for any wait; a run must not hang on
+                # it. Past the cap the retry budget, not the header, decides.
+                delay = min(max(0.0, delay), self._max_retry_after) if delay == delay else 1.0
                 if resp.status == 429:
                     self.limiter.pause_until(time.monotonic() + delay)
                 else:

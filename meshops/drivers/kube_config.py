@@ -37,6 +37,19 @@ def in_cluster_available() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(os.path.join(SERVICE_ACCOUNT_DIR, "token"))
 
 
+def _configuration() -> Any:
+    """A fresh client Configuration whose urllib3 layer never retries on its own.
+
+    urllib3 would otherwise sleep out any Retry-After itself, unbounded, before we see the 429:
+    retrying (and its cap) is KubeClient's job alone."""
+    from kubernetes.client import Configuration
+    from urllib3.util.retry import Retry
+
+    conf = type.__call__(Configuration)  # not Configuration(): that copies the process-wide default
+    conf.retries = Retry(total=0, respect_retry_after_header=False, raise_on_status=False)
+    return conf
+
+
 def load_api_client(kubeconfig: str | None, context: str | None) -> tuple[Any, str]:
     """An ApiClient and the name of the context it talks to (``in-cluster`` for the ServiceAccount)."""
     from kubernetes import client as kclient
@@ -48,7 +61,7 @@ def load_api_client(kubeconfig: str | None, context: str | None) -> tuple[Any, s
         if in_cluster_available() and context in (None, "", IN_CLUSTER):
             from kubernetes.config.incluster_config import InClusterConfigLoader
 
-            conf = kclient.Configuration()
+            conf = _configuration()
             # try_refresh_token: the token is re-read before it would go stale (kubelet rotates it).
             InClusterConfigLoader(token_filename=os.path.join(SERVICE_ACCOUNT_DIR, "token"),  # type: ignore[no-untyped-call]
                                   cert_filename=os.path.join(SERVICE_ACCOUNT_DIR, "ca.crt"),
@@ -69,7 +82,7 @@ def load_api_client(kubeconfig: str | None, context: str | None) -> tuple[Any, s
         raise BadInput(f"{config_file} has no current-context; pass --context (available: {', '.join(names) or 'none'})")
     try:
         api = kconfig.new_client_from_config(config_file=config_file, context=context,  # type: ignore[no-untyped-call]
-                                             persist_config=False)
+                                             persist_config=False, client_configuration=_configuration())
     except Exception as exc:
         raise BadInput(f"cannot load kubeconfig {config_file}{f' context {context!r}' if context else ''}: {exc}") from None
     return api, context or str((active or {}).get("name", ""))

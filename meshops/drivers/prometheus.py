@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urlsplit
 import urllib3
 
 from meshops.domain.errors import DriverError
-from meshops.domain.redact import SECRETS
+from meshops.domain.redact import register_credential
 from meshops.drivers.prometheus_api import BadQuery as BadQuery
 from meshops.drivers.prometheus_api import NoData as NoData
 from meshops.drivers.prometheus_api import PrometheusApi as PrometheusApi
@@ -47,7 +47,7 @@ class PrometheusClient:
         self.queries = 0
         self._headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
         if bearer_token:
-            SECRETS.add(bearer_token)
+            register_credential(bearer_token)
             self._headers["Authorization"] = f"Bearer {bearer_token}"
         self._http = urllib3.PoolManager(num_pools=2, maxsize=4, retries=False,
                                          timeout=urllib3.Timeout(connect=min(5.0, timeout), read=timeout))

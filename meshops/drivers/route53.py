@@ -111,6 +111,7 @@ class Route53Client:
             from botocore.config import Config
 
             session = boto3.session.Session(profile_name=profile, region_name=region)
+            _register_aws_credentials(session)
             client = session.client(
                 "route53", endpoint_url=endpoint_url, region_name=session.region_name or "us-east-1",
                 config=Config(retries={"total_max_attempts": 1}, connect_timeout=min(10.0, timeout),
@@ -296,3 +297,18 @@ class Route53Client:
             for tag_set in data.get("ResourceTagSets", []):
                 out[tag_set["ResourceId"]] = {t["Key"]: t.get("Value", "") for t in tag_set.get("Tags", [])}
         return out
+
+
+def _register_aws_credentials(session: Any) -> None:
+    """The access key id, secret key and session token of the AWS chain are secrets of the process."""
+    from meshops.domain.redact import register_credential
+
+    try:
+        creds = session.get_credentials()
+        frozen = creds.get_frozen_credentials() if creds is not None else None
+    except Exception:  # a broken chain is reported by the first call, with a clear message
+        return
+    if frozen is not None:
+        for value in (frozen.access_key, frozen.secret_key, frozen.token):
+            if value:
+                register_credential(value)

@@ -12,14 +12,18 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from meshops.domain.errors import BadInput
-from meshops.domain.redact import SECRETS
+import structlog
+
+from meshops.domain.errors import BadInput, MeshopsError, StepError
+from meshops.domain.redact import CREDENTIALS, SecretRegistry
+from meshops.domain.runlog import TERMINAL_STEP, BadRecord, JournalRecord, RunState, StepState, record_digest
+
+log = structlog.get_logger("meshops.journal")
 
 Record = dict[str, Any]
 
@@ -56,6 +60,7 @@ class LocalStateStore:
 
     def create_run(self, run_id: str, *, playbook_text: str, playbook_path: str) -> None:
         d = self._dir(run_id)
+        runs_existed = d.parent.exists()
         d.mkdir(parents=True, exist_ok=False)
         tmp = d / "playbook.yaml.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -65,22 +70,37 @@ class LocalStateStore:
         tmp.replace(d / "playbook.yaml")
         _fsync_dir(d)
         _fsync_dir(d.parent)
+        if not runs_existed:
+            _fsync_dir(d.parent.parent)  # `runs/` itself is a new entry of the state directory
 
-    def _fd(self, run_id: str) -> int:
+    def temp_dir(self, run_id: str) -> Path:
+        """The run's private temp directory (0700), for files handed to subprocesses."""
+        d = self._dir(run_id) / "tmp"
+        d.mkdir(mode=0o700, exist_ok=True)
+        return d
+
+    def _fd(self, run_id: str) -> tuple[int, list[Record]]:
+        """The append descriptor of a run's journal, and records to write first (a repair note)."""
         fd = self._fds.get(run_id)
-        if fd is None:
-            path = self._dir(run_id) / "journal.jsonl"
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            self._fds[run_id] = fd
-        return fd
+        if fd is not None:
+            return fd, []
+        path = self._dir(run_id) / "journal.jsonl"
+        created = not path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        if created:
+            _fsync_dir(path.parent)  # the new file's directory entry must survive a crash too
+        notes = _trim_torn_tail(fd, path)
+        self._fds[run_id] = fd
+        return fd, notes
 
     def append(self, run_id: str, records: list[Record]) -> None:
         # One write per batch with O_APPEND keeps lines whole even when `meshops approve`
         # appends from another process at the same moment.
-        data = "".join(json.dumps(r, separators=(",", ":"), sort_keys=True) + "\n" for r in records).encode()
         with self._lock:
-            fd = self._fd(run_id)
-            os.write(fd, data)
+            fd, notes = self._fd(run_id)
+            data = "".join(json.dumps(r, separators=(",", ":"), sort_keys=True) + "\n"
+                           for r in [*notes, *records]).encode()
+            _write_all(fd, data)
             os.fdatasync(fd)
 
     def records(self, run_id: str) -> list[Record]:
@@ -90,16 +110,17 @@ class LocalStateStore:
                 raise BadInput(f"no run {run_id} in {self.root} (see: meshops runs list)")
             return []
         out = []
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for n, line in enumerate(fh, 1):
                 line = line.strip()
                 if not line:
                     continue
                 try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    # A torn last line from a crash mid-write: everything before it is whole.
-                    break
+                    out.append(JournalRecord.parse_line(line).to_dict())
+                except BadRecord as exc:
+                    # A torn line (a crash mid-write) or a damaged one: the records after it
+                    # are whole and still count, so skip it rather than stop reading here.
+                    log.warning("journal.bad_line", run_id=run_id, line=n, error=str(exc))
         return out
 
     def playbook_text(self, run_id: str) -> str:
@@ -122,6 +143,40 @@ class LocalStateStore:
             self._fds.clear()
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` may write less than asked (a full disk, a signal): write the rest, or fail loudly."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(f"journal write made no progress ({len(view)} bytes left)")
+        view = view[written:]
+
+
+def _trim_torn_tail(fd: int, path: Path) -> list[Record]:
+    """Cut a last line that has no newline (a crash mid-write) and say so in the journal.
+
+    Left in place, the next append would be glued onto it and both would be unreadable.
+    """
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return []
+    keep, end = 0, size
+    while end > 0:
+        start = max(0, end - 4096)
+        nl = os.pread(fd, end - start, start).rfind(b"\n")
+        if nl >= 0:
+            keep = start + nl + 1
+            break
+        end = start
+    torn = os.pread(fd, min(size - keep, 200), keep)
+    os.ftruncate(fd, keep)
+    os.fsync(fd)
+    log.warning("journal.torn_tail_trimmed", path=str(path), bytes=size - keep)
+    return [{"type": "journal_repaired", "ts": round(time.time(), 3), "trimmed_bytes": size - keep,
+             "trimmed_start": torn.decode(errors="replace")[:80]}]
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -130,28 +185,82 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class MirrorFailed(StepError):
+    """The local journal has the record, the cluster mirror does not (yet): a step failure."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, temporary=False)
+
+
 class MirroredStateStore:
     """Writes to every store (local first); reads from the first that knows the run.
 
     With the cluster as a mirror, a CI job on another runner can resume, approve or roll
-    back a run it did not start.
+    back a run it did not start. The first store is the truth: a record that reached it
+    but not a mirror is kept pending and sent with the next append, and on first contact
+    with a run in this process the mirror is brought level with it (a resume re-syncs).
     """
 
     def __init__(self, *stores: StateStore) -> None:
         self.stores = stores
+        self._synced: set[tuple[int, str]] = set()
+        self._mu = threading.Lock()
 
     def create_run(self, run_id: str, *, playbook_text: str, playbook_path: str) -> None:
-        for s in self.stores:
+        for i, s in enumerate(self.stores):
             s.create_run(run_id, playbook_text=playbook_text, playbook_path=playbook_path)
+            self._synced.add((i, run_id))
 
     def append(self, run_id: str, records: list[Record]) -> None:
-        for s in self.stores:
-            if not s.exists(run_id):
-                # A run started elsewhere: seed this store before it takes new records.
+        first, *mirrors = self.stores
+        with self._mu:
+            if not first.exists(run_id):
+                # A run started elsewhere: seed the local store before it takes new records.
                 source = self._first(run_id)
-                s.create_run(run_id, playbook_text=source.playbook_text(run_id), playbook_path="")
-                s.append(run_id, source.records(run_id))
+                first.create_run(run_id, playbook_text=source.playbook_text(run_id), playbook_path="")
+                first.append(run_id, source.records(run_id))
+            first.append(run_id, records)
+            failures = []
+            for i, s in enumerate(mirrors, 1):
+                try:
+                    self._mirror(i, s, first, run_id, records)
+                except (MeshopsError, OSError) as exc:
+                    self._synced.discard((i, run_id))  # re-sync from the truth next time
+                    failures.append(str(exc))
+            if failures:
+                raise MirrorFailed(f"journal mirror of run {run_id} is behind: {'; '.join(failures)}")
+
+    def sync(self, run_id: str) -> bool:
+        """Bring every mirror level with the first store (on resume, rollback, abandon). True if level."""
+        first, *mirrors = self.stores
+        if not first.exists(run_id):
+            return True
+        level = True
+        with self._mu:
+            for i, s in enumerate(mirrors, 1):
+                self._synced.discard((i, run_id))
+                try:
+                    self._mirror(i, s, first, run_id, [])
+                except (MeshopsError, OSError) as exc:
+                    log.warning("journal.mirror_behind", run_id=run_id, error=str(exc))
+                    level = False
+        return level
+
+    def _mirror(self, i: int, s: StateStore, truth: StateStore, run_id: str, records: list[Record]) -> None:
+        if (i, run_id) in self._synced:
             s.append(run_id, records)
+            return
+        if not s.exists(run_id):
+            s.create_run(run_id, playbook_text=truth.playbook_text(run_id), playbook_path="")
+        have = len(s.records(run_id))
+        missing = truth.records(run_id)[have:]
+        if missing:
+            s.append(run_id, missing)
+        self._synced.add((i, run_id))
+
+    def temp_dir(self, run_id: str) -> Path | None:
+        first = self.stores[0]
+        return first.temp_dir(run_id) if isinstance(first, LocalStateStore) and first.exists(run_id) else None
 
     def _first(self, run_id: str) -> StateStore:
         for s in self.stores:
@@ -172,147 +281,51 @@ class MirroredStateStore:
         return any(s.exists(run_id) for s in self.stores)
 
 
-class Journal:
-    """Appends records for one run: timestamped, redacted, durable."""
+# Fields the engine reads back to replay a run: never scrubbed (they hold no param values).
+_STRUCTURAL = frozenset({"type", "ts", "step", "attempt", "status", "temporary", "continued", "items",
+                         "concurrency", "hidden_params"})
 
-    def __init__(self, store: StateStore, run_id: str, *, wall: Callable[[], float] = time.time) -> None:
+
+class Journal:
+    """Appends records for one run: typed, timestamped, redacted with the run's secrets, durable."""
+
+    def __init__(self, store: StateStore, run_id: str, *, wall: Callable[[], float] = time.time,
+                 secrets: SecretRegistry | None = None) -> None:
         self.store = store
         self.run_id = run_id
         self._wall = wall
         self._lock = threading.Lock()
+        self.secrets = secrets or SecretRegistry(parent=CREDENTIALS)
+        self.strict = True  # a mirror failure raises (once); then records go on locally
 
     def write(self, type_: str, **fields: Any) -> Record:
         record: Record = {"type": type_, "ts": round(self._wall(), 3), **fields}
-        record = SECRETS.scrub(record)
+        record = self.secrets.scrub(record, keep=_STRUCTURAL)
+        record["sha"] = record_digest(record)
+        JournalRecord.parse(record)  # a record the replay could not read is a bug here, not later
         with self._lock:
-            self.store.append(self.run_id, [record])
+            try:
+                self.store.append(self.run_id, [record])
+            except MirrorFailed as exc:
+                # Durable locally. Going forward that is a step failure (the engine rolls back or
+                # freezes); while rolling back or reporting, the local journal is enough.
+                if self.strict:
+                    self.strict = False
+                    raise
+                log.warning("journal.mirror_behind", run_id=self.run_id, error=exc.message)
         return record
 
 
-# ---- replay -------------------------------------------------------------------------------
+# ---- replay: one model, in meshops.domain.runlog, shared with the CLI and the reports ---
 
-TERMINAL_STEP = {"succeeded", "skipped", "failed_continued"}
-
-
-@dataclass(kw_only=True)
-class StepState:
-    key: str
-    status: str = "pending"  # pending|started|succeeded|skipped|failed|failed_continued|undone|undo_failed|undo_skipped
-    attempts: int = 0
-    outputs: Any = None
-    inputs: Any = None
-    error: str | None = None
-    started: float | None = None
-    finished: float | None = None
-    undo_status: str | None = None
-    order: int = -1  # position in success order, for rollback
-
-
-@dataclass(kw_only=True)
-class RunState:
-    run_id: str
-    playbook: str = ""
-    playbook_name: str = ""
-    params: dict[str, Any] = field(default_factory=dict)
-    status: str = "unknown"
-    started: float | None = None
-    finished: float | None = None
-    steps: dict[str, StepState] = field(default_factory=dict)
-    approvals: dict[str, str] = field(default_factory=dict)
-    failed_step: str | None = None
-    waiting_gate: str | None = None  # the step key `meshops approve` must name
-    message: str = ""
-    events: list[Record] = field(default_factory=list)
-
-    @classmethod
-    def replay(cls, run_id: str, records: Iterable[Record]) -> RunState:
-        state = cls(run_id=run_id)
-        order = 0
-        for r in records:
-            state.events.append(r)
-            t = r.get("type")
-            key = r.get("step")
-            if t == "run_started":
-                state.playbook = r.get("playbook", "")
-                state.playbook_name = r.get("name", "")
-                state.params = r.get("params", {})
-                state.started = r["ts"]
-                state.status = "running"
-            elif t == "run_resumed":
-                state.status = "running"
-                state.finished = None
-                state.waiting_gate = None
-            elif t == "run_finished":
-                state.status = r["status"]
-                state.finished = r["ts"]
-                state.message = r.get("message", "")
-                state.failed_step = r.get("failed_step", state.failed_step)
-                state.waiting_gate = r.get("waiting_gate")
-            elif t == "rollback_started":
-                state.status = "rolling_back"
-            elif t == "approved" and key:
-                state.approvals[key] = r.get("by", "")
-            elif key is not None:
-                s = state.steps.setdefault(key, StepState(key=key))
-                if t == "step_started":
-                    s.status, s.attempts = "started", r.get("attempt", s.attempts + 1)
-                    s.inputs = r.get("inputs", s.inputs)
-                    s.started = s.started or r["ts"]
-                elif t == "step_succeeded":
-                    s.status, s.outputs, s.finished = "succeeded", r.get("outputs"), r["ts"]
-                    s.attempts = max(s.attempts, r.get("attempt", 1))
-                    s.inputs = r.get("inputs", s.inputs)
-                    s.started = s.started or r["ts"]
-                    s.order, order = order, order + 1
-                elif t == "step_skipped":
-                    s.status, s.finished = "skipped", r["ts"]
-                elif t == "attempt_failed":
-                    s.error = r.get("error")
-                elif t == "step_failed":
-                    s.status, s.error, s.finished = ("failed_continued" if r.get("continued") else "failed"), r.get("error"), r["ts"]
-                    state.failed_step = key
-                elif t in ("undone", "undo_failed", "undo_skipped"):
-                    s.undo_status = t
-        return state
-
-    def done(self, key: str) -> bool:
-        s = self.steps.get(key)
-        return s is not None and s.status in TERMINAL_STEP
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "playbook": self.playbook_name,
-            "status": self.status,
-            "started": _iso(self.started),
-            "finished": _iso(self.finished),
-            "failed_step": self.failed_step,
-            "waiting_gate": self.waiting_gate,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.summary(),
-            "playbook_path": self.playbook,
-            "params": self.params,
-            "message": self.message,
-            "approvals": self.approvals,
-            "steps": [
-                {
-                    "key": s.key,
-                    "status": s.status,
-                    "attempts": s.attempts,
-                    "started": _iso(s.started),
-                    "finished": _iso(s.finished),
-                    "duration_s": None if s.started is None or s.finished is None else round(s.finished - s.started, 3),
-                    "error": s.error,
-                    "undo": s.undo_status,
-                    "outputs": s.outputs,
-                }
-                for s in self.steps.values()
-            ],
-        }
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+__all__ = [
+    "TERMINAL_STEP",
+    "Journal",
+    "LocalStateStore",
+    "MirrorFailed",
+    "MirroredStateStore",
+    "RunState",
+    "StateStore",
+    "StepState",
+    "new_run_id",
+]

@@ -15,21 +15,34 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from meshops.domain.errors import LockHeld
-from meshops.domain.locks import holder_identity, holder_is_dead
+from meshops.domain.locks import LockLost, holder_identity, holder_is_dead, paused_holder, run_of
 
-__all__ = ["FileLock", "LockRenewer", "RunLock", "holder_identity"]
+__all__ = ["BasicLock", "FileLock", "LockLost", "LockRenewer", "RunLock", "holder_identity", "paused_holder"]
 
 
-class RunLock(Protocol):
+class BasicLock(Protocol):
+    """What any lock does: take, renew, give back."""
+
     name: str
     duration: float
 
     def acquire(self, holder: str) -> None: ...
-    def renew(self) -> None: ...
+    def renew(self) -> None: ...  # raises LockLost when another holder has it
     def release(self) -> None: ...
+
+
+@runtime_checkable
+class RunLock(BasicLock, Protocol):
+    """A run's lock: also looked at by the fence, and kept (paused) for a run that exits 130."""
+
+    def verify(self) -> None: ...  # raises LockLost when another holder has it; changes nothing
+    # Keep the lock for a run that stopped to wait (exit 130): marked paused with its run id,
+    # so no other run takes it until that run resumes or is abandoned.
+    def pause(self, run_id: str) -> None: ...
+    def abandon(self, run_id: str) -> bool: ...
 
 
 class FileLock:
@@ -62,7 +75,12 @@ class FileLock:
         now = self._clock()
 
         def take(cur: dict[str, object] | None) -> dict[str, object]:
-            if cur and cur.get("holder") != holder and not holder_is_dead(str(cur.get("holder"))):
+            paused = str(cur.get("paused_run") or "") if cur else ""
+            if paused and paused != run_of(holder):
+                at = float(str(cur.get("paused_at", 0))) if cur else 0.0
+                raise LockHeld(holder=paused_holder(paused), lock=self.name,
+                               since=datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds") if at else "?")
+            if cur and not paused and cur.get("holder") != holder and not holder_is_dead(str(cur.get("holder"))):
                 renewed = float(str(cur.get("renewed", 0)))
                 if renewed + float(str(cur.get("duration", self.duration))) > now:
                     since = datetime.fromtimestamp(float(str(cur.get("acquired", renewed))), UTC)
@@ -78,12 +96,48 @@ class FileLock:
             return
         now, holder = self._clock(), self._holder
 
+        lost: list[str] = []
+
         def bump(cur: dict[str, object] | None) -> dict[str, object] | None:
             if cur is None or cur.get("holder") != holder:
-                return cur  # lost it; the run notices on its next acquire
+                lost.append(str(cur.get("holder")) if cur else "nobody")
+                return cur
             return {**cur, "renewed": now}
 
         self._update(bump)
+        if lost:
+            raise LockLost(f"{self.name} is now held by {lost[0]}")
+
+    def verify(self) -> None:
+        holder = self._holder
+        if holder is None:
+            return
+        try:
+            cur = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            cur = None
+        if not cur or cur.get("holder") != holder:
+            raise LockLost(f"{self.name} is now held by {cur.get('holder') if cur else 'nobody'}")
+
+    def pause(self, run_id: str) -> None:
+        holder, self._holder = self._holder, None
+        if holder is None:
+            return
+        now = self._clock()
+        self._update(lambda cur: {**cur, "paused_run": run_id, "paused_at": now}
+                     if cur and cur.get("holder") == holder else cur)
+
+    def abandon(self, run_id: str) -> bool:
+        found: list[bool] = []
+
+        def drop(cur: dict[str, object] | None) -> dict[str, object] | None:
+            if cur and (cur.get("paused_run") == run_id or run_of(str(cur.get("holder"))) == run_id):
+                found.append(True)
+                return None
+            return cur
+
+        self._update(drop)
+        return bool(found)
 
     def release(self) -> None:
         holder = self._holder
@@ -96,22 +150,26 @@ class FileLock:
 class LockRenewer:
     """Renews a lock in the background every third of its duration until stopped."""
 
-    def __init__(self, lock: RunLock, *, on_error: Callable[[Exception], None]) -> None:
+    def __init__(self, lock: RunLock, *, on_error: Callable[[Exception], None],
+                 on_renewed: Callable[[], None] = lambda: None) -> None:
         self.lock = lock
         self._stop = threading.Event()
         self._on_error = on_error
+        self._on_renewed = on_renewed
         self._thread = threading.Thread(target=self._loop, name="lock-renewer", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def _loop(self) -> None:
-        interval = max(0.5, self.lock.duration / 3)
+        interval = max(0.5, self.lock.duration / 4)
         while not self._stop.wait(interval):
             try:
                 self.lock.renew()
-            except Exception as exc:  # a missed renewal is retried; the lease has slack for two
+            except Exception as exc:  # the fence decides: a changed holder at once, a failure once late
                 self._on_error(exc)
+            else:
+                self._on_renewed()
 
     def stop(self) -> None:
         self._stop.set()

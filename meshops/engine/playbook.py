@@ -39,6 +39,11 @@ class ParamSpec(_Model):
     enum: list[Any] | None = None
     pattern: str | None = None
     secret: bool = False
+    # Bounds: numbers and durations (``1s``), and each item of a list of numbers.
+    minimum: float | str | None = None
+    maximum: float | str | None = None
+    min_items: Annotated[int, Field(ge=0)] | None = None
+    max_items: Annotated[int, Field(ge=0)] | None = None
 
     @field_validator("pattern")
     @classmethod
@@ -335,11 +340,42 @@ def coerce_param(name: str, spec: ParamSpec, value: Any) -> Any:
             out = str(value)
     except (TypeError, ValueError):
         raise BadInput(f"param {name}: {value!r} is not a valid {spec.type}") from None
+    _check_bounds(name, spec, value, out)
     if spec.enum is not None and out not in spec.enum:
         raise BadInput(f"param {name}: {value!r} is not one of {', '.join(map(str, spec.enum))}")
     if spec.pattern is not None and isinstance(out, str) and not re.fullmatch(spec.pattern, out):
         raise BadInput(f"param {name}: {value!r} does not match {spec.pattern}")
     return out
+
+
+# Integers past this are typos, not counts or ports (and do not survive JSON as numbers).
+_MAX_INT = 2**53
+
+
+def _bound(value: float | str) -> float:
+    return parse_duration(value) if isinstance(value, str) else float(value)
+
+
+def _check_bounds(name: str, spec: ParamSpec, given: Any, out: Any) -> None:
+    if spec.type == "integer" and abs(out) > _MAX_INT:
+        raise BadInput(f"param {name}: {given!r} is out of range")
+    if spec.type == "list":
+        if spec.min_items is not None and len(out) < spec.min_items:
+            raise BadInput(f"param {name}: needs at least {spec.min_items} item(s), got {len(out)}")
+        if spec.max_items is not None and len(out) > spec.max_items:
+            raise BadInput(f"param {name}: takes at most {spec.max_items} item(s), got {len(out)}")
+    if spec.minimum is None and spec.maximum is None:
+        return
+    values = out if spec.type == "list" else [out]
+    for v in values:
+        try:
+            number = parse_duration(v) if spec.type == "duration" else float(v)
+        except (TypeError, ValueError):
+            raise BadInput(f"param {name}: {v!r} is not a number") from None
+        if spec.minimum is not None and number < _bound(spec.minimum):
+            raise BadInput(f"param {name}: {v!r} is below the minimum {spec.minimum}")
+        if spec.maximum is not None and number > _bound(spec.maximum):
+            raise BadInput(f"param {name}: {v!r} is above the maximum {spec.maximum}")
 
 
 def resolve_params(pb: Playbook, given: dict[str, Any]) -> dict[str, Any]:

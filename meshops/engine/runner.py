@@ -7,6 +7,7 @@ killed at any instant can be resumed (``meshops resume``) or rolled back
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from meshops.domain import redact
 from meshops.domain.errors import (
     AwaitingApproval,
     BadInput,
@@ -21,17 +23,19 @@ from meshops.domain.errors import (
     ExitCode,
     Interrupted,
     MeshopsError,
-    RollbackFailed,
     RunFailed,
     StepError,
 )
-from meshops.domain.redact import SECRETS
+from meshops.domain.locks import LockLost
+from meshops.domain.runlog import RunStatus, StepState, StepStatus
 from meshops.drivers.api import Drivers, NoDrivers
-from meshops.drivers.dry_run import DryRunDrivers
 from meshops.engine import templating
-from meshops.engine.journal import Journal, RunState, StateStore, new_run_id
+from meshops.engine.fencing import Fence, FencedDrivers
+from meshops.engine.journal import Journal, MirrorFailed, RunState, StateStore, new_run_id
 from meshops.engine.lock import LockRenewer, RunLock, holder_identity
+from meshops.engine.planning import plan_steps, scrub_planned
 from meshops.engine.playbook import ON_FAILURE, LoadedPlaybook, StepSpec, load_playbook_text
+from meshops.engine.preflight import preflight
 from meshops.engine.runtypes import (
     EngineOptions,
     JournalApprovals,
@@ -40,6 +44,7 @@ from meshops.engine.runtypes import (
     StepFailed,
     StopFlag,
 )
+from meshops.engine.undo import roll_back
 from meshops.steps import registry
 from meshops.steps.base import Approvals, Step, StepContext, StepInputs, StepOutputs
 
@@ -64,20 +69,30 @@ class Engine:
         self.lock = lock
         self.opts = options or EngineOptions()
         self.stop = stop or StopFlag()
+        self.secrets = redact.SecretRegistry(parent=redact.CREDENTIALS)
+        self.secret_params: set[str] = set()
+        self.fence = Fence(clock=self.opts.monotonic)
+        self._temp_dir: str | None = None
 
     # ---- entry points ---------------------------------------------------------------------
 
     def start(self, loaded: LoadedPlaybook, params: dict[str, Any], *, secret_params: set[str] | None = None) -> RunResult:
         run_id = new_run_id(loaded.playbook.metadata.name, self.opts.clock())
-        for name in secret_params or set():
-            SECRETS.add(params.get(name, ""))
+        self._new_secrets(params, secret_params or set())
+        public = {k: v for k, v in params.items() if k not in (secret_params or set())}
+        try:
+            preflight(loaded, params)  # before the lock and the journal: bad input writes nothing
+        except BadInput as exc:
+            exc.message = self.secrets.scrub_text(exc.message)
+            exc.args = (exc.message,)
+            raise
 
         def begin() -> RunResult:
             # Created under the lock: a run refused with exit 4 leaves no journal behind.
             self.store.create_run(run_id, playbook_text=loaded.source.text, playbook_path=loaded.path)
-            journal = Journal(self.store, run_id, wall=self.opts.clock)
+            journal = self._journal(run_id)
             journal.write("run_started", playbook=loaded.path, name=loaded.playbook.metadata.name,
-                          params=params, hidden_params=sorted(secret_params or ()))
+                          params=public, hidden_params=sorted(secret_params or ()))
             if self.opts.on_started is not None:
                 self.opts.on_started(run_id)
             return self._execute(run_id, loaded, params, journal, RunState(run_id=run_id))
@@ -88,10 +103,10 @@ class Engine:
         state, loaded, params = self._reload(run_id, secret_values)
         if state.status == "succeeded":
             return RunResult(run_id=run_id, status="succeeded", message="already finished")
-        if state.status in ("rolled_back", "rolling_back", "rollback_failed"):
+        if state.status in ("rolled_back", "rolling_back", "rollback_failed", "abandoned"):
             raise BadInput(f"run {run_id} is {state.status.replace('_', ' ')}; it cannot be resumed "
                            f"(to finish a rollback: meshops rollback {run_id})")
-        journal = Journal(self.store, run_id, wall=self.opts.clock)
+        journal = self._journal(run_id)
 
         def go() -> RunResult:
             # Journaled under the lock: a resume refused with exit 4 leaves no trace.
@@ -104,42 +119,126 @@ class Engine:
         state, loaded, params = self._reload(run_id, secret_values)
         if state.status == "rolled_back":
             return RunResult(run_id=run_id, status="rolled_back", message="already rolled back")
-        journal = Journal(self.store, run_id, wall=self.opts.clock)
+        journal = self._journal(run_id)
 
         def go() -> RunResult:
             ctx = self._template_context(run_id, params, state)
-            return self._rollback(run_id, loaded, ctx, journal, state, cause="requested")
+            return roll_back(self, run_id, loaded, ctx, journal, state, cause="requested")
 
         return self._locked(run_id, go)
 
+    def abandon(self, run_id: str, *, reason: str, by: str) -> str:
+        """Give up RUN_ID: journal who and why, and release the lock it keeps while paused.
+
+        Its changes stay as they are (``meshops rollback RUN_ID`` can still undo them).
+        """
+        if not reason.strip():
+            raise BadInput("--reason is required: say why the run is abandoned (it is journaled)")
+        state = RunState.replay(run_id, self.store.records(run_id))
+        if state.status == RunStatus.UNKNOWN:
+            raise BadInput(f"no run {run_id} (see: meshops runs list)")
+        journal = self._journal(run_id)
+        journal.strict = False
+        journal.write("run_abandoned", reason=reason, by=by, previous_status=str(state.status))
+        released = self.lock.abandon(run_id) if self.lock is not None else False
+        return f"{run_id} abandoned (was {state.status}); lock {'released' if released else 'not held by it'}"
+
     # ---- plumbing -------------------------------------------------------------------------
 
+    def _new_secrets(self, params: dict[str, Any], names: set[str]) -> None:
+        """A fresh registry for this run: its secret params, whatever their length, and the process credentials."""
+        self.secrets = redact.SecretRegistry(parent=redact.CREDENTIALS)
+        self.secret_params = set(names)
+        for name in names:
+            self._register_secret(params.get(name))
+
+    def _register_secret(self, value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                self._register_secret(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                self._register_secret(v)
+        else:
+            self.secrets.add(value)
+
+    def _journal(self, run_id: str) -> Journal:
+        return Journal(self.store, run_id, wall=self.opts.clock, secrets=self.secrets)
+
     def _reload(self, run_id: str, secret_values: dict[str, Any] | None) -> tuple[RunState, LoadedPlaybook, dict[str, Any]]:
+        sync = getattr(self.store, "sync", None)
+        if sync is not None:
+            sync(run_id)  # a mirror left behind by a failed write is brought level first
         records = self.store.records(run_id)
         state = RunState.replay(run_id, records)
         loaded = load_playbook_text(self.store.playbook_text(run_id), path=state.playbook or f"{run_id}/playbook.yaml")
         params = dict(state.params)
-        started = next((r for r in records if r.get("type") == "run_started"), {})
-        for name in started.get("hidden_params", []):
+        self._new_secrets(params, set(state.hidden_params))
+        for name in state.hidden_params:
             value = (secret_values or {}).get(name)
             if value is None:
                 raise BadInput(f"run {run_id} needs the secret param {name!r} again (it is never journaled): "
                                f"pass --var {name}=... or set MESHOPS_PARAM_{name.upper()}")
-            SECRETS.add(value)
+            self._register_secret(value)
             params[name] = value
         return state, loaded, params
 
     def _locked(self, run_id: str, body: Callable[[], RunResult]) -> RunResult:
+        try:
+            with redact.activated(self.secrets):
+                return self._locked_body(run_id, body)
+        except MeshopsError as exc:
+            # The CLI prints this message after the run's registry is gone: scrub it here.
+            exc.message = self.secrets.scrub_text(exc.message)
+            exc.args = (exc.message,)
+            raise
+
+    def _locked_body(self, run_id: str, body: Callable[[], RunResult]) -> RunResult:
         if self.lock is None:
             return body()
-        self.lock.acquire(holder_identity(run_id))
-        renewer = LockRenewer(self.lock, on_error=lambda exc: log.warning("lock.renew_failed", error=str(exc)))
+        lock = self.lock
+        lock.acquire(holder_identity(run_id))
+        # Renewals come every quarter of the lease; unrenewed for 80 % of it and another runner
+        # may soon take it over: stop writing before it can (the rest is margin for clock skew
+        # between runners). Real elapsed time, as the lease's.
+        self.fence = Fence(clock=self.opts.monotonic, duration=lock.duration * 0.8, verify=lock.verify)
+
+        def renew_failed(exc: Exception) -> None:
+            log.warning("lock.renew_failed", run_id=run_id, error=str(exc))
+            if isinstance(exc, LockLost):
+                self.fence.lose(exc.message)  # another holder: stop at once
+
+        renewer = LockRenewer(lock, on_error=renew_failed, on_renewed=self.fence.renewed)
         renewer.start()
+        paused = False
         try:
             return body()
+        except Interrupted:
+            paused = True  # exit 130: the run keeps its lock, marked paused with its id
+            raise
         finally:
             renewer.stop()
-            self.lock.release()
+            if paused and self.fence.lost is None:
+                lock.pause(run_id)
+            else:
+                lock.release()
+
+    def _regain(self, run_id: str, journal: Journal) -> bool:
+        """After losing the lock: take it back if it is free again (then a rollback may write)."""
+        if self.lock is None:
+            return True
+        self.fence.verify_now()  # a step may have failed because someone else has the lock
+        if self.fence.lost is None:
+            return True
+        reason = self.fence.lost
+        try:
+            self.lock.acquire(holder_identity(run_id))
+        except MeshopsError as exc:
+            journal.write("lock_lost", reason=reason, regained=False, error=exc.message)
+            return False
+        journal.write("lock_lost", reason=reason, regained=True)
+        self.fence.reset()
+        return True
 
     def _template_context(self, run_id: str, params: dict[str, Any], state: RunState) -> dict[str, Any]:
         steps: dict[str, Any] = {}
@@ -157,6 +256,11 @@ class Engine:
     def _render_inputs(self, spec: StepSpec, step: Step[Any, Any], ctx: dict[str, Any], key: str) -> StepInputs:
         try:
             rendered = templating.render_value(spec.with_, ctx)
+            # A value computed from a secret (`{{ params.token | upper }}`) is a secret too.
+            # One that still shows the secret as is is already caught where it appears.
+            for value in templating.derived_from(spec.with_, rendered, self.secret_params):
+                if self.secrets.scrub_text(str(value)) == str(value):
+                    self.secrets.add(value)
             return step.Inputs.model_validate(rendered)
         except templating.TemplateError as exc:
             raise StepFailed(key, f"inputs: {exc}") from None
@@ -181,25 +285,53 @@ class Engine:
         return policy
 
     def _make_ctx(self, run_id: str, spec: StepSpec, key: str, item: Any, attempt: int, deadline: float | None,
-                  first_started: float | None = None, drivers: Drivers | None = None) -> StepContext:
+                  first_started: float | None = None, journal: Journal | None = None,
+                  facts: dict[str, Any] | None = None, drivers: Drivers | None = None) -> StepContext:
         approvals: Approvals = JournalApprovals(self.store, run_id, self.opts.sleep, self.opts.clock)
         progress = self.opts.progress(key) if self.opts.progress else None
         ctx = StepContext(
             run_id=run_id, step_id=spec.id, step_key=key, attempt=attempt, item=item,
             log=log.bind(run_id=run_id, step=key, attempt=attempt),
             clock=self.opts.clock, sleep_fn=self.opts.sleep, deadline=deadline,
-            stop_requested=self.stop, drivers=drivers or self.drivers, approvals=approvals,
+            stop_requested=self.stop, drivers=drivers or self._fenced_drivers(), approvals=approvals,
             interactive=self.opts.interactive, assume_yes=self.opts.assume_yes,
             first_started=first_started, confirm=self.opts.confirm,
         )
         if progress is not None:
             ctx.progress = progress
+        ctx.facts = dict(facts or {})
+        ctx.temp_dir = self._temp_dir
+        ctx.fence = self.fence.check
+        if journal is not None:
+            def record_fact(name: str, value: Any) -> None:
+                # Durable before the step goes on: a retry, resume or rollback decides from it.
+                journal.write("fact", step=key, name=name, value=value)
+                ctx.facts[name] = value
+            ctx.record_fact = record_fact
         return ctx
+
+    def _fenced_drivers(self) -> Any:
+        return self.drivers if self.lock is None or self.drivers is None else FencedDrivers(self.drivers, self.fence)
 
     # ---- forward execution ----------------------------------------------------------------
 
+    def _fresh_temp_dir(self, run_id: str) -> None:
+        """The run's temp directory, emptied: files a killed session left behind go now."""
+        make = getattr(self.store, "temp_dir", None)
+        d = make(run_id) if make is not None else None
+        if d is None:
+            self._temp_dir = None
+            return
+        for leftover in d.iterdir():
+            if leftover.is_file() or leftover.is_symlink():
+                leftover.unlink(missing_ok=True)
+            elif leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+        self._temp_dir = str(d)
+
     def _execute(self, run_id: str, loaded: LoadedPlaybook, params: dict[str, Any], journal: Journal, state: RunState) -> RunResult:
         pb = loaded.playbook
+        self._fresh_temp_dir(run_id)
         ctx = self._template_context(run_id, params, state)
         bound = log.bind(run_id=run_id, playbook=pb.metadata.name)
         bound.info("run.start", steps=len(pb.steps), resumed=bool(state.steps))
@@ -217,9 +349,16 @@ class Engine:
                 ctx["steps"][spec.id] = {"outputs": outputs, "status": "succeeded"}
             except Interrupted as exc:
                 return self._interrupted(journal, run_id, spec.id, exc)
-            except (StepFailed, templating.TemplateError) as exc:
-                reason = exc.reason if isinstance(exc, StepFailed) else str(exc)
+            except (StepFailed, templating.TemplateError, LockLost, MirrorFailed) as exc:
+                reason = exc.reason if isinstance(exc, StepFailed) else exc.message if isinstance(exc, MeshopsError) else str(exc)
                 key = exc.key if isinstance(exc, StepFailed) else spec.id
+                if not self._regain(run_id, journal):
+                    # Another run has the lock now: undoing would fight it. Stop, say so, exit 1.
+                    journal.write("step_failed", step=spec.id, error=reason)
+                    msg = (f"{key} stopped: {reason}; this run lost its lock and cannot roll back "
+                           f"while another holds it. Half-done: {self._half_done(run_id)}")
+                    journal.write("run_finished", status="frozen", failed_step=spec.id, message=msg)
+                    raise RunFailed(f"run {run_id}: {msg}\n  next: `meshops rollback {run_id}` once the lock is free") from None
                 if isinstance(exc, StepFailed) and exc.refused and self._nothing_changed(run_id, pb):
                     journal.write("step_failed", step=spec.id, error=reason)
                     journal.write("run_finished", status="refused", failed_step=spec.id, message=reason)
@@ -230,7 +369,7 @@ class Engine:
                 if policy == "continue":
                     journal.write("step_failed", step=spec.id, error=reason, continued=True)
                     ctx["steps"][spec.id] = {"outputs": {}, "status": "failed_continued"}
-                    state.steps.setdefault(spec.id, _blank(spec.id)).status = "failed_continued"
+                    state.steps.setdefault(spec.id, _blank(spec.id)).status = StepStatus.FAILED_CONTINUED
                     continue
                 journal.write("step_failed", step=spec.id, error=reason)
                 if policy == "freeze":
@@ -239,7 +378,7 @@ class Engine:
                     raise RunFailed(f"run {run_id}: {msg}\n  next: fix it, then `meshops resume {run_id}`, "
                                     f"or `meshops rollback {run_id}`") from None
                 fresh = RunState.replay(run_id, self.store.records(run_id))
-                result = self._rollback(run_id, loaded, ctx, journal, fresh, cause=f"{key} failed: {reason}")
+                result = roll_back(self, run_id, loaded, ctx, journal, fresh, cause=f"{key} failed: {reason}")
                 raise RunFailed(f"run {run_id}: {key} failed: {reason}; rolled back ({result.message})") from None
         journal.write("run_finished", status="succeeded")
         bound.info("run.done", status="succeeded")
@@ -330,9 +469,12 @@ class Engine:
         first_started = previous.started if previous and previous.started else self.opts.clock()
         while True:
             deadline = None if timeout is None else self.opts.clock() + timeout
-            sctx = self._make_ctx(run_id, spec, key, item, attempt, deadline, first_started)
+            facts = {**(previous.facts if previous else {}), **(state.steps[key].facts if key in state.steps else {})}
+            sctx = self._make_ctx(run_id, spec, key, item, attempt, deadline, first_started, journal=journal, facts=facts)
+            facts_seen = sctx.facts
             dumped_inputs = inputs.model_dump(mode="json")
             if not step.side_effect_free:
+                self.fence.check()
                 journal.write("step_started", step=key, attempt=attempt, inputs=dumped_inputs)
             sctx.log.info("step.start", uses=spec.uses)
             try:
@@ -363,6 +505,9 @@ class Engine:
                 sctx.log.info("step.done")
                 return outputs
             journal.write("attempt_failed", step=key, attempt=attempt, error=message, temporary=temporary)
+            state.steps.setdefault(key, _blank(key)).facts.update(facts_seen)
+            if self.fence.lost is not None:
+                raise StepFailed(key, f"{message} (lock lost: {self.fence.lost})")
             retries_used = attempt - first_attempt
             if not temporary or retries_used >= policy.count:
                 suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
@@ -380,113 +525,20 @@ class Engine:
 
     # ---- planning ---------------------------------------------------------------------------
 
-    def plan(self, loaded: LoadedPlaybook, params: dict[str, Any]) -> list[PlannedStep]:
-        """What each step would do, without changing anything.
-
-        Read-only steps really run, so later steps are planned from real findings; a step
-        whose inputs depend on what an earlier, changing step would output says so. Every step
-        gets dry-run drivers: reads reach the systems, writes are recorded and never made.
-        """
-        dry = DryRunDrivers(self.drivers)
-        # A real, unique id (not a constant): a dry run's events must not mix with another's.
-        run_id = new_run_id(f"{loaded.playbook.metadata.name}-dry-run", self.opts.clock())
-        ctx: dict[str, Any] = {"params": params, "steps": {}, "run": {"id": run_id}}
-        planned: list[PlannedStep] = []
-        for spec in loaded.playbook.steps:
-            step = self._step_type(spec)
+    def plan(self, loaded: LoadedPlaybook, params: dict[str, Any], *,
+             secret_params: set[str] | None = None) -> list[PlannedStep]:
+        """What each step would do (see ``_plan``), with every secret and value derived from one redacted."""
+        self._new_secrets(params, set(secret_params or ()))
+        with redact.activated(self.secrets):
             try:
-                if not templating.evaluate_condition(spec.when, ctx):
-                    planned.append(PlannedStep(step_id=spec.id, uses=spec.uses, skipped=True, note="when is false"))
-                    ctx["steps"][spec.id] = {"outputs": {}, "status": "skipped"}
-                    continue
-                items = [None] if spec.foreach is None else templating.render_value(spec.foreach, ctx)
-                if not isinstance(items, list):
-                    raise templating.TemplateError(f"foreach must give a list, got {type(items).__name__}")
-                for i, item in enumerate(items):
-                    key = spec.id if spec.foreach is None else f"{spec.id}[{i}]"
-                    item_ctx = ctx if spec.foreach is None else {**ctx, "item": item, "index": i}
-                    inputs = self._render_inputs(spec, step, item_ctx, key)
-                    sctx = self._make_ctx(run_id, spec, key, item, 1, None, drivers=dry)
-                    if step.read_only:
-                        before = len(dry.writes)
-                        out = step.run(inputs, sctx).model_dump(mode="json")
-                        note = "read-only: ran to plan the steps after it"
-                        if len(dry.writes) > before:
-                            # A read-only step that writes is a bug; the dry-run drivers kept it harmless.
-                            suppressed = [str(w) for w in dry.writes[before:]]
-                            log.warning("plan.write_suppressed", step=key, writes=suppressed)
-                            note += f"; tried {len(suppressed)} write(s), not made: " + "; ".join(suppressed[:3])
-                        planned.append(PlannedStep(step_id=key, uses=spec.uses, inputs=inputs.model_dump(mode="json"),
-                                                   note=note, outputs=out))
-                        ctx["steps"][spec.id] = {"outputs": out, "status": "succeeded"}
-                    else:
-                        p = step.plan(inputs, sctx)
-                        planned.append(PlannedStep(step_id=key, uses=spec.uses, inputs=inputs.model_dump(mode="json"),
-                                                   changes=list(p.changes), predictable=p.predictable, note=p.note))
-            except (StepFailed, templating.TemplateError) as exc:
-                reason = exc.reason if isinstance(exc, StepFailed) else str(exc)
-                planned.append(PlannedStep(step_id=spec.id, uses=spec.uses, predictable=False,
-                                           note=f"cannot plan until earlier steps have run: {reason}"))
-            except (StepError, DriverError) as exc:
-                planned.append(PlannedStep(step_id=spec.id, uses=spec.uses, predictable=False, error=exc.message,
-                                           note="would fail now"))
-        return planned
+                preflight(loaded, params)
+            except BadInput as exc:
+                exc.message = self.secrets.scrub_text(exc.message)
+                exc.args = (exc.message,)
+                raise
+            return [scrub_planned(self, p) for p in plan_steps(self, loaded, params)]
 
     # ---- rollback ---------------------------------------------------------------------------
 
-    def _rollback(self, run_id: str, loaded: LoadedPlaybook, ctx: dict[str, Any], journal: Journal,
-                  state: RunState, *, cause: str) -> RunResult:
-        pb = loaded.playbook
-        journal.write("rollback_started", cause=cause)
-        log.warning("rollback.start", run_id=run_id, cause=cause)
-        # Undo in reverse order of completion; a step that failed or was cut off mid-way is
-        # undone first (its undo looks before it acts, so a partial run is fine).
-        candidates = [s for s in state.steps.values() if s.undo_status not in ("undone", "undo_skipped")]
-        partial = [s for s in candidates if s.status in ("started", "failed")]
-        finished = sorted((s for s in candidates if s.status == "succeeded"), key=lambda s: s.order, reverse=True)
-        undone = 0
-        for s in partial + finished:
-            step_id = s.key.split("[", 1)[0]
-            try:
-                spec = pb.step(step_id)
-            except KeyError:
-                continue
-            if spec.foreach is not None and "[" not in s.key:
-                continue  # a foreach step is undone item by item
-            step = self._step_type(spec)
-            if step.irreversible:
-                journal.write("undo_skipped", step=s.key, reason="irreversible")
-                continue
-            if s.status in ("started", "failed") and step.side_effect_free:
-                continue
-            index = int(s.key.split("[", 1)[1].rstrip("]")) if "[" in s.key else None
-            item_ctx = dict(ctx)
-            if index is not None:
-                items = templating.render_value(spec.foreach, ctx)
-                item_ctx.update(item=items[index] if isinstance(items, list) and index < len(items) else None, index=index)
-            try:
-                inputs = self._render_inputs(spec, step, item_ctx, s.key)
-                outputs = step.Outputs.model_validate(s.outputs) if s.status == "succeeded" and s.outputs is not None else None
-                sctx = self._make_ctx(run_id, spec, s.key, item_ctx.get("item"), 0, None)
-                sctx.stop_requested = lambda: False  # a rollback is finished even when asked to stop
-                journal.write("undo_started", step=s.key)
-                step.undo(inputs, outputs, sctx)
-            except Exception as exc:
-                message = exc.message if isinstance(exc, MeshopsError) else f"{type(exc).__name__}: {exc}"
-                journal.write("undo_failed", step=s.key, error=message)
-                msg = (f"rollback failed at {s.key}: {message}. The journal of run {run_id} says what is undone; "
-                       f"fix it, then `meshops rollback {run_id}` continues from there")
-                journal.write("run_finished", status="rollback_failed", failed_step=s.key, message=msg)
-                raise RollbackFailed(msg) from None
-            journal.write("undone", step=s.key)
-            undone += 1
-        msg = f"undid {undone} step(s)"
-        journal.write("run_finished", status="rolled_back", message=msg)
-        log.warning("rollback.done", run_id=run_id, undone=undone)
-        return RunResult(run_id=run_id, status="rolled_back", message=msg)
-
-
-def _blank(key: str) -> Any:
-    from meshops.engine.journal import StepState
-
+def _blank(key: str) -> StepState:
     return StepState(key=key)

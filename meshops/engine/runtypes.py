@@ -52,6 +52,8 @@ class EngineOptions:
     interactive: bool = False
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    # Real elapsed time, for the lock fence (the lease is renewed in real time whatever `clock` says).
+    monotonic: Callable[[], float] = time.monotonic
     rng: random.Random = field(default_factory=random.Random)
     progress: Callable[[str], Progress] | None = None
     confirm: Callable[[str], bool] | None = None

@@ -22,6 +22,26 @@ class TemplateError(Exception):
     pass
 
 
+class NotYetKnown(Exception):
+    """Raised by a preflight context for values only a run can know (earlier steps' outputs)."""
+
+
+class Unknowable(Mapping[str, Any]):
+    """A mapping whose every key exists but cannot be read before the run: ``steps`` in preflight."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> Any:
+        raise NotYetKnown(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
 def _to_yaml(value: Any) -> str:
     import yaml
 
@@ -62,6 +82,8 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
             if whole and "{{" not in whole.group(1) and "}}" not in whole.group(1):
                 return _compile_expression(whole.group(1))(**context)
             return environment().from_string(value).render(**context)
+        except NotYetKnown:
+            raise
         except UndefinedError as exc:
             raise TemplateError(f"{exc.message} in {value!r}") from None
         except TemplateSyntaxError as exc:
@@ -87,6 +109,8 @@ def evaluate_condition(value: str | bool | None, context: Mapping[str, Any]) -> 
         source = whole.group(1)
     try:
         return bool(_compile_expression(source)(**context))
+    except NotYetKnown:
+        raise
     except UndefinedError as exc:
         raise TemplateError(f"{exc.message} in when: {value!r}") from None
     except TemplateSyntaxError as exc:
@@ -110,6 +134,15 @@ def references(source: str, *, expression: bool = False) -> Iterator[tuple[str, 
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error: {exc.message}") from None
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        name = ""
+        if isinstance(node, nodes.Getattr):
+            name = node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            name = node.arg.value
+        if name.startswith("_"):
+            # The sandbox refuses these when rendering; refusing them here makes a playbook
+            # that tries (`{{ ().__class__ }}`) bad input at load time, before any write.
+            raise TemplateError(f"blocked: {name!r} is not allowed in templates (no private or dunder attributes)")
         base = getattr(node, "node", None)
         if isinstance(base, nodes.Name) and base.name in ("params", "steps"):
             if isinstance(node, nodes.Getattr):
@@ -127,3 +160,54 @@ def walk_strings(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from walk_strings(v, (*path, i))
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, Mapping):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _leaves(v)
+    elif value is not None and not isinstance(value, bool):
+        yield value
+
+
+def _reads_secret(source: str, secret_params: set[str]) -> bool:
+    try:
+        tree = environment().parse(source)
+    except TemplateSyntaxError:
+        return False
+    whole_uses = sum(1 for n in tree.find_all(nodes.Name) if n.name == "params")
+    fixed_uses = 0
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        base = getattr(node, "node", None)
+        if isinstance(base, nodes.Name) and base.name == "params" and (
+                isinstance(node, nodes.Getattr)
+                or (isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str))):
+            fixed_uses += 1
+    named = {name for base_name, name in references(source) if base_name == "params"}
+    # Any use of `params` not through a fixed name (`params[k]`, `params | dictsort`) could
+    # reach a secret: count it as reading one.
+    return bool(named & secret_params) or whole_uses > fixed_uses
+
+
+def derived_from(template: Any, rendered: Any, secret_params: set[str]) -> Iterator[Any]:
+    """The rendered values (leaves) computed by templates that read a secret param.
+
+    ``rendered`` has the shape of ``template`` (``render_value`` keeps it), so each template
+    string's result is found at the same path. Only a template that reads a secret can
+    produce one, so nothing else is blanked out.
+    """
+    if not secret_params:
+        return
+    for path, source in walk_strings(template):
+        if not is_template(source) or not _reads_secret(source, secret_params):
+            continue
+        value = rendered
+        try:
+            for part in path:
+                value = value[part]
+        except (KeyError, IndexError, TypeError):
+            continue
+        yield from _leaves(value)

@@ -69,12 +69,31 @@ class StepContext:
     confirm: Callable[[str], bool] | None = None
     # Filled by the engine on resume: what an earlier attempt recorded as done.
     notes: dict[str, Any] = field(default_factory=dict)
+    # Facts this step recorded in earlier attempts or sessions (latest value per name), and how
+    # to record one: durably, before the step goes on. "install begun" before acting and
+    # "installed" after, so a retry, a resume or an undo knows what this run itself created.
+    facts: dict[str, Any] = field(default_factory=dict)
+    record_fact: Callable[[str, Any], None] | None = None
+    # A private directory under the run's state dir for files handed to subprocesses; the
+    # engine empties it when the run resumes. None: use the system's temp directory.
+    temp_dir: str | None = None
+    # Raises when the run no longer holds its lock (the engine's fence): checked in check().
+    fence: Callable[[], None] | None = None
+
+    def fact(self, name: str, value: Any) -> None:
+        """Record ``name = value`` for this step (journaled by the engine before returning)."""
+        if self.record_fact is not None:
+            self.record_fact(name, value)
+        else:
+            self.facts[name] = value
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - self.clock())
 
     def check(self) -> None:
         """Raise if the run is being stopped or this step is out of time. Call it between actions."""
+        if self.fence is not None:
+            self.fence()
         if self.stop_requested():
             raise Interrupted(f"stopped during {self.step_key}; resume with: meshops resume {self.run_id}")
         if self.deadline is not None and self.clock() >= self.deadline:

@@ -35,8 +35,11 @@ def kube_of(ctx: StepContext) -> KubeApi:
 
 
 # istioctl output that says the API server, not the request, was the problem: worth a retry.
+# "the object has been modified" is a 409 Conflict: istioctl read an object that changed before
+# its write; running the idempotent command again reads it afresh (found by bench/chaos.py).
 _TRANSIENT = re.compile(r"an error on the server|the server is currently unable|too many requests|"
-                        r"connection refused|connection reset|i/o timeout|context deadline exceeded|\b(429|50[0234])\b",
+                        r"connection refused|connection reset|i/o timeout|context deadline exceeded|\b(429|50[0234])\b|"
+                        r"the object has been modified",
                         re.IGNORECASE)
 
 
@@ -140,8 +143,50 @@ def tag_backup(kube: KubeApi, snap: MeshSnapshot, tags: list[str], *, istio_name
     return out
 
 
-def restore(kube: KubeApi, backup: list[dict[str, Any]]) -> list[str]:
-    """Make each backed-up object exactly what it was (absent ones deleted). Idempotent."""
+# What tag_backup and gateway_backup record, and so all restore() may touch. A backup arrives
+# through the journal, which may have come from a ConfigMap anyone with write access to
+# meshops-system can edit: restoring whatever it names would lend them meshops' own RBAC.
+# Webhook configurations (cluster-wide) only by Istio's names; the gateway kinds only in a
+# namespace. Never RBAC, Secrets or anything else.
+_RESTORABLE: dict[tuple[str, str], tuple[str, ...] | None] = {
+    (ADMISSION, MWC): ("istio-", "namespace."),
+    (ADMISSION, VWC): ("istiod-", "istio-"),
+    ("v1", "Service"): None,
+    ("apps/v1", "Deployment"): None,
+    ("v1", "ServiceAccount"): None,
+    ("policy/v1", "PodDisruptionBudget"): None,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): None,
+}
+
+
+def _check_restorable(entry: Any, istio_namespace: str | None) -> None:
+    ref = entry.get("ref") if isinstance(entry, dict) else None
+    want = entry.get("object") if isinstance(entry, dict) else None
+    if not isinstance(ref, dict):
+        raise PermanentStepError(f"refusing to restore a backup entry without a ref: {entry!r:.200}")
+    key = (str(ref.get("apiVersion")), str(ref.get("kind")))
+    name, namespace = str(ref.get("name") or ""), ref.get("namespace")
+    ok = key in _RESTORABLE and bool(name)
+    if ok:
+        prefixes = _RESTORABLE[key]
+        ok = name.startswith(prefixes) if prefixes is not None else bool(namespace)
+    if ok and want is not None:
+        meta = (want.get("metadata") or {}) if isinstance(want, dict) else {}
+        ok = (isinstance(want, dict) and (want.get("apiVersion"), want.get("kind")) == key
+              and meta.get("name") == name and meta.get("namespace") == namespace)
+    if not ok:
+        raise PermanentStepError(f"refusing to restore {ref.get('kind')} {namespace or ''}/{name}: not something "
+                                 "meshops backs up (the journal's backup may have been altered)")
+
+
+def restore(kube: KubeApi, backup: list[dict[str, Any]], *, istio_namespace: str | None = None) -> list[str]:
+    """Make each backed-up object exactly what it was (absent ones deleted). Idempotent.
+
+    Every entry is checked first (kinds and names tag_backup records, object matching its ref),
+    so a tampered backup changes nothing at all.
+    """
+    for entry in backup:
+        _check_restorable(entry, istio_namespace)
     changed = []
     for entry in backup:
         ref, want = entry["ref"], entry.get("object")

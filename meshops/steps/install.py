@@ -144,8 +144,10 @@ class InstallOutputs(StepOutputs):
 
 
 @contextlib.contextmanager
-def overlay_file(text: str) -> Iterator[str]:
-    fd, path = tempfile.mkstemp(prefix="meshops-overlay-", suffix=".yaml")
+def overlay_file(text: str, directory: str | None = None) -> Iterator[str]:
+    """The overlay as a private file for istioctl, in the run's own temp directory when given
+    (``ctx.temp_dir``: under the state dir, emptied on resume, so a kill leaves nothing in /tmp)."""
+    fd, path = tempfile.mkstemp(prefix="meshops-overlay-", suffix=".yaml", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -186,7 +188,7 @@ class Install(Step[InstallInputs, InstallOutputs]):
             if inputs.revision:
                 args += ["--revision", inputs.revision]
             ctx.log.info("install.istioctl", version=inputs.version, revision=rev_label(inputs.revision))
-            with overlay_file(inputs.overlay) as path:
+            with overlay_file(inputs.overlay, ctx.temp_dir) as path:
                 try:
                     ictl.run([*args, "-f", path], timeout=timeout + 120)
                 except IstioctlFailed as exc:
@@ -215,7 +217,7 @@ class Install(Step[InstallInputs, InstallOutputs]):
             args = ["install", "-y", "--readiness-timeout", f"{int(inputs.readiness_timeout)}s"]
             if inputs.revision:
                 args += ["--revision", inputs.revision]
-            with overlay_file(text) as path:
+            with overlay_file(text, ctx.temp_dir) as path:
                 ictl.run([*args, "-f", path], timeout=inputs.readiness_timeout + 120)
             wait_ready(ctx, ctx.drivers.kube, inputs.namespace, inputs.revision, inputs.readiness_timeout)
             return

@@ -70,16 +70,21 @@ class InstallRevision(Step[InstallRevisionInputs, InstallRevisionOutputs]):
 
     def run(self, inputs: InstallRevisionInputs, ctx: StepContext) -> InstallRevisionOutputs:
         kube = kube_of(ctx)
-        installed = False
+        # Whether this run created the revision is decided from facts journaled around the
+        # install ("install_begun" before, "installed" after), not from this attempt alone: a
+        # retry or a resume finds the revision present and must still own it for undo.
+        installed = bool(ctx.facts.get("install_begun"))
         if self._present(ctx, inputs):
             ctx.log.info("revision.present", revision=inputs.revision, version=inputs.version)
         else:
             ictl = ctx.drivers.istioctl(inputs.version, path=inputs.istioctl or None)
             timeout = max(30.0, min(inputs.readiness_timeout, ctx.wait_budget(inputs.readiness_timeout)))
             ctx.log.info("revision.install", revision=inputs.revision, version=inputs.version)
-            with overlay_file(inputs.overlay) as path:
+            ctx.fact("install_begun", True)
+            with overlay_file(inputs.overlay, ctx.temp_dir) as path:
                 args = ["install", "-y", "--revision", inputs.revision, "--readiness-timeout", f"{int(timeout)}s"]
                 run_istioctl(ictl, [*args, "-f", path] if inputs.overlay.strip() else args, timeout=timeout + 120)
+            ctx.fact("installed", True)
             installed = True
         ctx.check()
         ready = wait_ready(ctx, kube, inputs.istio_namespace, inputs.revision, inputs.readiness_timeout)
@@ -93,8 +98,9 @@ class InstallRevision(Step[InstallRevisionInputs, InstallRevisionOutputs]):
         if not kube.list("apps/v1", "Deployment", inputs.istio_namespace,
                          label_selector=f"app=istiod,{REV_LABEL}={inputs.revision}").items:
             return  # never installed, or already gone
-        if outputs is not None and not outputs.installed:
-            return  # it was there before this run
+        created = bool(ctx.facts.get("install_begun")) or (outputs is not None and outputs.installed)
+        if not created:
+            return  # it was there before this run, or this step never began installing
         snap = collect(kube, istio_namespace=inputs.istio_namespace)
         users = [ns for ns, labels in snap.namespaces.items()
                  if labels.get(REV_LABEL) == inputs.revision or labels.get(REV_LABEL) in snap.tags_of(inputs.revision)

@@ -101,3 +101,198 @@ steps:
     assert cm is not None
     assert "tok-abcdef-123456" not in json.dumps(cm)
     assert "sandbox-token-do-not-log" not in json.dumps(cm)
+
+
+# ---- issue 15: fencing, paused Leases, a mirror that cannot outgrow a ConfigMap ---------------
+
+
+def test_the_sandbox_refuses_a_configmap_over_1_mib_as_the_api_server_does(kube: KubeClient) -> None:
+    """422 Invalid, TooLong on the root path (ValidateConfigMap, core.MaxSecretSize): a negative
+    control for the old single-ConfigMap mirror, which would hit this after ~130 waves."""
+    from meshops.domain.errors import DriverError
+
+    big = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "too-big", "namespace": "default"},
+           "data": {"journal.jsonl": "x" * (1024 * 1024 + 1)}}
+    with pytest.raises(DriverError, match=r"Too long: must have at most 1048576 bytes"):
+        kube.create(big)
+    big["data"] = {"journal.jsonl": "x" * (1024 * 1024)}
+    kube.create(big)  # exactly 1 MiB is allowed
+    kube.delete("v1", "ConfigMap", "too-big", "default")
+
+
+def test_the_mirror_grows_past_1_mib_in_chunks(kube: KubeClient) -> None:
+    """~1.3 MiB of 32 KB records: every chunk stays under the limit; records come back in order."""
+    store = ConfigMapStateStore(kube)
+    store.create_run("chunky", playbook_text="x", playbook_path="p")
+    blob = "w" * 32000
+    for i in range(42):
+        store.append("chunky", [{"type": "step_succeeded", "ts": float(i), "step": f"wave[{i}]", "outputs": {"b": blob}}])
+    records = store.records("chunky")
+    assert [r["step"] for r in records] == [f"wave[{i}]" for i in range(42)]
+    chunks = [kube.get("v1", "ConfigMap", f"meshops-run-chunky-j{n}", "meshops-system") for n in range(3)]
+    assert all(c is not None for c in chunks)
+    assert all(len(c["data"]["journal.jsonl"].encode()) <= 512 * 1024 for c in chunks if c)
+    assert store.run_ids().count("chunky") == 1
+
+
+def test_a_mirror_write_failure_is_a_step_failure_rolled_back_and_resynced(
+        cluster: Cluster, kube: KubeClient, tmp_path: Path) -> None:
+    """A 503 on the journal ConfigMap mid-run: the step fails, the run rolls back (exit 1, not
+    `running`), and the next rollback/resume brings the mirror level with the local journal."""
+    import threading
+    import time
+
+    from meshops.domain.errors import RunFailed
+
+    failing = threading.Event()
+
+    def configmap_writes_fail(info):  # type: ignore[no-untyped-def]
+        if failing.is_set() and info.resource == "configmaps" and info.verb in ("create", "update", "patch"):
+            return 503, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 503,
+                         "reason": "ServiceUnavailable", "message": "etcd is slow"}, {}
+        return None
+
+    cluster.request_filters.append(configmap_writes_fail)
+    try:
+        mirror_kube = KubeClient(kubeconfig=str(tmp_path / "kubeconfig"), max_retries=0)
+        local = LocalStateStore(tmp_path / "runner")
+        store = MirroredStateStore(local, ConfigMapStateStore(mirror_kube))
+        engine = Engine(store=store, lock=LeaseLock(kube, name="t-mirror"), options=EngineOptions())
+        text = f"""
+apiVersion: meshops.dev/v1
+kind: Playbook
+metadata: {{name: mirror-fail}}
+steps:
+  - {{id: a, uses: test.write_file, with: {{path: "{tmp_path}/a"}}}}
+  - {{id: b, uses: test.write_file, with: {{path: "{tmp_path}/b", pause_before: 0.3}}}}
+"""
+
+        def fail_after_a() -> None:
+            while not (tmp_path / "a").exists():
+                time.sleep(0.01)
+            failing.set()
+
+        t = threading.Thread(target=fail_after_a)
+        t.start()
+        with pytest.raises(RunFailed, match="rolled back"):
+            engine.start(load_playbook_text(text, path="mf.yaml"), {})
+        t.join()
+        run_id = local.run_ids()[-1]
+        assert RunState.replay(run_id, local.records(run_id)).status == "rolled_back"
+        assert not (tmp_path / "a").exists()
+        assert len(ConfigMapStateStore(kube).records(run_id)) < len(local.records(run_id))
+        failing.clear()
+        again = Engine(store=store, lock=LeaseLock(kube, name="t-mirror"), options=EngineOptions()).rollback(run_id)
+        assert again.status == "rolled_back"
+        assert ConfigMapStateStore(kube).records(run_id) == local.records(run_id)
+    finally:
+        cluster.request_filters.remove(configmap_writes_fail)
+
+
+def test_a_lease_taken_by_another_holder_is_noticed_and_a_paused_lease_is_kept(kube: KubeClient) -> None:
+    from meshops.domain.locks import LockLost
+
+    a = LeaseLock(kube, name="t-fence", duration=30)
+    a.acquire("run-a@h/1")
+    lease = kube.get("coordination.k8s.io/v1", "Lease", "t-fence", "meshops-system")
+    lease["spec"]["holderIdentity"] = "run-x@elsewhere/9"
+    kube.replace(lease)
+    with pytest.raises(LockLost, match="run-x"):
+        a.renew()  # before: returned quietly
+    b = LeaseLock(kube, name="t-fence2", duration=30)
+    b.acquire("run-b@h/1")
+    b.pause("run-b")
+    with pytest.raises(LockHeld, match="run run-b, paused"):
+        LeaseLock(kube, name="t-fence2", duration=30).acquire("run-c@h/2")
+    LeaseLock(kube, name="t-fence2", duration=30).acquire("run-b@h/3")  # its own resume takes it
+    assert LeaseLock(kube, name="t-fence2").abandon("run-b")
+    LeaseLock(kube, name="t-fence2", duration=30).acquire("run-c@h/2")
+
+
+def test_retry_after_is_capped(cluster: Cluster, tmp_path: Path) -> None:
+    """A 429 asking for a day's wait is retried after the cap, not after a day (before: it hung)."""
+    import threading
+    import time
+
+    seen = []
+
+    def throttle(info):  # type: ignore[no-untyped-def]
+        if info.resource == "configmaps" and info.verb == "get" and len(seen) < 2:
+            seen.append(1)
+            return 429, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 429,
+                         "reason": "TooManyRequests", "message": "slow down"}, {"Retry-After": "86400"}
+        return None
+
+    cluster.request_filters.append(throttle)
+    try:
+        kube = KubeClient(kubeconfig=str(write_kubeconfig(tmp_path / "kc", cluster.url)), max_retry_after=0.2)
+        result: list[object] = []
+        t = threading.Thread(target=lambda: result.append(kube.get("v1", "ConfigMap", "nope", "default")), daemon=True)
+        started = time.monotonic()
+        t.start()
+        t.join(timeout=10)
+        assert not t.is_alive(), "the client honoured a day-long Retry-After"
+        assert result == [None] and len(seen) == 2 and time.monotonic() - started < 5
+    finally:
+        cluster.request_filters.remove(throttle)
+
+
+def test_a_conflict_on_creating_the_namespace_is_not_taken_as_its_existence(tmp_path: Path) -> None:
+    """Found by bench/chaos.py: an injected 409 on the namespace create was read as "a concurrent run
+    made it", and the Lease create then failed with 404 (the run never started)."""
+    conflicts = []
+
+    def conflict_once(info):  # type: ignore[no-untyped-def]
+        if info.resource == "namespaces" and info.verb == "create" and not conflicts:
+            conflicts.append(1)
+            return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
+                         "reason": "Conflict", "message": "injected"}, {}
+        return None
+
+    with Cluster("ns-conflict") as c:
+        c.request_filters.append(conflict_once)
+        kube = KubeClient(kubeconfig=str(write_kubeconfig(tmp_path / "kc", c.url)))
+        LeaseLock(kube, name="t-ns").acquire("run-a@h/1")
+        assert conflicts and kube.get("coordination.k8s.io/v1", "Lease", "t-ns", "meshops-system") is not None
+
+
+def test_a_conflict_while_renewing_is_not_a_lost_lock(cluster: Cluster, kube: KubeClient) -> None:
+    """Found by bench/chaos.py: a 409 on the renewal was taken for another holder, and a rollback
+    then stopped half-way (exit 3). Only a read showing another holder loses the lock."""
+    a = LeaseLock(kube, name="t-renew409", duration=30)
+    a.acquire("run-a@h/1")
+    seen = []
+
+    def conflict_once(info):  # type: ignore[no-untyped-def]
+        if info.resource == "leases" and info.verb == "update" and not seen:
+            seen.append(1)
+            return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
+                         "reason": "Conflict", "message": "injected"}, {}
+        return None
+
+    cluster.request_filters.append(conflict_once)
+    try:
+        a.renew()
+    finally:
+        cluster.request_filters.remove(conflict_once)
+    assert seen
+    assert kube.get("coordination.k8s.io/v1", "Lease", "t-renew409", "meshops-system")["spec"]["holderIdentity"] == "run-a@h/1"
+
+
+def test_a_conflict_on_creating_the_journal_index_is_retried(cluster: Cluster, kube: KubeClient) -> None:
+    """Found by bench/chaos.py: a 409 on the index ConfigMap's create ended the run before it began."""
+    seen = []
+
+    def conflict_once(info):  # type: ignore[no-untyped-def]
+        if info.resource == "configmaps" and info.verb == "create" and not seen:
+            seen.append(1)
+            return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
+                         "reason": "Conflict", "message": "injected"}, {}
+        return None
+
+    cluster.request_filters.append(conflict_once)
+    try:
+        ConfigMapStateStore(kube).create_run("conflicted", playbook_text="x", playbook_path="p")
+    finally:
+        cluster.request_filters.remove(conflict_once)
+    assert seen and ConfigMapStateStore(kube).exists("conflicted")

@@ -10,6 +10,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,10 +166,16 @@ def runs_of_every_kind(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     for status, pb in playbooks.items():
         done = meshops(state, "--log-format", "json", "run", pb)
         out[status] = (json.loads(done.stderr.splitlines()[0])["run_id"], done.returncode)
+    # The paused run keeps the lock (exit 130 holds it, marked paused): another run here exits 4
+    # naming it. The interrupted run is therefore made in a state directory of its own, then
+    # its run directory is copied in beside the others.
+    refused = meshops(state, "run", str(ROOT / "playbooks/hello.yaml"))
+    assert refused.returncode == 4 and out["awaiting_approval"][0] in refused.stderr, refused.stderr
     # Interrupted: SIGTERM while a step works stops the run at a safe point.
     pb = write(tmp, "in.yaml", head % "in" + f"steps:\n  - id: a\n    uses: test.write_file\n"
                                              f"    with: {{path: '{tmp}/x', pause: 5}}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "meshops", "--state-dir", str(state), "--log-format", "json",
+    other = tmp / "s-interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "meshops", "--state-dir", str(other), "--log-format", "json",
                              "run", pb], env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 20
@@ -177,6 +184,7 @@ def runs_of_every_kind(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     out["interrupted"] = (json.loads(err.splitlines()[0])["run_id"], proc.returncode)
+    shutil.copytree(other / "runs" / out["interrupted"][0], state / "runs" / out["interrupted"][0])
     return state, out
 
 

@@ -130,6 +130,29 @@ class UndoFails(Step[UndoFailsInputs, NoOutputs]):
         raise PermanentStepError("cannot undo this one")
 
 
+class UndoFlakyInputs(StepInputs):
+    marker: str
+    failures: int = 1  # temporary failures of the undo before it works
+
+
+@register
+class UndoFlaky(Step[UndoFlakyInputs, NoOutputs]):
+    """Its undo fails with a temporary error ``failures`` times (counted in the marker file)."""
+
+    name = "test.undo_flaky"
+    Inputs = UndoFlakyInputs
+
+    def run(self, inputs: UndoFlakyInputs, ctx: StepContext) -> NoOutputs:
+        return NoOutputs()
+
+    def undo(self, inputs: UndoFlakyInputs, outputs: NoOutputs | None, ctx: StepContext) -> None:
+        marker = Path(inputs.marker)
+        tries = int(marker.read_text()) if marker.exists() else 0
+        marker.write_text(str(tries + 1))
+        if tries < inputs.failures:
+            raise TemporaryStepError(f"API blip {tries + 1}")
+
+
 @register
 class OneWay(Step[UndoFailsInputs, NoOutputs]):
     name = "test.one_way"

@@ -439,8 +439,10 @@ def test_a_dead_local_holder_is_taken_over_at_once(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    dead = f"run-x@{socket.gethostname()}/{proc.stdout.strip()}"
+    proc = subprocess.run([sys.executable, "-c", "from meshops.domain.locks import holder_identity; print(holder_identity('run-x'))"],
+                          capture_output=True, text=True, check=True)
+    dead = proc.stdout.strip()
+    assert dead.startswith(f"run-x@{socket.gethostname()}/")
     clock = FakeClock()
     FileLock(tmp_path / "l", duration=30, clock=clock).acquire(dead)
     FileLock(tmp_path / "l", duration=30, clock=clock).acquire("run-y@elsewhere/1")

@@ -222,7 +222,16 @@ def _validate_service(obj: Obj, errs: FieldErrors) -> None:
         errs.required("spec.externalName")
 
 
+# The values of data and binaryData together may hold at most MaxSecretSize = 1 MiB; a bigger
+# ConfigMap is 422 Invalid with a TooLong cause on the root path (k8s.io/kubernetes
+# pkg/apis/core/validation/validation.go ValidateConfigMap, core.MaxSecretSize in
+# pkg/apis/core/types.go). binaryData counts decoded bytes. A body past 3 MiB never gets
+# this far: http.py answers 413 (MAX_BODY).
+MAX_CONFIGMAP_BYTES = 1024 * 1024
+
+
 def _validate_configmap(obj: Obj, errs: FieldErrors) -> None:
+    total = 0
     for field in ("data", "binaryData"):
         data = obj.get(field)
         if data is None:
@@ -235,6 +244,12 @@ def _validate_configmap(obj: Obj, errs: FieldErrors) -> None:
                 errs.invalid(f"{field}[{key}]", key, "a valid config key must consist of alphanumeric characters, '-', '_' or '.'")
             if not isinstance(value, str):
                 errs.invalid(f"{field}[{key}]", value, "must be a string")
+            elif field == "data":
+                total += len(value.encode())
+            else:
+                total += len(value) * 3 // 4 - value.count("=")  # base64 on the wire, bytes counted
+    if total > MAX_CONFIGMAP_BYTES:
+        errs.causes.append(("", "FieldValueTooLong", f"Too long: must have at most {MAX_CONFIGMAP_BYTES} bytes"))
 
 
 def _validate_crd(obj: Obj, errs: FieldErrors) -> None:

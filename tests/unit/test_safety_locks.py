@@ -1,0 +1,136 @@
+"""Fencing: a run that lost its lock stops before its next write; a paused run keeps its lock."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshops.domain.errors import AwaitingApproval, LockHeld, RunFailed
+from meshops.domain.locks import Holder, holder_identity, holder_is_dead
+from meshops.engine.journal import LocalStateStore, RunState
+from meshops.engine.lock import FileLock
+from meshops.engine.playbook import load_playbook_text, resolve_params
+from meshops.engine.runner import Engine, EngineOptions
+from tests.unit.test_engine import playbook
+
+
+def _writes(tmp: Path, dwell: float) -> str:
+    return playbook(f"""
+        - id: a
+          uses: test.write_file
+          with: {{path: "{tmp}/a"}}
+        - id: b
+          uses: test.write_file
+          with: {{path: "{tmp}/b", pause_before: {dwell}}}
+    """)
+
+
+def _engine(tmp: Path, lock: Any) -> Engine:
+    return Engine(store=LocalStateStore(tmp / "state"), lock=lock, options=EngineOptions())
+
+
+def _run(engine: Engine, text: str) -> Any:
+    loaded = load_playbook_text(text, path="t.yaml")
+    return engine.start(loaded, resolve_params(loaded.playbook, {}))
+
+
+def _records(tmp: Path) -> list[dict[str, Any]]:
+    store = LocalStateStore(tmp / "state")
+    return store.records(store.run_ids()[-1])
+
+
+@pytest.mark.parametrize("duration", [1.5, 30.0])
+def test_a_stolen_lock_stops_the_run_before_its_next_write(tmp_path: Path, duration: float) -> None:
+    """Another holder takes the lock mid-run: the run stops (exit 1, frozen, says why); b is never written.
+    Before: renew() returned quietly and the run went on writing and succeeded. With a 30 s lease
+    (renewed every 10 s) the fence's own look at the lock notices within a second."""
+    lock_path = tmp_path / "l"
+    lock = FileLock(lock_path, duration=duration)
+
+    def steal() -> None:
+        while not (tmp_path / "a").exists():
+            time.sleep(0.01)
+        lock_path.write_text(json.dumps({"holder": "thief@elsewhere/1", "acquired": time.time(),
+                                         "renewed": time.time() + 3600, "duration": 3600}))
+
+    thief = threading.Thread(target=steal)
+    thief.start()
+    with pytest.raises(RunFailed, match="lost its lock"):
+        _run(_engine(tmp_path, lock), _writes(tmp_path, 1.5))
+    thief.join()
+    assert not (tmp_path / "b").exists()
+    records = _records(tmp_path)
+    lost = [r for r in records if r["type"] == "lock_lost"]
+    assert lost and lost[0]["regained"] is False and "thief" in lost[0]["reason"]
+    assert records[-1]["type"] == "run_finished" and records[-1]["status"] == "frozen"
+    assert json.loads(lock_path.read_text())["holder"] == "thief@elsewhere/1"  # not released from under the thief
+
+
+class FailingRenewals(FileLock):
+    def renew(self) -> None:
+        raise OSError("API server unreachable")
+
+
+def test_failing_renewals_stop_the_run_and_it_rolls_back_once_it_has_the_lock_again(tmp_path: Path) -> None:
+    """Renewals fail for longer than the lease allows: stop at the next safe point, retake the
+    (still free) lock, and roll back as the playbook says. Before: the run went on."""
+    lock = FailingRenewals(tmp_path / "l", duration=1.5)
+    with pytest.raises(RunFailed, match="rolled back"):
+        _run(_engine(tmp_path, lock), _writes(tmp_path, 1.6))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    records = _records(tmp_path)
+    assert any(r["type"] == "lock_lost" and r["regained"] for r in records)
+    assert records[-1]["status"] == "rolled_back"
+
+
+GATED = playbook("""
+    - id: approve
+      uses: gate.approve
+      with: {message: "ship it?", timeout: 1h}
+    - id: after
+      uses: test.echo
+""")
+
+
+def test_a_paused_run_keeps_its_lock_until_resumed_or_abandoned(tmp_path: Path) -> None:
+    """Exit 130 keeps the lock marked paused; another run exits 4 naming the paused run;
+    `runs abandon` (journaled, with a reason) releases it. Before: the lock was released."""
+    lock = FileLock(tmp_path / "l", duration=30)
+    with pytest.raises(AwaitingApproval):
+        _run(_engine(tmp_path, lock), GATED)
+    paused = LocalStateStore(tmp_path / "state").run_ids()[-1]
+    assert json.loads((tmp_path / "l").read_text())["paused_run"] == paused
+    with pytest.raises(LockHeld, match=f"run {paused}, paused.*meshops runs abandon {paused}"):
+        _run(_engine(tmp_path, FileLock(tmp_path / "l", duration=30)), playbook("- {id: x, uses: test.echo}\n"))
+    # The paused run itself may come back (a resume from another process takes it).
+    with pytest.raises(AwaitingApproval):
+        _engine(tmp_path, FileLock(tmp_path / "l", duration=30)).resume(paused)
+    with pytest.raises(Exception, match="reason"):
+        _engine(tmp_path, FileLock(tmp_path / "l")).abandon(paused, reason=" ", by="me")
+    said = _engine(tmp_path, FileLock(tmp_path / "l")).abandon(paused, reason="superseded", by="alice")
+    assert "released" in said
+    state = RunState.replay(paused, LocalStateStore(tmp_path / "state").records(paused))
+    assert state.status == "abandoned" and "superseded" in state.message
+    assert _run(_engine(tmp_path, FileLock(tmp_path / "l", duration=30)),
+                playbook("- {id: x, uses: test.echo}\n")).status == "succeeded"
+
+
+def test_liveness_needs_boot_id_pid_namespace_and_start_time() -> None:
+    """hostname + pid alone is no evidence: a holder in another PID namespace is alive to us."""
+    me = holder_identity("r")
+    h = Holder.parse(me)
+    assert h.host == socket.gethostname() and h.boot and h.pidns and h.start
+    assert not holder_is_dead(me)
+    # The same pid, started at another time: the pid was reused, the holder is dead.
+    assert holder_is_dead(me.rsplit("/", 1)[0] + "/1")
+    # Another PID namespace on the same host (a container sharing the hostname): not provably dead.
+    other_ns = f"r@{h.host}/999999/{h.boot}/1/5"
+    assert not holder_is_dead(other_ns)
+    # The old form (hostname/pid): judged by its lease only.
+    assert not holder_is_dead(f"r@{h.host}/999999")
