@@ -68,6 +68,7 @@ def _start(app: App, loaded: LoadedPlaybook, params: dict[str, Any], *, assume_y
            confirm: bool = True) -> RunState | None:
     from meshops.cli.app import stop_on_signals
     from meshops.cli.switchover_cmds import preflight
+    from meshops.engine.journal import RunState
     from meshops.engine.runner import Engine
 
     planned = preflight(Engine(store=app.store(cluster=False), drivers=app.drivers), loaded, params, show=dry_run)
