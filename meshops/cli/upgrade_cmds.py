@@ -258,6 +258,15 @@ def upgrade(cctx: click.Context, strategy: str, to_version: str | None, revision
             if value:
                 raise BadInput(f"{flag}: only a canary upgrade installs new settings")
         given.update(protect=list(protect))
+        if not force:
+            # The guard first: a protected cluster is refused whatever state earlier runs left it in.
+            from meshops.domain.identity import protected_by
+
+            kube = app.drivers.kube
+            protected = protected_by(protect, kube.context, str(getattr(kube, "server", "") or ""))
+            if protected:
+                raise BadInput(f"context {kube.context!r} matches --protect {', '.join(protected)}: an in-place "
+                               "upgrade is refused there (use --strategy canary, or --force); nothing was changed")
     from meshops.cli import idempotent
 
     # A scheduled run pinned to a version: after the first success every later one is a no-op.
