@@ -95,9 +95,19 @@ def plan(app: App, playbook: str, var: tuple[str, ...], var_file: tuple[str, ...
 
 
 def engine_for_run(app: App, run_id: str, assume_yes: bool, stop: Any) -> Engine:
+    from meshops.engine.journal import RunState
+
     local = app.store(cluster=False)
     cluster = (app.cluster_configured() and not local.exists(run_id)) or _run_needs_cluster(app, run_id)
-    return app.engine(cluster=cluster, assume_yes=assume_yes, stop=stop)
+    engine = app.engine(cluster=cluster, assume_yes=assume_yes, stop=stop)
+    state = RunState.replay(run_id, engine.store.records(run_id)) if engine.store.exists(run_id) else None
+    if state is not None and state.playbook_name == "switchover" and engine.lock is not None:
+        from meshops.cli.switchover_cmds import switchover_locks
+
+        # The same locks the switchover took: the source cluster's Lease and the record's lock are
+        # released by the rollback or resume, not left behind with a paused mark.
+        engine.lock = switchover_locks(app, engine, state.params)
+    return engine
 
 
 def _run_needs_cluster(app: App, run_id: str) -> bool:

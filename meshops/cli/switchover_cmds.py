@@ -96,7 +96,6 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
     from meshops.cli.app import stop_on_signals
     from meshops.cli.run_cmds import _print_plan
     from meshops.domain.weights import parse_steps
-    from meshops.drivers.kube_state import LeaseLock
     from meshops.engine.playbook import load_playbook, resolve_params
     from meshops.engine.runner import Engine
 
@@ -145,12 +144,21 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
                           assume_yes=assume_yes)
     with stop_on_signals() as stop:
         engine = app.engine(cluster=loaded.playbook.metadata.lock, stop=stop)
-        engine.lock = AllLocks([record_lock(app, zone, record), *([engine.lock] if engine.lock else []),
-                                LeaseLock(app.drivers.kube_for(from_context))])
+        engine.lock = switchover_locks(app, engine, params)
         result = engine.start(loaded, params)
     output.finish(fmt, run_id=result.run_id, status=result.status,
                   summary=result.message or f"traffic of {record} moved from {from_context} to {to_context}",
                   table=result.run_id)
+
+
+def switchover_locks(app: App, engine: Engine, params: dict[str, Any]) -> AllLocks:
+    """The record's lock and both clusters' Leases: taken by the switchover, and by its resume or
+    rollback, which so also release what a paused run kept."""
+    from meshops.drivers.kube_state import LeaseLock
+
+    return AllLocks([record_lock(app, str(params["zone"]), str(params["record"])),
+                     *([engine.lock] if engine.lock else []),
+                     LeaseLock(app.drivers.kube_for(str(params["from_context"])))])
 
 
 class AllLocks:
