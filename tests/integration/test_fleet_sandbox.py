@@ -151,10 +151,14 @@ def test_gate_fault_kill_resume_and_status(sb: Sandbox) -> None:
 
 def gitlab_ci_local() -> str | None:
     """gitlab-ci-local (npm) if installed here: $MESHOPS_GITLAB_CI_LOCAL, the CI cache, or PATH."""
+    import pwd
     import shutil
 
     for candidate in (os.environ.get("MESHOPS_GITLAB_CI_LOCAL", ""),
                       str(Path.home() / ".cache/meshops/gitlab-ci-local/node_modules/.bin/gitlab-ci-local"),
+                      # where .ci/get-gitlab-ci-local.sh installs it (the account's home: tests may move $HOME)
+                      str(Path(pwd.getpwuid(os.getuid()).pw_dir,
+                               ".cache/meshops/gitlab-ci-local-4.72.0/node_modules/.bin/gitlab-ci-local")),
                       shutil.which("gitlab-ci-local") or ""):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
