@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import pty
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
+from tests.support.pty_run import meshops_on_pty
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = str(ROOT / "playbooks/hello.yaml")
@@ -22,31 +19,7 @@ ENV.pop("NO_COLOR", None)
 def on_pty(argv: list[str], *, answer: str | None = None, env: dict[str, str] | None = None,
            timeout: float = 30) -> tuple[int, str]:
     """meshops with stdin and stderr on a pseudo-terminal; answers the first [y/N] with ``answer``."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "meshops", *argv], env=env or ENV, stdout=subprocess.DEVNULL,
-                            stderr=slave, stdin=slave)
-    os.close(slave)
-    seen, deadline, answered = b"", time.time() + timeout, False
-    while time.time() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-            if answer is not None and not answered and b"[y/N]" in seen:
-                os.write(master, answer.encode() + b"\n")
-                answered = True
-        elif proc.poll() is not None:
-            break
-    else:
-        proc.kill()
-        pytest.fail(f"meshops hung for {timeout}s: {seen.decode(errors='replace')[-500:]}")
-    os.close(master)
-    return proc.wait(timeout=10), seen.decode(errors="replace")
+    return meshops_on_pty(argv, env=env or ENV, answer=answer, timeout=timeout)
 
 
 def _run(state: Path) -> str:

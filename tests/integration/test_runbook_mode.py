@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import shutil
 import signal
 import subprocess
@@ -24,6 +22,7 @@ import pytest
 import yaml
 
 from meshops.sandbox.apiserver import Cluster
+from tests.support.pty_run import meshops_on_pty
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "ci" / "runs-show.schema.json").read_text())
@@ -58,31 +57,7 @@ def meshops(state: Path, *args: str, stdin: Any = subprocess.DEVNULL, env: dict[
 
 def run_on_pty(argv: list[str], *, stdin_tty: bool, answer: str | None = None, timeout: float = 30) -> tuple[int, str]:
     """Run with stderr (and stdin if asked) on a pseudo-terminal; answer a prompt once if one shows."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "meshops", *argv], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=slave, stdin=slave if stdin_tty else subprocess.PIPE)
-    os.close(slave)
-    seen, deadline, answered = b"", time.time() + timeout, False
-    while time.time() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-            if answer is not None and not answered and b"[y/N]" in seen:
-                os.write(master, answer.encode() + b"\n")
-                answered = True
-        elif proc.poll() is not None:
-            break
-    else:
-        proc.kill()
-        pytest.fail(f"meshops hung for {timeout}s: {seen.decode(errors='replace')[-500:]}")
-    os.close(master)
-    return proc.wait(timeout=10), seen.decode(errors="replace")
+    return meshops_on_pty(argv, env=ENV, stdin_tty=stdin_tty, answer=answer, timeout=timeout)
 
 
 def test_off_a_terminal_a_gate_pauses_at_once_and_names_the_command_that_answers_it(tmp_path: Path) -> None:
