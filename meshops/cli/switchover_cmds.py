@@ -78,6 +78,8 @@ def playbook_path(explicit: str | None) -> str:
               help="Route53 health check for each ingress: auto (HTTP :15021/healthz/ready when the load balancer "
                    "exposes the gateway's status port, else TCP on the serving port), TYPE:PORT[:PATH], or none.")
 @click.option("--health-check-interval", type=click.Choice(["10", "30"]), default="30", show_default=True)
+@click.option("--lock-ttl", default=None, metavar="DURATION",
+              help="How long the locks outlive a run that died (default: record lock 120s, Leases 30s; at least 5s).")
 @click.option("--playbook", default=None, type=click.Path(dir_okay=False, exists=True), help="A copy to run instead.")
 @click.option("--dry-run", is_flag=True, help="Check everything and show the plan; change nothing.")
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
@@ -87,7 +89,8 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
                probe_timeout: str, failure_threshold: int, prometheus: str | None, gates: tuple[str, ...],
                gate_window: str, dns_owner: str, propagation_allowance: str, ttl: int | None,
                set_identifiers: str | None, gateway: str, allow_weaker_mtls: bool, health_check: str,
-               health_check_interval: str, playbook: str | None, dry_run: bool, assume_yes: bool) -> None:
+               health_check_interval: str, lock_ttl: str | None, playbook: str | None, dry_run: bool,
+               assume_yes: bool) -> None:
     """Move live traffic from --from to --to with Route53 weighted records, step by step.
 
     Exit 0 when done; 1 when a probe or gate failed and the traffic went back; 2 on bad
@@ -108,6 +111,7 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
         "failure_threshold": failure_threshold, "prometheus": prometheus, "gates": list(gates),
         "gate_window": gate_window, "dns_owner": dns_owner, "propagation_allowance": propagation_allowance,
         "ttl": ttl, "allow_weaker_mtls": allow_weaker_mtls, "health_check_interval": int(health_check_interval),
+        "lock_ttl": lock_ttl,
     }
     given.update(_gateway(gateway))
     given.update(_health_check(health_check))
@@ -154,11 +158,21 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
 def switchover_locks(app: App, engine: Engine, params: dict[str, Any]) -> AllLocks:
     """The record's lock and both clusters' Leases: taken by the switchover, and by its resume or
     rollback, which so also release what a paused run kept."""
+    from meshops.domain.durations import parse_duration
     from meshops.drivers.kube_state import LeaseLock
 
-    return AllLocks([record_lock(app, str(params["zone"]), str(params["record"])),
-                     *([engine.lock] if engine.lock else []),
-                     LeaseLock(app.drivers.kube_for(str(params["from_context"])))])
+    # ``lock_ttl`` (journaled with the params, so a resume or rollback keeps it): how long each
+    # lock outlives a holder that stopped renewing. Unset, each lock keeps its own default.
+    ttl = params.get("lock_ttl")
+    seconds = parse_duration(ttl) if ttl is not None else None
+    cluster = engine.lock
+    if cluster is not None and seconds is not None:
+        cluster.duration = seconds
+    source = LeaseLock(app.drivers.kube_for(str(params["from_context"])))
+    if seconds is not None:
+        source.duration = seconds
+    return AllLocks([record_lock(app, str(params["zone"]), str(params["record"]), duration=seconds),
+                     *([cluster] if cluster else []), source])
 
 
 class AllLocks:
@@ -225,18 +239,18 @@ class AllLocks:
             error = future.exception()
             if error is not None:
                 # The run's outcome stands; a lock not given back expires on its own (Lease: 30 s,
-                # record lock: 120 s) and is taken over then.
+                # record lock: 120 s, or --lock-ttl) and is taken over then.
                 structlog.get_logger().warning("lock.release_failed", lock=lock.name, error=str(error))
 
 
-def record_lock(app: App, zone: str, record: str) -> RecordLock:
+def record_lock(app: App, zone: str, record: str, *, duration: float | None = None) -> RecordLock:
     """The TXT lock of ``record`` in ``zone``, through the run's Route53 driver (one rate limit)."""
     from meshops.drivers.route53_lock import RecordLock
 
     r53 = app.drivers.route53()
     found = r53.find_zone(zone)
     name = record if "." in record.rstrip(".") else f"{record}.{found.name}"
-    return RecordLock(r53, found.id, name)
+    return RecordLock(r53, found.id, name) if duration is None else RecordLock(r53, found.id, name, duration=duration)
 
 
 def preflight(engine: Engine, loaded: LoadedPlaybook, params: dict[str, Any], *, show: bool = False) -> list[PlannedStep]:

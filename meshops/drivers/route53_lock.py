@@ -5,8 +5,9 @@ a Lease cannot keep them apart; the record's own zone can. Route53 applies a cha
 or not at all, rejects a CREATE of a record that exists and a DELETE that does not match the
 record exactly (ChangeResourceRecordSets API reference). So:
 
-- **acquire** is one batch ``CREATE _meshops-lock.<record> TXT "<value>"``: exactly one of two
-  concurrent runs gets it; the other reads the holder and raises ``LockHeld`` (exit 4);
+- **acquire** is one batch ``CREATE _meshops-lock.<record> TXT "<value>"``, sent without a read
+  first: exactly one of two concurrent runs gets it; the other, refused, reads the holder and
+  raises ``LockHeld`` (exit 4);
 - **take over** a stale lock (its expiry passed, or its holder is a dead process on this host)
   is one batch ``DELETE <the stale value, exactly>`` + ``CREATE <ours>``: if another run took it
   first, the DELETE no longer matches and the batch fails whole;
@@ -108,11 +109,15 @@ class RecordLock:
 
     def acquire(self, holder: str) -> None:
         run_id = holder.partition("@")[0]
+        # Usually nobody holds it: the CREATE alone decides (Route53 refuses it if the record
+        # exists), and only a refused CREATE costs the read that finds out who holds it.
+        first = True
         for _ in range(5):
-            current = self.read()
+            current = None if first else self.read()
             now = self._clock()
             mine = self._record(LockValue(run_id=run_id, holder=holder, since=format_micro(now),
                                           expires=int(now + self.duration)))
+            first = False
             if current is None:
                 if self._swap(None, mine):
                     self._mine = mine

@@ -68,8 +68,17 @@ def is_template(value: object) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
+# A playbook's expressions are few and rendered again and again (the preflight, then the run,
+# then each foreach item): compiling one is ~0.5 ms of Jinja parsing and Python compile, and
+# the compiled expression holds no state between calls, so each source is compiled once.
+@lru_cache(maxsize=2048)
 def _compile_expression(source: str) -> Any:
     return environment().compile_expression(source, undefined_to_none=False)
+
+
+@lru_cache(maxsize=2048)
+def _template(source: str) -> Any:
+    return environment().from_string(source)
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:
@@ -81,7 +90,7 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
         try:
             if whole and "{{" not in whole.group(1) and "}}" not in whole.group(1):
                 return _compile_expression(whole.group(1))(**context)
-            return environment().from_string(value).render(**context)
+            return _template(value).render(**context)
         except NotYetKnown:
             raise
         except UndefinedError as exc:

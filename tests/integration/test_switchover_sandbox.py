@@ -7,6 +7,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,3 +213,87 @@ def test_killed_mid_bake_resumes_and_finishes_on_the_sandbox(world: dict[str, An
     assert "succeeded" in resumed.stdout
     assert shift_weights(world["proxy"]) == [{"blue": 75, "green": 25}, {"blue": 0, "green": 100}]
     assert weights(world) == {"blue": 0, "green": 100}
+
+
+def _on_another_host(args: list[str]) -> list[str]:
+    """``args`` run under another host name (a UTS namespace): a holder this host cannot prove dead,
+    as a CI runner on another machine is. On this host a killed holder is provably dead
+    (``domain/locks.holder_is_dead``) and its locks are taken at once; the lease rules are for the rest."""
+    tool = {name: shutil.which(name) or name for name in ("unshare", "sh", "hostname")}
+    return [tool["unshare"], "--user", "--map-root-user", "--uts", "--", tool["sh"], "-c",
+            f'{tool["hostname"]} meshops-other-runner && exec "$@"', "sh", *args]
+
+
+def _lock_record(world: dict[str, Any]) -> dict[str, Any] | None:
+    data = world["client"].list_resource_record_sets(HostedZoneId=world["zone"], StartRecordName="_meshops-lock." + NAME,
+                                                     StartRecordType="TXT", MaxItems="1")["ResourceRecordSets"]
+    return next((r for r in data if r["Name"] == "_meshops-lock." + NAME and r["Type"] == "TXT"), None)
+
+
+def _health_checks(world: dict[str, Any]) -> set[str]:
+    return {h["Id"] for h in world["client"].list_health_checks()["HealthChecks"]}
+
+
+def test_stale_record_lock_after_a_real_sigkill_is_taken_over_after_expiry(world: dict[str, Any]) -> None:
+    """A switchover SIGKILLed while it holds the TXT lock and both Leases (on another host, so only
+    expiry frees them): a second switchover at once exits 4 naming it and changes nothing; after
+    --lock-ttl a new switchover names the half-finished run (exit 2), and `meshops rollback` takes
+    the stale locks over, restores the record and leaves no TXT lock or health check behind."""
+    probe = subprocess.run(_on_another_host([shutil.which("true") or "true"]), env=world["env"], capture_output=True, timeout=10)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot run a process under another host name here: {probe.stderr.decode()[-300:]}")
+    checks_before = _health_checks(world)
+    proxy: Route53Proxy = world["proxy"]
+    victim = subprocess.Popen(_on_another_host(switchover_args(world, "--steps", "25,100", "--bake", "60s",
+                                                               "--lock-ttl", "8s")),
+                              cwd=ROOT, env=world["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Held: the TXT lock is in the zone and the 25% batch went out (sent only under all three locks).
+        deadline = time.monotonic() + 30
+        while not (shift_weights(proxy) and _lock_record(world)) and time.monotonic() < deadline:
+            assert victim.poll() is None, victim.stderr.read() if victim.stderr else ""
+            time.sleep(0.05)
+    finally:
+        victim.kill()  # SIGKILL: no release, no journal record
+        victim.wait(timeout=10)
+    killed_at = time.time()
+    held = _lock_record(world)
+    assert held is not None and "holder=" in held["ResourceRecords"][0]["Value"]
+    assert "meshops-other-runner" in held["ResourceRecords"][0]["Value"]
+    run_id = re.search(r"run=(\S+)", held["ResourceRecords"][0]["Value"])[1]  # type: ignore[index]
+    # And both clusters' Leases, left behind with it (read as any client would).
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    for context in ("blue", "green"):
+        leases = k8s.CoordinationV1Api(k8s_config.new_client_from_config(config_file=world["kubeconfig"], context=context))
+        lease = leases.read_namespaced_lease("meshops-run-lock", "meshops-system")
+        assert lease.spec.holder_identity.startswith(run_id + "@meshops-other-runner/"), lease.spec.holder_identity
+        assert lease.spec.lease_duration_seconds == 8
+    zone_before, sent = world["client"].list_resource_record_sets(HostedZoneId=world["zone"])["ResourceRecordSets"], len(proxy.batches())
+    assert weights(world) == {"blue": 75, "green": 25}
+
+    # (a) At once: exit 4 naming the dead holder; nothing sent, the zone as it was.
+    second = meshops(world, switchover_args(world, "--lock-ttl", "8s"))
+    assert second.returncode == 4, second.stderr[-3000:]
+    assert "meshops-other-runner" in second.stderr and run_id in second.stderr
+    assert len(proxy.batches()) == sent
+    assert world["client"].list_resource_record_sets(HostedZoneId=world["zone"])["ResourceRecordSets"] == zone_before
+
+    # (b) Once the locks have expired: a new switchover names the half-finished run (exit 2, nothing
+    # sent); its rollback takes the stale TXT lock and Leases over and undoes it.
+    # Every lock was last renewed before the kill: 8 s after it, all three have expired.
+    time.sleep(max(0.0, killed_at + 8.2 - time.time()))
+    again = meshops(world, switchover_args(world, "--lock-ttl", "8s"))
+    assert again.returncode == 2, again.stderr[-3000:]
+    assert run_id in again.stderr and f"meshops rollback {run_id}" in again.stderr
+    assert len(proxy.batches()) == sent
+    back = meshops(world, [*MESHOPS, "--context", "green", "rollback", run_id])
+    assert back.returncode == 0, back.stderr[-3000:]
+    assert records(world) == [world["original"]]
+    assert _lock_record(world) is None
+    assert _health_checks(world) == checks_before
+    # The takeover was one batch replacing the dead run's exact value (a compare-and-swap).
+    takeover = [b for b in proxy.batches()[sent:] if any(c["ResourceRecordSet"]["Name"] == "_meshops-lock." + NAME
+                                                        and c["Action"] == "DELETE" for c in b["Changes"])]
+    assert takeover and takeover[0]["Changes"][0]["ResourceRecordSet"]["ResourceRecords"] == held["ResourceRecords"]
