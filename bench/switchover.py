@@ -6,7 +6,13 @@
 2. Time from the first failed probe to the rollback batch being sent (target <= one probe interval
    + 1 s): green's ingress starts answering 503 once it holds 25%; the first 503 is timestamped by
    the ingress server, the rollback batch by the proxy in front of moto (same clock, same process).
-3. Route53 requests per switchover (target <= 3 per step plus setup), counted at that proxy.
+3. Route53 requests per switchover (target <= 3 per step plus setup), counted at that proxy. The
+   setup runs up to the first step's read: the zone, the record and its external-dns ownership
+   (read by the preflight, and again under the lock), the TXT lock's CREATE, the health checks
+   (list, create, tag) and the one batch that converts the simple record to the weighted pair.
+   A step is its read, its one batch and any GetChange polls. Teardown, counted apart, is what
+   follows the last step: the TXT lock's release (one DELETE batch). The lock's own batches are
+   never counted as a step's batch.
 
     python bench/switchover.py [--bake 10] [--steps 10,25,50,100] [--probe-interval 1] [--repeat 5]
                                [--skip-sandbox]
@@ -54,15 +60,21 @@ def is_change(e: Exchange) -> bool:
     return e.method == "POST" and e.path.endswith("/rrset/") and e.status == 200
 
 
-def request_counts(exchanges: list[Exchange], steps: int) -> tuple[int, list[int]]:
-    """(setup requests, requests of each step): a step begins with the read before its batch."""
-    changes = [i for i, e in enumerate(exchanges) if is_change(e)]
-    if len(changes) < steps + 1:
-        return len(exchanges), []
-    # The setup ends with the conversion batch (and its INSYNC polls); each step starts with its read.
-    starts = [changes[k] - 1 for k in range(1, steps + 1)]
-    per_step = [b - a for a, b in zip(starts, [*starts[1:], len(exchanges)], strict=True)]
-    return starts[0], per_step
+def is_lock(e: Exchange) -> bool:
+    return b"_meshops-lock." in e.body
+
+
+def request_counts(exchanges: list[Exchange], steps: int) -> tuple[int, list[int], int]:
+    """(setup requests, requests of each step, teardown requests); see the module docstring."""
+    batches = [i for i, e in enumerate(exchanges) if is_change(e) and not is_lock(e)]
+    if len(batches) < steps + 1:
+        return len(exchanges), [], 0
+    # batches[0] converts the record (setup); each step starts with the read before its batch.
+    starts = [batches[k] - 1 for k in range(1, steps + 1)]
+    end = next((i for i in range(batches[-1], len(exchanges)) if is_change(exchanges[i]) and is_lock(exchanges[i])),
+               len(exchanges))
+    per_step = [b - a for a, b in zip(starts, [*starts[1:], end], strict=True)]
+    return starts[0], per_step, len(exchanges) - end
 
 
 # ---- 1 and 3: the CLI on the sandbox ---------------------------------------------------------------
@@ -124,11 +136,12 @@ def _sandbox_run(args: argparse.Namespace, d: Path, tmp: Path) -> None:
     before, after = records[0]["ts"] - wall0, wall0 + wall - records[-1]["ts"]
     print(f"    fixed cost: {before:.2f} s before the run (start-up, preflight, locks), {run_wall - bakes:.2f} s in "
           f"it besides the holds, {after:.2f} s after it (lock release, exit)")
-    setup, per_step = request_counts(proxy.exchanges, len(steps))
+    setup, per_step, teardown = request_counts(proxy.exchanges, len(steps))
     throttled = sum(1 for e in proxy.exchanges if e.status == 400)
-    print(f"[3] Route53 requests: total {len(proxy.exchanges)} = setup {setup} + steps {per_step} "
-          f"(max {max(per_step) if per_step else '?'} per step, target <= 3); peak {proxy.max_per_second()}/s; "
-          f"throttled {throttled}")
+    print(f"[3] Route53 requests: total {len(proxy.exchanges)} = setup {setup} + steps {per_step} + teardown "
+          f"{teardown} (the TXT lock's release) (max {max(per_step) if per_step else '?'} per step, target <= 3); "
+          f"peak {proxy.max_per_second()} in a second, burst {proxy.max_burst(10):.1f} over 10/s "
+          f"(client bucket: burst 10, 10/s); throttled {throttled}")
 
 
 # ---- 2: first failed probe -> rollback batch --------------------------------------------------------

@@ -18,6 +18,7 @@ from meshops.domain.errors import BadInput
 
 if TYPE_CHECKING:
     from meshops.drivers.api import Drivers, DriverSettings
+    from meshops.drivers.aws_session import AwsSession
 
 # Upgrade gates are written per wave ({namespaces}); before the first wave, all namespaces.
 ALL_NAMESPACES = ".+"
@@ -66,11 +67,11 @@ def check_probes(drivers: Drivers, urls: Sequence[str], *, timeout: float = 5.0)
     return problems
 
 
-def check_aws_identity(settings: DriverSettings) -> list[str]:
+def check_aws_identity(settings: DriverSettings, aws: AwsSession | None = None) -> list[str]:
     from meshops.drivers.aws_identity import caller_identity
 
     try:
-        who = caller_identity(profile=settings.aws_profile, region=settings.aws_region)
+        who = caller_identity(profile=settings.aws_profile, region=settings.aws_region, aws=aws)
     except BadInput as exc:
         return [str(exc)]
     output.notice(f"AWS identity {who.arn} (account {who.account})", event="dryrun.aws_identity",

@@ -134,7 +134,11 @@ def switchover(app: App, from_context: str, to_context: str, zone: str, record: 
     from meshops.cli import dry_run_checks
 
     # The zone was read by the plan; who AWS thinks we are is asked once, before any change.
-    dry_run_checks.require(dry_run_checks.check_aws_identity(app.driver_settings()), "the switchover")
+    from meshops.drivers.live import LiveDrivers
+
+    # Asked through the session Route53 and ELB already use: its credentials are resolved once.
+    aws = app.drivers.aws_session() if isinstance(app.drivers, LiveDrivers) else None
+    dry_run_checks.require(dry_run_checks.check_aws_identity(app.driver_settings(), aws), "the switchover")
     done = idempotent.switchover_done(planned, to_context)
     if done is not None:
         output.notice(done, event="switchover.nothing_to_do")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meshops.domain.errors import BadInput
+from meshops.drivers.aws_session import AwsSession
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,14 +20,15 @@ class CallerIdentity:
     arn: str
 
 
-def caller_identity(*, profile: str | None = None, region: str | None = None, timeout: float = 10.0) -> CallerIdentity:
-    import boto3
+def caller_identity(*, profile: str | None = None, region: str | None = None, timeout: float = 10.0,
+                    aws: AwsSession | None = None) -> CallerIdentity:
+    """``aws``: the session the command's other AWS clients use (its credentials resolved once)."""
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        session = boto3.session.Session(profile_name=profile, region_name=region)
-        sts = session.client("sts", region_name=session.region_name or "us-east-1",
+        aws = aws or AwsSession(profile=profile)
+        sts = aws.client("sts", region_name=region or aws.session.region_name or "us-east-1",
                              config=Config(retries={"total_max_attempts": 2}, connect_timeout=timeout,
                                            read_timeout=timeout, user_agent_extra="meshops"))
         data = sts.get_caller_identity()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshops.domain.errors import BadInput, DriverError
+from meshops.drivers.aws_session import AwsSession
 from meshops.drivers.elb_api import ElbApi as ElbApi
 from meshops.drivers.elb_api import LoadBalancer as LoadBalancer
 from meshops.drivers.elb_api import elb_region, normalise
@@ -19,7 +20,8 @@ _CREDENTIAL_CODES = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", 
 class ElbClient:
     """``ElbApi`` over boto3: one elbv2 and one elb client per region, built when first needed."""
 
-    def __init__(self, *, default_region: str | None = None, profile: str | None = None, factory: Any = None) -> None:
+    def __init__(self, *, default_region: str | None = None, profile: str | None = None, factory: Any = None,
+                 aws: AwsSession | None = None) -> None:
         self._factory = factory
         self._default_region = default_region
         self._profile = profile
@@ -28,7 +30,8 @@ class ElbClient:
         # switchover's preflight and its run look each name up once between them.
         self._found: dict[str, LoadBalancer | None] = {}
         self._listings: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        self._session: Any = None
+        # One session for every client: its loader parses each service model once.
+        self._aws = aws or AwsSession(profile=profile)
         self.requests = 0
 
     def _client(self, service: str, region: str) -> Any:
@@ -37,12 +40,9 @@ class ElbClient:
             if self._factory is not None:
                 self._clients[key] = self._factory(service, region)
             else:
-                import boto3
                 from botocore.config import Config
 
-                # One session for every client: its loader parses each service model once.
-                self._session = self._session or boto3.session.Session(profile_name=self._profile)
-                self._clients[key] = self._session.client(
+                self._clients[key] = self._aws.client(
                     service, region_name=region,
                     config=Config(retries={"mode": "adaptive", "max_attempts": 8}, user_agent_extra="meshops"))
         return self._clients[key]

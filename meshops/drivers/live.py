@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from meshops.domain.errors import BadInput
 from meshops.drivers.api import DriverSettings, prometheus_key
+from meshops.drivers.aws_session import AwsSession
 from meshops.drivers.elb_api import ElbApi
 from meshops.drivers.http_api import HttpProbeApi
 from meshops.drivers.istioctl_api import IstioctlApi
@@ -93,11 +94,16 @@ class LiveDrivers:
 
     # ---- AWS, Prometheus, HTTP ---------------------------------------------------------------
 
+    def aws_session(self) -> AwsSession:
+        """The one boto3 session of this command's AWS clients (Route53, ELB, the identity check)."""
+        return self._once(("aws",), lambda: AwsSession(profile=self.settings.aws_profile))
+
     def route53(self) -> Route53Api:
         def build() -> Route53Api:
             from meshops.drivers.route53 import Route53Client
 
-            return Route53Client(profile=self.settings.aws_profile, region=self.settings.aws_region)
+            return Route53Client(profile=self.settings.aws_profile, region=self.settings.aws_region,
+                                 aws=self.aws_session())
 
         return self._once(("route53",), build)
 
@@ -122,6 +128,7 @@ class LiveDrivers:
         def build() -> ElbApi:
             from meshops.drivers.elb import ElbClient
 
-            return ElbClient(default_region=self.settings.aws_region, profile=self.settings.aws_profile)
+            return ElbClient(default_region=self.settings.aws_region, profile=self.settings.aws_profile,
+                             aws=self.aws_session())
 
         return self._once(("elb",), build)

@@ -37,8 +37,10 @@ class TokenBucket:
                 self._stamp = now
                 if now < self._paused_until:
                     delay = self._paused_until - now
-                elif self._tokens >= 1:
-                    self._tokens -= 1
+                # Within float rounding of a whole token counts as one: a sleep of exactly the
+                # computed delay may refill 0.9999999, and the next delay would round to nothing.
+                elif self._tokens >= 1 - 1e-9:
+                    self._tokens = max(0.0, self._tokens - 1)
                     return
                 else:
                     delay = (1 - self._tokens) / self.qps

@@ -6,9 +6,13 @@
 - every batch is validated by ``meshops.domain.weights.validate_batch`` against a snapshot of
   the records it touches before it is sent (``change(..., current=...)``): moto accepts
   batches AWS refuses, and AWS refuses them only after a round trip;
-- at most ``max_rps`` (default 10) requests in any one-second window, client-side, retries
-  included (a sliding window of 1.1 s, so latency jitter cannot push 11 into a second where
-  they arrive);
+- a client-side token bucket, retries included, shaped like Route53's own: since 2026-07-30
+  Route53 throttles each account with token buckets (account-wide burst 50, refill 10/s;
+  ``route53-and-engines.md`` "API rate limits", from AWS's throttling page). Ours is smaller:
+  refill ``max_rps`` (10/s), burst ``burst`` (10). A switchover's setup (~15 requests: zone,
+  record, ownership, lock, health checks and their tags, the first batches) so goes out at
+  once instead of stalling ~0.7 s behind a one-second window, and the sustained rate stays
+  10/s: in any ``w`` seconds, at most ``burst + max_rps * w`` requests;
 - ``Throttling``, ``PriorRequestNotComplete`` and dropped connections are retried with
   exponential backoff and jitter; botocore's own retries are off so every attempt passes the
   limiter and is counted;
@@ -23,13 +27,14 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from meshops.domain.errors import BadInput, DriverError, NotFound
 from meshops.domain.weights import ChangeBatch, RecordSet, fqdn, validate_batch
+from meshops.drivers.aws_session import AwsSession
+from meshops.drivers.ratelimit import TokenBucket
 from meshops.drivers.route53_api import ChangeInfo as ChangeInfo
 from meshops.drivers.route53_api import ChangeOutcomeUnknown as ChangeOutcomeUnknown
 from meshops.drivers.route53_api import HealthCheck as HealthCheck
@@ -41,33 +46,6 @@ RETRYABLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestN
                              "ServiceUnavailable", "InternalError"})
 _CREDENTIAL_CODES = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException",
                                "AccessDenied", "AccessDeniedException", "ExpiredToken", "InvalidAccessKeyId"})
-
-
-class SlidingWindowLimiter:
-    """At most ``limit`` acquisitions in any ``per``-second window (thread-safe)."""
-
-    def __init__(self, limit: int = 10, per: float = 1.0, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        if limit < 1 or per <= 0:
-            raise ValueError("limit must be >= 1 and per > 0")
-        self.limit, self.per = limit, per
-        self._clock, self._sleep = clock, sleep
-        self._stamps: deque[float] = deque()
-        self._lock = threading.Lock()
-        self.waited = 0.0
-
-    def acquire(self) -> None:
-        while True:
-            with self._lock:
-                now = self._clock()
-                while self._stamps and now - self._stamps[0] >= self.per:
-                    self._stamps.popleft()
-                if len(self._stamps) < self.limit:
-                    self._stamps.append(now)
-                    return
-                delay = self.per - (now - self._stamps[0])
-            self.waited += delay
-            self._sleep(max(delay, 0.001))
 
 
 def zone_id_of(raw: str) -> str:
@@ -101,25 +79,23 @@ class Route53Client:
     """``Route53Api`` over boto3. The endpoint and credentials come from the usual AWS chain
     (``AWS_ENDPOINT_URL_ROUTE_53`` or ``AWS_ENDPOINT_URL`` points it at moto or a proxy)."""
 
-    def __init__(self, *, client: Any = None, endpoint_url: str | None = None, max_rps: int = 10,
+    def __init__(self, *, client: Any = None, endpoint_url: str | None = None, max_rps: int = 10, burst: int = 10,
                  max_attempts: int = 8, base_delay: float = 0.2, max_delay: float = 5.0,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                  rng: random.Random | None = None, timeout: float = 30.0, profile: str | None = None,
-                 region: str | None = None) -> None:
+                 region: str | None = None, aws: AwsSession | None = None) -> None:
         if client is None:
-            import boto3
             from botocore.config import Config
 
-            session = boto3.session.Session(profile_name=profile, region_name=region)
+            aws = aws or AwsSession(profile=profile)
+            session = aws.session
             _register_aws_credentials(session)
-            client = session.client(
-                "route53", endpoint_url=endpoint_url, region_name=session.region_name or "us-east-1",
+            client = aws.client(
+                "route53", endpoint_url=endpoint_url, region_name=region or session.region_name or "us-east-1",
                 config=Config(retries={"total_max_attempts": 1}, connect_timeout=min(10.0, timeout),
                               read_timeout=timeout, user_agent_extra="meshops"))
         self._client = client
-        # The window is 10% longer than a second: requests leave at the limiter's pace but reach
-        # Route53 after varying latency, and the bound holds where they arrive.
-        self.limiter = SlidingWindowLimiter(max_rps, 1.1, clock=clock, sleep=sleep)
+        self.limiter = TokenBucket(qps=max_rps, burst=burst, clock=clock, sleep=sleep)
         self._clock, self._sleep = clock, sleep
         self._rng = rng or random.Random()
         self.max_attempts, self.base_delay, self.max_delay = max_attempts, base_delay, max_delay

@@ -110,7 +110,8 @@ def test_full_switchover_then_rollback_on_the_sandbox(world: dict[str, Any]) -> 
                           health_checks=proxy.created_health_checks())
     assert {r.set_identifier: r.weight for r in final} == {"blue": 0, "green": 100}
     assert weights(world) == {"blue": 0, "green": 100}
-    assert proxy.max_per_second() <= 10
+    # Within the client's token bucket (burst 10, 10/s) as they arrive, arrival jitter aside.
+    assert proxy.max_burst(10) <= 11
     # A scheduled rerun with all traffic already on green: exit 0 "nothing to do", no batch (issue 17).
     sent = len(proxy.batches())
     again = meshops(world, switchover_args(world))

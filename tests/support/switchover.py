@@ -241,6 +241,11 @@ class Route53Proxy:
             best = max(best, hi - lo + 1)
         return best
 
+    def max_burst(self, qps: float = 10.0) -> float:
+        """Route53 requests as they arrived, against a token bucket refilled at ``qps``: the burst
+        the bucket needs to have let them all through (see ``burst_of``)."""
+        return burst_of([e.at for e in self.exchanges if e.path.startswith("/20")], qps)
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -327,3 +332,12 @@ def params(**overrides: Any) -> dict[str, Any]:
 def journal(state_dir: Path, run_id: str) -> list[dict[str, Any]]:
     path = state_dir / "runs" / run_id / "journal.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def burst_of(stamps: list[float], qps: float) -> float:
+    """The smallest burst of a token bucket refilled at ``qps`` that lets requests through at
+    these times: the most, over any run of them, of their count less what the bucket refills
+    between its first and last (``Route53Client``'s limiter: burst 10, 10/s)."""
+    stamps = sorted(stamps)
+    return max((j - i + 1 - qps * (stamps[j] - stamps[i]) for i in range(len(stamps))
+                for j in range(i, len(stamps))), default=0.0)

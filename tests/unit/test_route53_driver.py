@@ -12,9 +12,10 @@ from botocore.stub import Stubber
 
 from meshops.domain.errors import BadInput, DriverError
 from meshops.domain.weights import Change, ChangeBatch, InvalidBatch, RecordSet, shift_batch
-from meshops.drivers.route53 import HealthCheckSpec, Route53Client, SlidingWindowLimiter
+from meshops.drivers.route53 import HealthCheckSpec, Route53Client
 from meshops.drivers.route53_fake import FakeAwsError, FakeRoute53
 from tests.support.fakeclock import FakeClock
+from tests.support.switchover import burst_of
 
 NAME = "app.example.com."
 SIMPLE = RecordSet(name=NAME, type="CNAME", ttl=60, values=("blue.lb",))
@@ -119,17 +120,17 @@ def test_missing_credentials_are_bad_input(monkeypatch: pytest.MonkeyPatch, tmp_
         Route53Client(max_attempts=1).find_zone("example.com")
 
 
-def test_sliding_window_limiter_never_exceeds_the_limit() -> None:
-    """60 back-to-back acquisitions: never more than 10 in any one-second window, and no idle gaps."""
+def test_route53_limiter_is_a_token_bucket_burst_10_then_10_per_second() -> None:
+    """Shaped like Route53's own throttling (token buckets since 2026-07-30), smaller: 60 back-to-back
+    requests go 10 at once, then one per 0.1 s; in any w seconds never more than 10 + 10 w."""
     clock = FakeClock(start=0.0)
-    limiter = SlidingWindowLimiter(10, 1.0, clock=clock, sleep=clock.sleep)
+    r53 = Route53Client(client=object(), clock=clock, sleep=clock.sleep)
     stamps = []
     for _ in range(60):
-        limiter.acquire()
+        r53.limiter.acquire()
         stamps.append(clock())
-    for i in range(len(stamps) - 10):
-        assert stamps[i + 10] - stamps[i] >= 1.0
-    assert stamps[-1] == pytest.approx(5.0)  # 10 at once, then 10 per second
+    assert stamps[9] == 0.0 and stamps[-1] == pytest.approx(5.0)
+    assert burst_of(stamps, 10) <= 10 + 1e-6
 
 
 def test_health_check_spec_refuses_what_aws_refuses() -> None:
