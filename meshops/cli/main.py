@@ -128,12 +128,14 @@ def _exit_process(exc: SystemExit) -> None:
     kubernetes and pydantic loaded that teardown alone takes ~0.2 s on a quiet machine (over 1 s
     on a loaded one) and does nothing a finished command needs. What a normal exit does first
     still happens: atexit handlers run (kubernetes' temp-file cleanup, logging's flush), then
-    stdout and stderr are flushed. While any other non-daemon thread lives, the exit is the
-    normal one (it waits for that thread)."""
+    stdout and stderr are flushed. The exit is the normal one while any other non-daemon thread
+    lives (it waits for that thread), or under a profiler, tracer or debugger (``python -m
+    cProfile -m meshops`` writes its figures after the program returns)."""
     import atexit
     import threading
 
-    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+    if (sys.getprofile() is not None or sys.gettrace() is not None
+            or any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate())):
         raise exc
     atexit._run_exitfuncs()
     code = exc.code
