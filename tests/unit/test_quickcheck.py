@@ -17,7 +17,7 @@ import pytest
 
 from meshops.domain.errors import PlaybookInvalid
 from meshops.engine import quickcheck
-from meshops.engine.playbook import Playbook, ParamSpec, Retries, StepSpec, validate_document
+from meshops.engine.playbook import ParamSpec, Playbook, Retries, StepSpec, validate_document
 from meshops.engine.yamlsource import SourceDoc, load_yaml_file
 from meshops.steps import inputs_catalog
 
