@@ -23,7 +23,6 @@ import os
 from typing import Any
 
 from meshops.domain.durations import parse_duration
-from meshops.engine.yamlsource import SourceDoc
 
 # The rules below restate meshops.engine.playbook's models; a test compares the two.
 API_VERSION = "meshops.dev/v1"
@@ -68,8 +67,37 @@ class _NotSure(Exception):
     """The quick path cannot tell; the full validation decides."""
 
 
-def steps_if_valid(doc: SourceDoc) -> int | None:
-    """The playbook's step count when it is certainly valid; None when only the full validation can tell."""
+def step_count(path: str) -> int:
+    """Validate the playbook at ``path``: its step count, or PlaybookInvalid naming every problem.
+
+    Plain YAML is read without PyYAML (``miniyaml``) and plain playbooks are proved valid here;
+    anything else goes through PyYAML and the full validation, which also words every problem.
+    """
+    from meshops.engine import miniyaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(miniyaml.MAX_BYTES + 1)
+    except (OSError, UnicodeDecodeError):
+        text = ""  # the full path reports it
+    data = miniyaml.load(text) if text else None
+    count = steps_if_valid(data) if data is not None else None
+    if count is not None:
+        return count
+    from meshops.engine.yamlsource import load_yaml_file
+
+    doc = load_yaml_file(path)
+    count = steps_if_valid(doc.data)
+    if count is not None:
+        return count
+    from meshops.engine.playbook import validate_document
+
+    return len(validate_document(doc).steps)
+
+
+def steps_if_valid(data: Any) -> int | None:
+    """The step count of the parsed playbook ``data`` when it is certainly valid; None when only
+    the full validation can tell."""
     if os.environ.get("MESHOPS_STEP_MODULES", "").strip():
         return None  # step types from outside meshops have no plain description
     from meshops.steps import inputs_catalog
@@ -78,7 +106,7 @@ def steps_if_valid(doc: SourceDoc) -> int | None:
     if catalog is None:
         return None
     try:
-        return _playbook(doc.data, catalog)
+        return _playbook(data, catalog)
     except Exception:  # _NotSure, or anything unexpected: the full validation decides and words it
         return None
 

@@ -41,7 +41,7 @@ def full(data: Any) -> int | None:
 
 
 def quick(data: Any) -> int | None:
-    return quickcheck.steps_if_valid(SourceDoc(path="p.yaml", text="", data=data))
+    return quickcheck.steps_if_valid(data)
 
 
 def test_the_step_catalog_is_what_the_step_models_say() -> None:
@@ -60,7 +60,7 @@ def test_the_rules_restated_match_the_models() -> None:
 def test_a_stale_catalog_is_detected_and_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Edit a step module without regenerating: the hash differs, the quick path steps aside."""
     hello = load_yaml_file(ROOT / "playbooks" / "hello.yaml")
-    assert quickcheck.steps_if_valid(hello) == 5
+    assert quickcheck.steps_if_valid(hello.data) == 5
     copy_dir = tmp_path / "steps"
     shutil.copytree(ROOT / "meshops" / "steps", copy_dir, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(inputs_catalog, "_HERE", copy_dir)
@@ -68,7 +68,7 @@ def test_a_stale_catalog_is_detected_and_not_used(tmp_path: Path, monkeypatch: p
     core = copy_dir / "core.py"
     core.write_text(core.read_text().replace("min_length=1", "min_length=2"))
     assert inputs_catalog.load() is None
-    assert quickcheck.steps_if_valid(hello) is None
+    assert quickcheck.steps_if_valid(hello.data) is None
     (copy_dir / "extra_steps.py").write_text("")  # a new module may define step types too
     core.write_text(core.read_text().replace("min_length=2", "min_length=1"))
     assert inputs_catalog.load() is None
@@ -76,20 +76,20 @@ def test_a_stale_catalog_is_detected_and_not_used(tmp_path: Path, monkeypatch: p
 
 def test_extra_step_modules_send_validation_to_the_full_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MESHOPS_STEP_MODULES", "tests.some_steps")
-    assert quickcheck.steps_if_valid(load_yaml_file(ROOT / "playbooks" / "hello.yaml")) is None
+    assert quickcheck.steps_if_valid(load_yaml_file(ROOT / "playbooks" / "hello.yaml").data) is None
 
 
 @pytest.mark.parametrize("path", PLAYBOOKS, ids=[p.stem for p in PLAYBOOKS])
 def test_repository_playbooks_agree(path: Path) -> None:
     doc = load_yaml_file(path)
-    answer = quickcheck.steps_if_valid(doc)
+    answer = quickcheck.steps_if_valid(doc.data)
     assert answer is None or answer == len(validate_document(doc).steps)
 
 
 def test_the_quick_path_covers_the_simple_playbooks() -> None:
     """Not vacuous: the sample and the plain playbooks are proved valid without pydantic."""
     for name in ("hello", "status", "tune-apply"):
-        assert quickcheck.steps_if_valid(load_yaml_file(ROOT / "playbooks" / f"{name}.yaml")) is not None, name
+        assert quickcheck.steps_if_valid(load_yaml_file(ROOT / "playbooks" / f"{name}.yaml").data) is not None, name
 
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
@@ -98,7 +98,7 @@ def test_malformed_playbooks_are_never_accepted(path: Path) -> None:
         doc = load_yaml_file(path)
     except PlaybookInvalid:
         return
-    assert quickcheck.steps_if_valid(doc) is None
+    assert quickcheck.steps_if_valid(doc.data) is None
 
 
 RICH = {
@@ -203,8 +203,22 @@ def test_validating_the_sample_imports_neither_pydantic_nor_jinja_nor_any_step()
     env = {k: v for k, v in os.environ.items() if k != "MESHOPS_STEP_MODULES"}
     probe = ("import sys\nfrom meshops.cli.main import main\ntry:\n    main(['playbook', 'validate', "
              "'playbooks/hello.yaml'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
-             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'jinja2', 'structlog', 'rich')"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'jinja2', 'structlog', 'rich', 'yaml')"
              " or m.startswith('meshops.steps.') and m not in ('meshops.steps.inputs_catalog', "
              "'meshops.steps._catalog_data')))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
     assert out.stdout.splitlines() == ["playbooks/hello.yaml: ok (5 steps)", "[]"]
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_validate_words_every_problem_as_before_with_the_quick_path_on(path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """With only built-in steps (the quick path on), `playbook validate` still names the exact location."""
+    from meshops.cli.main import main
+    from tests.unit.test_bad_playbooks import expected
+
+    where, message = expected(path)
+    with pytest.raises(SystemExit) as exc:
+        main(["playbook", "validate", str(path)])
+    assert exc.value.code == 2
+    assert f"{path}:{where}: {message}" in capsys.readouterr().err
