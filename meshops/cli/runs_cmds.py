@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 import click
@@ -64,6 +63,8 @@ def runs_show(app: App, run_id: str, output: str, cluster: bool) -> None:
     state = RunState.replay(run_id, store.records(run_id))
     data = state.to_dict()
     if output == "json":
+        import json
+
         click.echo(json.dumps(data, indent=2))
         return
     if output == "yaml":
@@ -112,6 +113,8 @@ def validate(files: tuple[str, ...]) -> None:
 @playbook.command("schema")
 def schema() -> None:
     """The playbook JSON Schema (for editors)."""
+    import json
+
     from meshops.engine.playbook import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
