@@ -1,6 +1,6 @@
 """Cold start of the CLI against a bare interpreter, measured in the same run.
 
-    python bench/startup.py [--runs 15]
+    python bench/startup.py [--runs 15] [--before DIR]   # DIR: e.g. `git archive main | tar -x -C DIR`
 
 Prints the median wall time of `python -c pass`, `meshops --help`, `meshops X --help` for
 every command (and subcommand), and `meshops playbook validate playbooks/hello.yaml`, and each
