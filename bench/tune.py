@@ -17,7 +17,9 @@ and ~5 min). --cache DIR keeps the backfilled blocks, keyed by every parameter o
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -128,6 +130,12 @@ def backfill(files: list[Path], data: Path, window: int) -> None:
         src.unlink()
 
 
+def cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", type=int, default=2000)
@@ -176,24 +184,34 @@ def main() -> int:
             step = resolution_for(window) if args.resolution == "auto" else int(parse_duration(args.resolution))
             print(f"resolution: {args.resolution} -> {step}s ({window // step} points per series)")
             scope = Scope(window_seconds=window, until=end, step_seconds=step)
+            print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
             for i in range(args.runs):
+                prom_cpu = cpu_of(server.proc.pid)
                 report = gather(client, scope, Policy())
                 ok = sum(1 for r in report.rows if isinstance(r.result, Recommendation))
                 print(f"in-process gather #{i + 1}: {report.seconds:.2f}s, {report.queries} queries, "
                       f"{len(report.rows)} workloads, {ok} with a recommendation, "
-                      f"{sum(1 for r in report.rows if r.annotate)} annotated")
+                      f"{sum(1 for r in report.rows if r.annotate)} annotated; "
+                      f"prometheus cpu {cpu_of(server.proc.pid) - prom_cpu:.2f}s")
             for i in range(args.runs):
+                prom_cpu = cpu_of(server.proc.pid)
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = time.perf_counter()
-                proc = subprocess.run([sys.executable, "-m", "meshops", "tune", "--prometheus", server.url,
-                                       "--window", args.window, "--until", str(end), "-o", "yaml", "--timeout", "120s",
-                                       "--resolution", args.resolution],
-                                      capture_output=True, text=True, cwd=ROOT)
+                child = subprocess.Popen([sys.executable, "-m", "meshops", "tune", "--prometheus", server.url,
+                                          "--window", args.window, "--until", str(end), "-o", "yaml", "--timeout",
+                                          "120s", "--resolution", args.resolution],
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                out, err = child.communicate()
                 cli_s = time.perf_counter() - t0
-                if proc.returncode != 0:
-                    print(proc.stderr)
+                usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if child.returncode != 0:
+                    print(err)
                     return 1
+                prom_s = cpu_of(server.proc.pid) - prom_cpu
                 print(f"meshops tune (CLI, end to end) #{i + 1}: {cli_s:.2f}s target<=10s "
-                      f"ratio_to_target={cli_s / 10:.2f} output={len(proc.stdout):,} bytes")
+                      f"ratio_to_target={cli_s / 10:.2f} output={len(out):,} bytes; cpu: prometheus {prom_s:.2f}s, "
+                      f"meshops {usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime:.2f}s; "
+                      f"load average {os.getloadavg()[0]:.1f}")
         finally:
             prom_fixture.stop(server)
     return 0
