@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,6 +85,8 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 
 def _emit(data: Any, output: str) -> bool:
     if output == "json":
+        import json
+
         click.echo(json.dumps(data, indent=2))
     elif output == "yaml":
         import yaml
@@ -119,6 +120,8 @@ def validate(fleet_files: tuple[str, ...]) -> None:
 @fleet.command()
 def schema() -> None:
     """Print the fleet file's JSON Schema (for editors)."""
+    import json
+
     from meshops.fleet.model import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
@@ -144,6 +147,8 @@ def _cluster_status(app: App, loaded: Any, cluster: str) -> dict[str, Any]:
     out = _child(app, loaded, cluster, ["status", "-o", "json"], timeout=120)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]}
+    import json
+
     data: dict[str, Any] = json.loads(out.stdout)
     return data
 
