@@ -29,7 +29,7 @@ def snapshot(ctx: StepContext, kube: KubeApi, *, max_age: float = 0.0,
     precheck run back to back; the waves always read afresh). The memo is the run's
     (``ctx.cache``), keyed by cluster context: never shared across runs or processes."""
     key = ("mesh-snapshot", kube.context, istio_namespace)
-    hit = ctx.cache.get(key, now=ctx.clock(), max_age=max_age)
+    hit = ctx.cache.get(key, now=ctx.clock(), max_age=max_age) if max_age > 0 else None
     if isinstance(hit, MeshSnapshot):
         return hit
     snap = collect(kube, istio_namespace=istio_namespace)
