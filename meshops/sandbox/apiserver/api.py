@@ -137,7 +137,7 @@ class ResourceApi:
                 obj.pop("status", None)
             else:
                 obj["status"] = status
-        obj = self._admit(t, "CREATE", obj, None, dry_run=dry_run, field_validation=field_validation, warnings=warnings)
+        obj = self.admission.admit(t, "CREATE", obj, None, dry_run=dry_run, field_validation=field_validation, warnings=warnings)
         if dry_run:
             if self.store.get_version(t.group_resource, meta.get("namespace") or "", meta["name"]):
                 raise errors.already_exists(t.plural, t.group, meta["name"])
@@ -338,22 +338,9 @@ class ResourceApi:
             meta["generation"] = generation
         if subresource in ("status", "binding"):
             return new  # subresource writes skip admission plugins (webhooks match the main resource)
-        return self._admit(t, "UPDATE", new, old, dry_run=dry_run, field_validation=field_validation, warnings=warnings)
+        return self.admission.admit(t, "UPDATE", new, old, dry_run=dry_run, field_validation=field_validation, warnings=warnings)
 
-    # ---- admission, deletion and /scale live in their own modules ----------------------------
-
-    def _admit(
-        self,
-        t: ResourceType,
-        operation: str,
-        obj: Obj,
-        old: Obj | None,
-        *,
-        dry_run: bool,
-        field_validation: str | None = None,
-        warnings: builtins.list[str] | None = None,
-    ) -> Obj:
-        return self.admission.admit(t, operation, obj, old, dry_run=dry_run, field_validation=field_validation, warnings=warnings)
+    # ---- deletion and /scale live in their own modules; admission is handed in ---------------
 
     def delete(
         self,
