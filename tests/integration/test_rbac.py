@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,8 +84,8 @@ class Rule:
         return not self.names or (r.name in self.names and r.verb not in ("create", "list", "watch"))
 
 
-def shipped_rules(job: str) -> list[Rule]:
-    """Every rule of the roles docs/rbac/ binds for ``job`` (the `meshops.dev/jobs` annotation)."""
+def shipped_rules(*jobs: str) -> list[Rule]:
+    """Every rule of the roles docs/rbac/ binds for any of ``jobs`` (the `meshops.dev/jobs` annotation)."""
     rules = []
     for path in sorted(RBAC.glob("*.yaml")):
         if path.name == "allowances.yaml":
@@ -93,7 +94,7 @@ def shipped_rules(job: str) -> list[Rule]:
             if not doc or doc["kind"] not in ("Role", "ClusterRole"):
                 continue
             meta = doc["metadata"]
-            if job not in meta["annotations"]["meshops.dev/jobs"].split(","):
+            if not set(jobs) & set(meta["annotations"]["meshops.dev/jobs"].split(",")):
                 continue
             for rule in doc["rules"]:
                 for group in rule["apiGroups"]:
@@ -106,23 +107,24 @@ def shipped_rules(job: str) -> list[Rule]:
     return rules
 
 
-def allowed_unused(job: str) -> dict[tuple[str, str, str, str], str]:
+def allowed_unused(*jobs: str) -> dict[tuple[str, str, str, str], str]:
     """(client, group, resource, verb) a job's roles may grant although the sandbox run never used it -> why."""
     out = {}
     for a in ALLOWANCES["kubernetes"]:
-        if job in a["jobs"]:
+        if set(jobs) & set(a["jobs"]):
             for resource in a["resources"]:
                 for verb in a["verbs"]:
                     out[(a["client"], a["group"], resource, verb)] = a["why"]
     return out
 
 
-def check_job(job: str, requests: list[Request]) -> None:
+def check_job(job: str, requests: list[Request], *, also: tuple[str, ...] = ()) -> None:
     """Fail when a request of ``job`` is not granted, or a grant is unused and not allowed for.
 
+    ``also``: other jobs whose roles are bound with this one's (a fleet's: the job it runs).
     Rules of shared roles (the run state) are held to what all their jobs used together, in
     test_the_shared_run_state_roles_are_used_by_the_jobs_together."""
-    rules = shipped_rules(job)
+    rules = shipped_rules(job, *also)
     assert rules, f"no role in docs/rbac is annotated for job {job}"
     # Discovery (/version, /api, /apis/...) is granted to every authenticated user by the
     # built-in system:discovery role; nothing shipped needs to grant it.
@@ -133,7 +135,7 @@ def check_job(job: str, requests: list[Request]) -> None:
                       for r in resource_requests
                       if not any(rule.client in (r.client, "any") and rule.grants(r) for rule in rules)})
     assert not missing, f"{job}: the shipped roles lack:\n  " + "\n  ".join(missing)
-    allowances = allowed_unused(job)
+    allowances = allowed_unused(job, *also)
     excess = sorted({f"{rule.role} ({rule.client}): {rule.verb} {rule.group or 'core'}/{rule.resource}"
                      for rule in rules if not rule.shared
                      if not any(rule.client in (r.client, "any") and rule.grants(r) for r in resource_requests)
@@ -214,6 +216,29 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[Re
         assert meshops(env, "status", "-o", "json").returncode == 0
         jobs["status"] = audit.since_mark()
 
+        # `meshops fleet` (issue 17): a one-cluster fleet whose job is the in-place upgrade. Its plan
+        # and status run `meshops status` and the job's dry run on each cluster; `fleet run` and
+        # `fleet rollback` run the job and its rollback there, and so are the in-place upgrade's
+        # requests too. The fleet's own journal stays in the runner's state dir.
+        fleet = directory / "fleet.yaml"
+        fleet.write_text(yaml.safe_dump({
+            "apiVersion": "meshops.dev/v1", "kind": "Fleet", "metadata": {"name": "rbac"}, "clusters": [{"name": "blue"}],
+            "job": {"command": "upgrade", "args": ["--strategy", "inplace", "--to", "1.25.2", "--wave-size", "10"]},
+            "waves": [{"name": "all", "selector": {}}]}))
+        audit.mark()
+        planned = meshops(env, "fleet", "plan", str(fleet), "-o", "json")
+        assert planned.returncode == 0, planned.stderr[-1500:]
+        fleet_requests = audit.since_mark()
+        audit.mark()
+        ran = meshops(env, "fleet", "run", str(fleet))
+        assert ran.returncode == 0, ran.stdout[-1500:] + ran.stderr[-1500:]
+        back = meshops(env, "fleet", "rollback", ran.stdout.split()[0])
+        assert back.returncode == 0, back.stdout[-1500:] + back.stderr[-1500:]
+        jobs["inplace-upgrade"] = audit.since_mark()
+        audit.mark()
+        assert meshops(env, "fleet", "status", str(fleet), "-o", "json").returncode == 0
+        jobs["fleet"] = fleet_requests + jobs["inplace-upgrade"] + audit.since_mark()
+
         audit.mark()
         first = meshops(env, "upgrade", "--strategy", "canary", "--to", "1.25.2", "--wave-size", "2", "--soak", "1h")
         assert first.returncode == 0, first.stderr[-1500:]
@@ -264,15 +289,29 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[Re
         stop_sandbox(directory)
 
 
+@dataclass(frozen=True)
+class Traffic:
+    env: dict[str, str]
+    requests: list[Request]  # the two switchovers DNS-owned by meshops
+    proxy: Route53Proxy  # their Route53 calls
+    extdns_requests: list[Request]  # the switchover with --dns-owner external-dns
+    extdns_proxy: Route53Proxy  # its Route53 calls
+
+
 @pytest.fixture(scope="module")
-def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], list[Request], Route53Proxy]]:
-    """A switchover that fails and rolls back, then one that succeeds: kube requests and Route53 calls."""
+def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
+    """A switchover that fails and rolls back, then one that succeeds, then one through external-dns:
+    kube requests and Route53 calls."""
     import boto3
 
     directory = tmp_path_factory.mktemp("rbac-blue-green")
-    env = start_sandbox(directory, "--scenario", "blue-green")
+    # The sandbox's external-dns-like reconciler owns web.example.com (its TXT registry, one owner
+    # per cluster); meshops owns app.example.com and api.example.com.
+    env = start_sandbox(directory, "--scenario", "blue-green", "--options-json",
+                        json.dumps({"external_dns": {"interval": 0.5, "record": "web.example.com"}}))
     audit = Audit(directory)
     proxy = Route53Proxy(upstream=env["AWS_ENDPOINT_URL_ROUTE_53"])
+    extdns_proxy = Route53Proxy(upstream=env["AWS_ENDPOINT_URL_ROUTE_53"])
     try:
         r53 = boto3.client("route53", endpoint_url=env["AWS_ENDPOINT_URL_ROUTE_53"], region_name="us-east-1",
                            aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -311,31 +350,69 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str
         done = meshops(env, "switchover", *common, "--record", "app.example.com", "--probe",
                        "http://app.example.com/productpage")
         assert done.returncode == 0, done.stderr[-1500:]
-        yield env, audit.since_mark(), proxy
+        requests = audit.since_mark()
+
+        # --dns-owner external-dns. First, as an operator would before a switchover, lower the TTL
+        # through external-dns's own annotation (not meshops's doing: before the mark).
+        from kubernetes import client as k8s
+        from kubernetes import config as k8s_config
+
+        api = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=env["KUBECONFIG"], context="blue"))
+        api.patch_namespaced_service("istio-ingressgateway", "istio-system", {"metadata": {"annotations": {
+            "external-dns.alpha.kubernetes.io/ttl": "1"}}})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+                r["Name"] == "web.example.com." and r["Type"] == "CNAME" and r["TTL"] == 1
+                for r in r53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]):
+            time.sleep(0.2)
+        audit.mark()
+        extdns = meshops({**env, "AWS_ENDPOINT_URL_ROUTE_53": extdns_proxy.url}, "switchover", "--dns-owner",
+                         "external-dns", *common, "--record", "web.example.com", "--probe",
+                         "http://app.example.com/productpage")
+        assert extdns.returncode == 0, extdns.stderr[-1500:]
+        yield Traffic(env=env, requests=requests, proxy=proxy, extdns_requests=audit.since_mark(),
+                      extdns_proxy=extdns_proxy)
     finally:
         proxy.close()
+        extdns_proxy.close()
         stop_sandbox(directory)
 
 
-@pytest.mark.parametrize("job", ["status", "canary-upgrade", "tune", "install"])
+@pytest.mark.parametrize("job", ["status", "canary-upgrade", "inplace-upgrade", "tune", "install"])
 def test_the_shipped_roles_grant_exactly_what_each_job_used(mesh: dict[str, list[Request]], job: str) -> None:
     """Every request of the job is granted by its roles; every grant was used or has a documented allowance."""
     check_job(job, mesh[job])
 
 
-def test_the_switchover_roles_grant_exactly_what_it_used_on_both_clusters(
-        traffic: tuple[dict[str, str], list[Request], Route53Proxy]) -> None:
+def test_a_fleet_runner_needs_its_jobs_roles_and_the_status_roles(mesh: dict[str, list[Request]]) -> None:
+    """`fleet plan`, `run`, `rollback` and `status` of a fleet whose job is the in-place upgrade: the
+    job's roles and those annotated for `fleet` (status and the job's dry run, for plan and status)
+    grant every request, and nothing unused. The fleet writes nothing of its own to the clusters."""
+    check_job("fleet", mesh["fleet"], also=("inplace-upgrade",))
+    assert not [r for r in mesh["fleet"] if r.verb not in ("get", "list", "watch")
+                and r not in mesh["inplace-upgrade"]], "fleet plan/status wrote to a cluster"
+
+
+def test_the_switchover_roles_grant_exactly_what_it_used_on_both_clusters(traffic: Traffic) -> None:
     """Both clusters' audit logs, against the switchover's roles (bound on each cluster)."""
-    _, requests, _ = traffic
-    assert {r.cluster for r in requests} == {"blue", "green"}
-    check_job("switchover", requests)
+    assert {r.cluster for r in traffic.requests} == {"blue", "green"}
+    check_job("switchover", traffic.requests)
 
 
-def test_the_shared_run_state_roles_are_used_by_the_jobs_together(
-        mesh: dict[str, list[Request]], traffic: tuple[dict[str, str], list[Request], Route53Proxy]) -> None:
+def test_the_external_dns_switchover_roles_grant_exactly_what_it_used(traffic: Traffic) -> None:
+    """--dns-owner external-dns: the same reads, plus a patch of each gateway Service's annotations."""
+    assert {r.cluster for r in traffic.extdns_requests} == {"blue", "green"}
+    patched = {(r.cluster, r.namespace, r.name) for r in traffic.extdns_requests
+               if (r.verb, r.resource) == ("patch", "services")}
+    assert patched == {(c, "istio-system", "istio-ingressgateway") for c in ("blue", "green")}
+    check_job("switchover-external-dns", traffic.extdns_requests)
+
+
+def test_the_shared_run_state_roles_are_used_by_the_jobs_together(mesh: dict[str, list[Request]],
+                                                                  traffic: Traffic) -> None:
     """The run-state roles, bound for every job, grant nothing the jobs did not use between them."""
-    everything = [r for requests in mesh.values() for r in requests] + traffic[1]
-    for job in ("canary-upgrade", "switchover", "tune"):
+    everything = [r for requests in mesh.values() for r in requests] + traffic.requests + traffic.extdns_requests
+    for job in ("canary-upgrade", "inplace-upgrade", "switchover", "switchover-external-dns", "tune", "fleet"):
         shared = [rule for rule in shipped_rules(job) if rule.shared]
         assert shared
         unused = sorted({f"{rule.role}: {rule.verb} {rule.resource}" for rule in shared
@@ -393,8 +470,11 @@ def route53_call(method: str, path: str, body: bytes) -> Call:
     raise AssertionError(f"a Route53 call this test cannot name: {method} {path}")
 
 
-def policy_for(zone_id: str, record: str) -> dict[str, Any]:
-    text = (RBAC / "route53-switchover-policy.json").read_text()
+POLICY, EXTDNS_POLICY = "route53-switchover-policy.json", "route53-switchover-external-dns-policy.json"
+
+
+def policy_for(zone_id: str, record: str, policy: str = POLICY) -> dict[str, Any]:
+    text = (RBAC / policy).read_text()
     return json.loads(text.replace("HOSTED_ZONE_ID", zone_id).replace("RECORD_NAME", record))  # type: ignore[no-any-return]
 
 
@@ -421,16 +501,26 @@ def allows(policy: dict[str, Any], call: Call) -> bool:
     return False
 
 
-def test_the_iam_policy_allows_exactly_the_route53_calls_a_switchover_makes(
-        traffic: tuple[dict[str, str], list[Request], Route53Proxy]) -> None:
-    """Each recorded call is allowed by the policy for its zone and record; each allowed action was called."""
-    env, _, proxy = traffic
-    zone = env["MESHOPS_SANDBOX_HOSTED_ZONE_ID"]
+def route53_calls(proxy: Route53Proxy) -> list[Call]:
     # The pre-change `sts get-caller-identity` (POST / with Action=GetCallerIdentity) passes this proxy
     # when AWS_ENDPOINT_URL points at it; AWS requires no permission for it, so no policy names it.
     sts = [e for e in proxy.exchanges if b"GetCallerIdentity" in e.body]
     assert all(e.method == "POST" and urllib.parse.urlsplit(e.path).path == "/" for e in sts)
-    calls = [route53_call(e.method, e.path, e.body) for e in proxy.exchanges if e not in sts]
+    return [route53_call(e.method, e.path, e.body) for e in proxy.exchanges if e not in sts]
+
+
+def check_unused_actions(policy: dict[str, Any], name: str, used: set[str]) -> None:
+    """Every action the policy grants was called, or allowances.yaml says why not (for this policy)."""
+    granted = {a for st in policy["Statement"] for a in _list(st["Action"])}
+    allowed_unused_actions = {a["action"] for a in ALLOWANCES["iam"] if name in a["policies"]}
+    assert granted - used <= allowed_unused_actions, granted - used - allowed_unused_actions
+    assert allowed_unused_actions <= granted
+
+
+def test_the_iam_policy_allows_exactly_the_route53_calls_a_switchover_makes(traffic: Traffic) -> None:
+    """Each recorded call is allowed by the policy for its zone and record; each allowed action was called."""
+    zone = traffic.env["MESHOPS_SANDBOX_HOSTED_ZONE_ID"]
+    calls = route53_calls(traffic.proxy)
     changes = [c for c in calls if c.action == "route53:ChangeResourceRecordSets"]
     # Each record's changes and those of its lock record (_meshops-lock.<record>).
     assert {c.record_names for c in changes} == {("api.example.com",), ("app.example.com",),
@@ -442,10 +532,24 @@ def test_the_iam_policy_allows_exactly_the_route53_calls_a_switchover_makes(
         assert allows(policy_for(zone, record), call), f"the policy does not allow {call}"
     used = {c.action for c in calls}
     assert "route53:DeleteHealthCheck" in used  # the failed switchover removed the checks it created
-    granted = {a for st in policy_for(zone, "app.example.com")["Statement"] for a in _list(st["Action"])}
-    allowed_unused_actions = {a["action"] for a in ALLOWANCES["iam"]}
-    assert granted - used <= allowed_unused_actions, granted - used - allowed_unused_actions
-    assert allowed_unused_actions <= granted
+    check_unused_actions(policy_for(zone, "app.example.com"), POLICY, used)
+
+
+def test_the_external_dns_iam_policy_allows_exactly_what_meshops_calls_there(traffic: Traffic) -> None:
+    """With --dns-owner external-dns meshops writes only its lock record; external-dns writes the
+    record under its own policy. Each recorded call is allowed; each allowed action was called."""
+    zone = traffic.env["MESHOPS_SANDBOX_HOSTED_ZONE_ID"]
+    calls = route53_calls(traffic.extdns_proxy)
+    policy = policy_for(zone, "web.example.com", EXTDNS_POLICY)
+    assert {c.record_names for c in calls if c.action == "route53:ChangeResourceRecordSets"} == {
+        ("_meshops-lock.web.example.com",)}
+    for call in calls:
+        assert allows(policy, call), f"the policy does not allow {call}"
+    check_unused_actions(policy, EXTDNS_POLICY, {c.action for c in calls})
+    # Nothing to write the record itself with, nor health checks: those are external-dns's (or nobody's).
+    assert not allows(policy, Call("route53:ChangeResourceRecordSets", f"arn:aws:route53:::hostedzone/{zone}",
+                                   ("web.example.com",)))
+    assert not allows(policy, Call("route53:CreateHealthCheck", "*"))
 
 
 def test_the_iam_policy_keeps_to_one_zone_and_one_record() -> None:
@@ -473,4 +577,5 @@ def test_the_shipped_manifests_fit_the_kubernetes_schemas_and_name_their_jobs() 
             if doc["kind"] in ("Role", "ClusterRole"):
                 assert doc["metadata"]["labels"]["meshops.dev/client"] in ("meshops", "istioctl")
                 jobs |= set(doc["metadata"]["annotations"]["meshops.dev/jobs"].split(","))
-    assert jobs == {"status", "canary-upgrade", "switchover", "tune", "install"}
+    assert jobs == {"status", "canary-upgrade", "inplace-upgrade", "switchover", "switchover-external-dns", "tune",
+                    "install", "fleet"}
