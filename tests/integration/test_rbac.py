@@ -1,11 +1,12 @@
 """The shipped RBAC (docs/rbac/) against what each meshops job really did on the sandbox.
 
-Each job (status, canary upgrade, switchover, tune) runs for real, forward and back, including
-the CI path (another runner approves and resumes from the journal in the cluster). Its requests
+Each job (status, canary and in-place upgrade, install, switchover with DNS owned by meshops or by
+external-dns, tune, and a fleet run) runs for real, forward and back, including the CI path
+(another runner approves and resumes from the journal in the cluster). Its requests
 are read from the sandbox audit log (DIR/audit-<cluster>.jsonl). The test fails when a request
 is not granted by the roles bound for that job, or when a role grants a verb on a resource no
 request of that job used, unless docs/rbac/allowances.yaml says why. The IAM policy is held to
-the same rule against the Route53 calls recorded in front of moto.
+the same rule against the Route53 calls recorded in front of moto (one policy per DNS owner).
 """
 
 from __future__ import annotations
@@ -216,10 +217,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[Re
         assert meshops(env, "status", "-o", "json").returncode == 0
         jobs["status"] = audit.since_mark()
 
-        # `meshops fleet` (issue 17): a one-cluster fleet whose job is the in-place upgrade. Its plan
-        # and status run `meshops status` and the job's dry run on each cluster; `fleet run` and
-        # `fleet rollback` run the job and its rollback there, and so are the in-place upgrade's
-        # requests too. The fleet's own journal stays in the runner's state dir.
+        # `meshops fleet` (issue 17): a one-cluster fleet whose job is the in-place upgrade. `fleet
+        # plan` runs `meshops status` and the job's dry run on each cluster (`fleet status` runs the
+        # same `meshops status`, so it is not run again here); `fleet run` and `fleet rollback` run
+        # the job and its rollback there, and so are the in-place upgrade's requests too. The
+        # fleet's own journal stays in the runner's state dir.
         fleet = directory / "fleet.yaml"
         fleet.write_text(yaml.safe_dump({
             "apiVersion": "meshops.dev/v1", "kind": "Fleet", "metadata": {"name": "rbac"}, "clusters": [{"name": "blue"}],
@@ -228,6 +230,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[Re
         audit.mark()
         planned = meshops(env, "fleet", "plan", str(fleet), "-o", "json")
         assert planned.returncode == 0, planned.stderr[-1500:]
+        assert json.loads(planned.stdout)["waves"][0]["clusters"][0]["dry_run"]["exit_code"] == 0, planned.stdout
         fleet_requests = audit.since_mark()
         audit.mark()
         ran = meshops(env, "fleet", "run", str(fleet))
@@ -235,9 +238,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[Re
         back = meshops(env, "fleet", "rollback", ran.stdout.split()[0])
         assert back.returncode == 0, back.stdout[-1500:] + back.stderr[-1500:]
         jobs["inplace-upgrade"] = audit.since_mark()
-        audit.mark()
-        assert meshops(env, "fleet", "status", str(fleet), "-o", "json").returncode == 0
-        jobs["fleet"] = fleet_requests + jobs["inplace-upgrade"] + audit.since_mark()
+        jobs["fleet"] = fleet_requests + jobs["inplace-upgrade"]
 
         audit.mark()
         first = meshops(env, "upgrade", "--strategy", "canary", "--to", "1.25.2", "--wave-size", "2", "--soak", "1h")
@@ -308,7 +309,7 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
     # The sandbox's external-dns-like reconciler owns web.example.com (its TXT registry, one owner
     # per cluster); meshops owns app.example.com and api.example.com.
     env = start_sandbox(directory, "--scenario", "blue-green", "--options-json",
-                        json.dumps({"external_dns": {"interval": 0.5, "record": "web.example.com"}}))
+                        json.dumps({"external_dns": {"interval": 0.3, "record": "web.example.com"}}))
     audit = Audit(directory)
     proxy = Route53Proxy(upstream=env["AWS_ENDPOINT_URL_ROUTE_53"])
     extdns_proxy = Route53Proxy(upstream=env["AWS_ENDPOINT_URL_ROUTE_53"])
@@ -366,10 +367,14 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
                 for r in r53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]):
             time.sleep(0.2)
         audit.mark()
+        # One step (100 %): each step is only more of the same annotation patches and Route53 reads.
         extdns = meshops({**env, "AWS_ENDPOINT_URL_ROUTE_53": extdns_proxy.url}, "switchover", "--dns-owner",
-                         "external-dns", *common, "--record", "web.example.com", "--probe",
+                         "external-dns", *common, "--steps", "100", "--record", "web.example.com", "--probe",
                          "http://app.example.com/productpage")
         assert extdns.returncode == 0, extdns.stderr[-1500:]
+        # Its rollback puts both Services' annotations back as they were (external-dns follows).
+        undone = meshops({**env, "AWS_ENDPOINT_URL_ROUTE_53": extdns_proxy.url}, "rollback", run_id_of(extdns))
+        assert undone.returncode == 0, undone.stderr[-1500:]
         yield Traffic(env=env, requests=requests, proxy=proxy, extdns_requests=audit.since_mark(),
                       extdns_proxy=extdns_proxy)
     finally:
@@ -385,9 +390,10 @@ def test_the_shipped_roles_grant_exactly_what_each_job_used(mesh: dict[str, list
 
 
 def test_a_fleet_runner_needs_its_jobs_roles_and_the_status_roles(mesh: dict[str, list[Request]]) -> None:
-    """`fleet plan`, `run`, `rollback` and `status` of a fleet whose job is the in-place upgrade: the
-    job's roles and those annotated for `fleet` (status and the job's dry run, for plan and status)
-    grant every request, and nothing unused. The fleet writes nothing of its own to the clusters."""
+    """`fleet plan`, `run` and `rollback` of a fleet whose job is the in-place upgrade: the job's
+    roles and those annotated for `fleet` (`meshops status`, which plan and `fleet status` run on
+    each cluster) grant every request, and nothing unused. The fleet writes nothing of its own to
+    the clusters: plan only reads, and run and rollback make only the job's requests."""
     check_job("fleet", mesh["fleet"], also=("inplace-upgrade",))
     assert not [r for r in mesh["fleet"] if r.verb not in ("get", "list", "watch")
                 and r not in mesh["inplace-upgrade"]], "fleet plan/status wrote to a cluster"
@@ -427,6 +433,10 @@ def test_the_rbac_check_is_not_vacuous() -> None:
         check_job("status", [request])
     with pytest.raises(AssertionError, match="grant what the job never used"):
         check_job("status", [Request("c", "meshops", "list", "", "pods", None, None)])
+    # The external-dns role reaches the gateway Service only (resourceNames), not any Service.
+    other = Request("c", "meshops", "patch", "", "services", "istio-system", "some-other-service")
+    with pytest.raises(AssertionError, match=r"lack:\s+meshops: patch core/services in istio-system some-other-service"):
+        check_job("switchover-external-dns", [other])
 
 
 # ---- the IAM policy against the Route53 calls ------------------------------------------------------
