@@ -188,7 +188,9 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
 
     directory = tmp_path_factory.mktemp("rbac-blue-green")
     # The sandbox's external-dns-like reconciler owns web.example.com (its TXT registry, one owner
-    # per cluster); meshops owns app.example.com and api.example.com.
+    # per cluster); meshops owns app.example.com and api.example.com. The reconciler reads the
+    # clusters inside the sandbox, not over HTTP, so none of its reads reach the audit log: as a real
+    # external-dns, it acts under its own identity, never under meshops's roles.
     env = start_sandbox(directory, "--scenario", "blue-green", "--options-json",
                         json.dumps({"external_dns": {"interval": 0.3, "record": "web.example.com"}}))
     audit = Audit(directory)
