@@ -245,9 +245,9 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
         api.patch_namespaced_service("istio-ingressgateway", "istio-system", {"metadata": {"annotations": {
             "external-dns.alpha.kubernetes.io/ttl": "1"}}})
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(
-                r["Name"] == "web.example.com." and r["Type"] == "CNAME" and r["TTL"] == 1
-                for r in r53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]):
+        while not any(r["Name"] == "web.example.com." and r["Type"] == "CNAME" and r["TTL"] == 1
+                      for r in r53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]):
+            assert time.monotonic() < deadline, "external-dns did not lower the TTL of web.example.com"
             time.sleep(0.2)
         audit.mark()
         # One step (100 %): each step is only more of the same annotation patches and Route53 reads.
