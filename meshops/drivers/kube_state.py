@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from meshops.domain.errors import Conflict, DriverError, LockHeld
@@ -181,7 +181,17 @@ class ConfigMapStateStore:
     def _chunk_name(self, run_id: str, n: int) -> str:
         return f"{self._name(run_id)}-j{n}"
 
-    def create_run(self, run_id: str, *, playbook_text: str, playbook_path: str) -> None:
+    def create_run(self, run_id: str, *, playbook_text: str, playbook_path: str,
+                   first: Sequence[dict[str, Any]] = ()) -> None:
+        self._create_index(run_id, playbook_text=playbook_text, playbook_path=playbook_path)
+        if first:
+            self.append(run_id, list(first))
+
+    def discard_run(self, run_id: str) -> None:
+        """Not used for a mirror (runs are born locally); kept for the protocol: the index goes."""
+        self.kube.delete("v1", "ConfigMap", self._name(run_id), namespace=NAMESPACE)
+
+    def _create_index(self, run_id: str, *, playbook_text: str, playbook_path: str) -> None:
         if not self._ready:
             _ensure_namespace(self.kube)
             self._ready = True

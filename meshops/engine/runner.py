@@ -22,6 +22,7 @@ from meshops.domain.errors import (
     DriverError,
     ExitCode,
     Interrupted,
+    LockHeld,
     MeshopsError,
     RunFailed,
     StepError,
@@ -90,17 +91,24 @@ class Engine:
             run_secrets.scrub_error(exc, self.secrets)
             raise
 
+        # The run is born before it takes the lock, whole (playbook and first record together,
+        # locally only): a kill at any moment after the lock is held leaves a run that resume and
+        # rollback can read. A run refused with exit 4 is discarded and leaves nothing behind.
+        journal = self._journal(run_id)
+        started = journal.record("run_started", playbook=loaded.path, name=loaded.playbook.metadata.name,
+                                 params=public, hidden_params=sorted(secret_params or ()))
+        self.store.create_run(run_id, playbook_text=loaded.source.text, playbook_path=loaded.path, first=[started])
+
         def begin() -> RunResult:
-            # Created under the lock: a run refused with exit 4 leaves no journal behind.
-            self.store.create_run(run_id, playbook_text=loaded.source.text, playbook_path=loaded.path)
-            journal = self._journal(run_id)
-            journal.write("run_started", playbook=loaded.path, name=loaded.playbook.metadata.name,
-                          params=public, hidden_params=sorted(secret_params or ()))
             if self.opts.on_started is not None:
                 self.opts.on_started(run_id)
             return self._execute(run_id, loaded, params, journal, RunState(run_id=run_id))
 
-        return self._locked(run_id, begin)
+        try:
+            return self._locked(run_id, begin)
+        except LockHeld:
+            self.store.discard_run(run_id)
+            raise
 
     def resume(self, run_id: str, *, secret_values: dict[str, Any] | None = None) -> RunResult:
         state, loaded, params = self._reload(run_id, secret_values)
