@@ -127,9 +127,14 @@ def test_approval_gate_needs_meshops_approve(harness: Harness) -> None:
 def test_sigterm_stops_children_at_a_safe_point(harness: Harness) -> None:
     loaded = harness.write(fleet_doc(SIX, WAVES))
     harness.plan({"c2": {"sleep": 30}, "c3": {"sleep": 30}})
-    # Stop once both wave-2 children are running (a condition, not a time: under load c1 alone
-    # can take longer than any fixed delay, and then c2 never starts).
-    state = harness.executor(stop=lambda: {"c2", "c3"} <= {c for _, c in harness.effects()}).start(loaded)
+    # Stop once both wave-2 children have journaled their runs (a fixed delay raced their start on a busy box).
+    give_up = time.monotonic() + 30
+
+    def stop() -> bool:
+        started = {("upgrade", "c2"), ("upgrade", "c3")} <= set(harness.effects())
+        return started or time.monotonic() > give_up
+
+    state = harness.executor(stop=stop).start(loaded)
     assert (state.status, state.exit_code) == ("interrupted", 130)
     assert state.cluster("c2").status == "interrupted" and state.cluster("c2").run_id
     harness.plan({})
