@@ -31,7 +31,7 @@ from meshops.domain.locks import LockLost
 from meshops.domain.runlog import RunStatus, StepStatus
 from meshops.drivers.api import Drivers, NoDrivers
 from meshops.engine import run_secrets, templating
-from meshops.engine.failure import blank, half_done, nothing_changed, on_failure_policy
+from meshops.engine.failure import blank, half_done, nothing_changed, on_failure_policy, settle_finished
 from meshops.engine.fencing import Fence, FencedDrivers
 from meshops.engine.journal import Journal, MirrorFailed, RunState, StateStore, new_run_id
 from meshops.engine.lock import LockRenewer, RunLock, holder_identity
@@ -113,6 +113,7 @@ class Engine:
     def resume(self, run_id: str, *, secret_values: dict[str, Any] | None = None) -> RunResult:
         state, loaded, params = self._reload(run_id, secret_values)
         if state.status == "succeeded":
+            settle_finished(self.store, self.lock, run_id)
             return RunResult(run_id=run_id, status="succeeded", message="already finished")
         if state.status in ("rolled_back", "rolling_back", "rollback_failed", "abandoned"):
             raise BadInput(f"run {run_id} is {state.status.replace('_', ' ')}; it cannot be resumed "
@@ -129,6 +130,7 @@ class Engine:
     def rollback(self, run_id: str, *, secret_values: dict[str, Any] | None = None) -> RunResult:
         state, loaded, params = self._reload(run_id, secret_values)
         if state.status == "rolled_back":
+            settle_finished(self.store, self.lock, run_id)
             return RunResult(run_id=run_id, status="rolled_back", message="already rolled back")
         journal = self._journal(run_id)
 

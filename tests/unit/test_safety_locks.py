@@ -179,3 +179,18 @@ def test_a_run_creation_killed_half_way_is_no_run(tmp_path: Path) -> None:
     assert store.run_ids() == []
     store.create_run("r1", playbook_text="x", playbook_path="p", first=[{"type": "run_started", "ts": 1.0}])
     assert store.run_ids() == ["r1"] and [r["type"] for r in store.records("r1")] == ["run_started"]
+
+
+def test_asking_a_finished_run_again_frees_the_lock_its_kill_left(tmp_path: Path) -> None:
+    """Found by `bench/chaos.py --seed 101` (run 44): killed after its last record, a finished run
+    kept its lock (and its mirror lagged). `resume`/`rollback` of it now settle both."""
+    lock_path = tmp_path / "l"
+    result = _run(_engine(tmp_path, FileLock(lock_path, duration=30)), _writes(tmp_path, 0))
+    assert result.status == "succeeded"
+    # As if SIGKILLed between `run_finished` and the release: the lock still names the run.
+    FileLock(lock_path, duration=30).acquire(f"{result.run_id}@elsewhere/1")
+    with pytest.raises(LockHeld):
+        _run(_engine(tmp_path, FileLock(lock_path, duration=30)), _writes(tmp_path, 0))
+    again = _engine(tmp_path, FileLock(lock_path, duration=30)).resume(result.run_id)
+    assert again.status == "succeeded"
+    assert _run(_engine(tmp_path, FileLock(lock_path, duration=30)), _writes(tmp_path, 0)).status == "succeeded"
