@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SOURCES = 'a91aa40b6168ab2bf40443241508e74d'
+SOURCES = 'c5c9293916f11258a8d1566ac74f89dc'
 
 STEPS: dict[str, Any] = {'core.fail': {'fields': {'message': {'accepts': {'kind': 'str'}, 'required': False},
                           'temporary': {'accepts': {'kind': 'bool'}, 'required': False}},
