@@ -223,3 +223,15 @@ def test_validate_words_every_problem_as_before_with_the_quick_path_on(path: Pat
         main(["playbook", "validate", str(path)])
     assert exc.value.code == 2
     assert f"{path}:{where}: {message}" in capsys.readouterr().err
+
+
+def test_a_repeated_key_is_left_to_the_full_loader_which_refuses_it(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys; the quick path must not accept what the full refuses."""
+    text = (ROOT / "playbooks" / "hello.yaml").read_text()
+    path = tmp_path / "dup.yaml"
+    path.write_text(text.replace("metadata:", "metadata: {name: x}\nmetadata:", 1))
+    from meshops.engine import miniyaml
+
+    assert miniyaml.load(path.read_text()) is None
+    with pytest.raises(PlaybookInvalid, match="duplicate key"):
+        quickcheck.step_count(str(path))
