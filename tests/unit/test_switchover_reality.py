@@ -65,6 +65,20 @@ def test_record_lock_is_exclusive_names_its_holder_and_is_released() -> None:
     assert "run=run-2" in r53.list_records(zone, lock_name("app.example.com"))[0].values[0]
 
 
+def test_a_free_record_lock_costs_one_request_a_held_one_two() -> None:
+    """The CREATE goes first (Route53 refuses it if the record exists); only a refused one reads the holder."""
+    clock, r53 = FakeClock(), FakeRoute53()
+    zone = r53.add_zone("example.com")
+    first, second = _lock(r53, zone, clock), _lock(r53, zone, clock)
+    before = r53.requests
+    first.acquire("run-1@elsewhere/1")
+    assert r53.requests - before == 1
+    before = r53.requests
+    with pytest.raises(LockHeld):
+        second.acquire("run-2@elsewhere/2")
+    assert r53.requests - before == 2  # the refused CREATE, then the read that names the holder
+
+
 def test_a_stale_record_lock_is_taken_over_only_after_its_expiry() -> None:
     """A killed run (on another machine) leaves its lock: refused until it expires, then taken over."""
     clock, r53 = FakeClock(), FakeRoute53()
