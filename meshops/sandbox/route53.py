@@ -111,6 +111,19 @@ def install_strict_batches() -> None:
 
     change.__wrapped__ = original  # type: ignore[attr-defined]
     Route53Backend.change_resource_record_sets = change  # type: ignore[method-assign]
+    # A batch is atomic for readers too: Route53 answers ListResourceRecordSets from before or
+    # after a change, never from half of it (ChangeResourceRecordSets API reference: "all of the
+    # changes are made, or none"). moto's list walks the zone while a batch may be rewriting it;
+    # reading under the batch lock gives AWS's picture (a DNS observer would otherwise see a
+    # conversion's DELETE without its CREATEs, or one weight of a shift without the other).
+    listing = Route53Backend.list_resource_record_sets
+
+    def list_records(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _BATCHES:
+            return listing(self, *args, **kwargs)
+
+    list_records.__wrapped__ = listing  # type: ignore[attr-defined]
+    Route53Backend.list_resource_record_sets = list_records  # type: ignore[method-assign]
     _installed = True
 
 
