@@ -503,6 +503,8 @@ def main() -> None:
                     help="which runs (both: alternating)")
     args = ap.parse_args()
     sys.modules.setdefault("chaos", sys.modules["__main__"])  # chaos_switchover imports this module by name
+    # Stopped with SIGTERM (a background run ignores SIGINT): still take the sandboxes down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     results = chaos(args.runs, seed, args.batch, args.keep, kind=args.kind)
     sys.exit(1 if summary(results, seed) else 0)
