@@ -100,3 +100,26 @@ def test_a_batch_is_never_listed_half_applied(r53, monkeypatch):
         {"Action": "CREATE", "ResourceRecordSet": green}])
     readers[0].join(timeout=5)
     assert seen == [("blue", "green")]
+
+
+def test_a_health_check_created_again_with_its_caller_reference_is_the_same_check(r53):
+    """CreateHealthCheck sent again with the same CallerReference and settings (a retry after a lost
+    answer) returns the existing check, as AWS does; other settings, or the reference of a deleted
+    check, are HealthCheckAlreadyExists. moto alone made a second check (the negative control)."""
+    from botocore.exceptions import ClientError
+
+    c = r53.client()
+    config = {"Type": "HTTP", "FullyQualifiedDomainName": "blue.lb", "Port": 15021, "ResourcePath": "/healthz/ready",
+              "RequestInterval": 30, "FailureThreshold": 3}
+    first = c.create_health_check(CallerReference="sandbox-test-ref", HealthCheckConfig=config)["HealthCheck"]
+    again = c.create_health_check(CallerReference="sandbox-test-ref", HealthCheckConfig=config)["HealthCheck"]
+    assert again["Id"] == first["Id"]
+    assert [h["Id"] for h in c.list_health_checks()["HealthChecks"]
+            if h["CallerReference"] == "sandbox-test-ref"] == [first["Id"]]
+    with pytest.raises(ClientError) as other:
+        c.create_health_check(CallerReference="sandbox-test-ref", HealthCheckConfig={**config, "Port": 80})
+    assert other.value.response["Error"]["Code"] == "HealthCheckAlreadyExists"
+    c.delete_health_check(HealthCheckId=first["Id"])
+    with pytest.raises(ClientError) as gone:
+        c.create_health_check(CallerReference="sandbox-test-ref", HealthCheckConfig=config)
+    assert gone.value.response["Error"]["Code"] == "HealthCheckAlreadyExists"
