@@ -23,6 +23,7 @@ Checked with boto3 straight against moto and with kubectl, never through meshops
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -171,6 +172,9 @@ class World(Sandbox):
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
     def down(self) -> None:
+        if self.pgid is not None:  # a run still going when the bench is stopped
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pgid, signal.SIGKILL)
         self._stop.set()
         self._observer.join(timeout=5)
         self.proxy.close()
