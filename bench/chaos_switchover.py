@@ -352,7 +352,7 @@ def one_run(w: World, plan: SwitchoverPlan, rng: random.Random) -> SwitchoverOut
     _, err = proc.communicate(timeout=30)
     o.injected = dict(w.proxy.injected)
     o.history.append(f"run: {'SIGKILL' if o.killed else f'exit {code}'} after {w.changes} Route53 changes, "
-                     f"{w.kube_writes() - kube_mark} kube writes")
+                     f"{w.kube_writes() - kube_mark} kube writes, {time.monotonic() - started:.1f}s")
     if not o.killed and code != 0:
         o.violations += _bad_exit("run", code, err)
         o.history.append(f"stderr: {err.strip().splitlines()[-1][:200] if err.strip() else ''}")
@@ -381,8 +381,9 @@ def one_run(w: World, plan: SwitchoverPlan, rng: random.Random) -> SwitchoverOut
                 break
             if o.status in ("frozen", "failed", "rollback_failed", "rolling_back", "abandoned"):
                 action = "rollback"
+            t0 = time.monotonic()
             out = w.run("green", action, o.run_id)
-            o.history.append(f"{action}: exit {out.returncode}")
+            o.history.append(f"{action}: exit {out.returncode}, {time.monotonic() - t0:.1f}s")
             o.violations += _bad_exit(action, out.returncode, out.stderr)
             if out.returncode not in (0, 1, 4):
                 o.history.append(f"stderr: {out.stderr.strip().splitlines()[-1][:200] if out.stderr.strip() else ''}")
