@@ -311,9 +311,10 @@ def _on_change(w: World, plan: SwitchoverPlan, o: SwitchoverOutcome) -> Any:
     return hook
 
 
-def _run_id(w: World) -> str | None:
+def _run_id(w: World, besides: str | None = None) -> str | None:
     runs = w.current / "runs"
-    return sorted(p.name for p in runs.iterdir())[-1] if runs.exists() and any(runs.iterdir()) else None
+    ids = sorted(p.name for p in runs.iterdir() if p.name != besides) if runs.exists() else []
+    return ids[-1] if ids else None
 
 
 def one_run(w: World, plan: SwitchoverPlan, rng: random.Random) -> SwitchoverOutcome:
@@ -360,7 +361,11 @@ def one_run(w: World, plan: SwitchoverPlan, rng: random.Random) -> SwitchoverOut
             (w.dir.parent / f"meshops-chaos-sw-{plan.index}.stderr").write_text(err)
     w.proxy.faults = []
     w.clear()
-    o.run_id = _run_id(w)
+    o.run_id = first = _run_id(w)
+    if o.run_id is not None and o.killed and status_of(w, "green", o.run_id) == "unknown":
+        # Its directory made, killed before its first record: meshops knows no such run.
+        o.history.append("killed before the run's first record")
+        o.run_id = None
     if o.run_id is None and o.killed:
         # Killed before its run existed (between taking the record lock and writing its first
         # journal record): nothing to resume, so the operator runs the switchover again, which
@@ -370,7 +375,7 @@ def one_run(w: World, plan: SwitchoverPlan, rng: random.Random) -> SwitchoverOut
         o.violations += _bad_exit("switchover again", again.returncode, again.stderr)
         if again.returncode not in (0, 1):
             o.history.append(f"stderr: {again.stderr.strip().splitlines()[-1][:200] if again.stderr.strip() else ''}")
-        o.run_id = _run_id(w)
+        o.run_id = _run_id(w, besides=first)
     if o.run_id is None:
         o.status = "never started"
     else:

@@ -146,12 +146,21 @@ class LeaseLock:
         holder, self._holder = self._holder, None
         if holder is None:
             return
-        lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
-        if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == holder:
+        # A 409 only says the Lease changed since it was read: read it again and give it back if it
+        # is still ours; someone else's now (taken after expiry) is theirs. Giving up on the first
+        # conflict left a finished run's Lease held until it expired (the chaos suite's switchovers
+        # found both clusters' Leases so after one conflict on the update).
+        for _ in range(5):
+            lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
+            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != holder:
+                return
             lease["spec"]["holderIdentity"] = None
             lease["spec"]["renewTime"] = None
-            with contextlib.suppress(Conflict):  # someone took it after expiry; it is theirs now
+            try:
                 self.kube.replace(lease)
+                return
+            except Conflict:
+                continue
 
 
 # A real API server refuses a ConfigMap whose data passes 1 MiB (1048576 bytes: Kubernetes'

@@ -134,3 +134,29 @@ def test_liveness_needs_boot_id_pid_namespace_and_start_time() -> None:
     assert not holder_is_dead(other_ns)
     # The old form (hostname/pid): judged by its lease only.
     assert not holder_is_dead(f"r@{h.host}/999999")
+
+
+def test_a_lease_release_that_meets_a_conflict_reads_again_and_still_gives_it_back() -> None:
+    """A 409 on the release's update (the Lease changed since it was read) is no reason to keep
+    it: read again, and release it while it is still ours (the chaos suite's switchovers left a
+    finished run's Lease held until expiry after one conflict). Someone else's Lease is left alone."""
+    from meshops.domain.errors import Conflict
+    from meshops.drivers.kube_fake import FakeKube
+    from meshops.drivers.kube_state import LeaseLock
+    from tests.support.fakeclock import FakeClock
+
+    kube, clock = FakeKube(context="c"), FakeClock()
+    lock = LeaseLock(kube, name="t", duration=30, clock=clock)
+    lock.acquire("run-a")
+    kube.faults.append(["replace", "Lease", Conflict("the object has been modified"), 2])
+    lock.release()
+    lease = kube.get("coordination.k8s.io/v1", "Lease", "t", "meshops-system")
+    assert lease is not None and not lease["spec"]["holderIdentity"]
+
+    lock.acquire("run-a")
+    other = LeaseLock(kube, name="t", duration=30, clock=clock)
+    clock.sleep(31)
+    other.acquire("run-b")  # taken over after expiry: run-a's release must leave it be
+    lock.release()
+    lease = kube.get("coordination.k8s.io/v1", "Lease", "t", "meshops-system")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "run-b"
