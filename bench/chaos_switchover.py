@@ -28,9 +28,11 @@ import os
 import random
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -84,6 +86,7 @@ class SwitchoverOutcome:
     violations: list[str] = field(default_factory=list)
     injected: dict[str, int] = field(default_factory=dict)
     killed: bool = False
+    logs: list[tuple[str, str]] = field(default_factory=list)  # (command, its stderr)
 
 
 def make_plan(rng: random.Random, index: int) -> SwitchoverPlan:
@@ -351,6 +354,7 @@ def one_run(w: World, plan: SwitchoverPlan, rng: random.Random) -> SwitchoverOut
     w.kill_at = None
     code = proc.wait(timeout=30)
     _, err = proc.communicate(timeout=30)
+    o.logs.append(("switchover", err))
     o.injected = dict(w.proxy.injected)
     o.history.append(f"run: {'SIGKILL' if o.killed else f'exit {code}'} after {w.changes} Route53 changes, "
                      f"{w.kube_writes() - kube_mark} kube writes, {time.monotonic() - started:.1f}s")
@@ -371,6 +375,7 @@ def one_run(w: World, plan: SwitchoverPlan, rng: random.Random) -> SwitchoverOut
         # journal record): nothing to resume, so the operator runs the switchover again, which
         # must take over the dead run's locks.
         again = subprocess.run(argv, cwd=ROOT, env=w.env, capture_output=True, text=True, timeout=240, check=False)
+        o.logs.append(("switchover-again", again.stderr))
         o.history.append(f"switchover again: exit {again.returncode}")
         o.violations += _bad_exit("switchover again", again.returncode, again.stderr)
         if again.returncode not in (0, 1):
@@ -388,6 +393,7 @@ def one_run(w: World, plan: SwitchoverPlan, rng: random.Random) -> SwitchoverOut
                 action = "rollback"
             t0 = time.monotonic()
             out = w.run("green", action, o.run_id)
+            o.logs.append((action, out.stderr))
             o.history.append(f"{action}: exit {out.returncode}, {time.monotonic() - t0:.1f}s")
             o.violations += _bad_exit(action, out.returncode, out.stderr)
             if out.returncode not in (0, 1, 4):
@@ -405,7 +411,22 @@ def one_run(w: World, plan: SwitchoverPlan, rng: random.Random) -> SwitchoverOut
         o.violations.append("the DNS observer never read the records")
     o.violations += [f"observed: {v}" for v in dict.fromkeys(w.observed)]
     o.violations += check_end(w, o)
+    if o.violations:
+        keep_evidence(w, o)
     return o
+
+
+def keep_evidence(w: World, o: SwitchoverOutcome) -> None:
+    """A run with a violation leaves its state directory and every command's stderr behind."""
+    where = Path(tempfile.gettempdir()) / "meshops-chaos-sw-evidence" / f"{w.dir.name}-run-{o.plan.index}"
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    if w.current.exists():
+        shutil.copytree(w.current, where / "state")
+    for i, (what, text) in enumerate(o.logs):
+        (where / f"{i}-{what}.stderr").write_text(text)
+    (where / "violations.txt").write_text("\n".join(o.violations) + "\n")
+    o.history.append(f"evidence in {where}")
 
 
 def describe(o: SwitchoverOutcome, seconds: float) -> str:
