@@ -27,43 +27,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
-import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-MESHOPS = [sys.executable, "-m", "meshops"]
-
-
-def sh(argv: list[str], env: dict[str, str], timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+from _support import MESHOPS, sandbox_down, sandbox_env, sandbox_up, sh
 
 
 def start(directory: Path, rollout_seconds: float) -> dict[str, str]:
-    up = sh([*MESHOPS, "sandbox", "up", "--dir", str(directory), "--scenario", "fleet-200", "--istio", "1.24.1",
-             "--istio-versions", "1.24.1,1.25.2,1.26.0", "--timeout", "600",
-             "--rollout-seconds", str(rollout_seconds)], dict(os.environ), timeout=900)
-    if up.returncode != 0:
-        sys.exit(f"sandbox up failed: {up.stderr[-2000:]}")
-    env = dict(os.environ)
-    for line in (directory / "env").read_text().splitlines():
-        m = re.match(r'export (\w+)="(.*)"$', line.strip())
-        if m:
-            env[m.group(1)] = m.group(2).replace("$PATH", env.get("PATH", ""))
-    # meshops scrubs the kubeconfig token from its logs; the sandbox's is the word "sandbox".
-    kubeconfig = directory / "kubeconfig-bench"
-    kubeconfig.write_text((directory / "kubeconfig").read_text().replace("token: sandbox",
-                                                                         f"token: {secrets.token_hex(16)}"))
-    env.update(KUBECONFIG=str(kubeconfig), MESHOPS_LOG_FORMAT="json", MESHOPS_STATE_DIR=str(directory / "state"))
-    return env
+    sandbox_up(directory, "--scenario", "fleet-200", "--istio", "1.24.1", "--istio-versions", "1.24.1,1.25.2,1.26.0",
+               "--timeout", "600", "--rollout-seconds", str(rollout_seconds), timeout=900)
+    return sandbox_env(directory, MESHOPS_STATE_DIR=str(directory / "state"))
 
 
 def audit(directory: Path) -> list[dict[str, Any]]:
@@ -199,7 +178,7 @@ def main() -> None:
               f"its waves alone {scaled / m['waves_s']:.1f}x")
     finally:
         if not args.keep:
-            sh([*MESHOPS, "sandbox", "down", "--dir", str(directory)], dict(os.environ))
+            sandbox_down(directory)
         else:
             print(f"sandbox kept: source {directory}/env")
 

@@ -11,25 +11,20 @@ library's) and reads the server's RSS from /proc. Prints figures; asserts nothin
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import shutil
-import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from _support import SANDBOX, ApiConnection, percentiles, rss_mb, wait_serving
 
-def request(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None, content_type: str = "application/json") -> tuple[int, bytes]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": content_type} if data is not None else {}
-    conn.request(method, path, body=data, headers=headers)
-    response = conn.getresponse()
-    return response.status, response.read()
+
+def request(conn: ApiConnection, method: str, path: str, body: Any = None, content_type: str = "application/json") -> tuple[int, bytes]:
+    return conn.request(method, path, body, content_type)
 
 
 def deployment(name: str, replicas: int) -> dict[str, Any]:
@@ -46,14 +41,7 @@ def deployment(name: str, replicas: int) -> dict[str, Any]:
     }
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def timed(conn: http.client.HTTPConnection, n: int, make: Any) -> list[float]:
+def timed(conn: ApiConnection, n: int, make: Any) -> list[float]:
     samples = []
     for i in range(n):
         method, path, body, content_type = make(i)
@@ -66,9 +54,7 @@ def timed(conn: http.client.HTTPConnection, n: int, make: Any) -> list[float]:
 
 
 def report(name: str, samples: list[float]) -> None:
-    samples = sorted(samples)
-    p50 = statistics.median(samples)
-    p95 = samples[int(len(samples) * 0.95) - 1]
+    p50, p95 = percentiles(samples)
     print(f"  {name:<58} p50 {p50:6.2f} ms   p95 {p95:6.2f} ms   (n={len(samples)})")
 
 
@@ -83,15 +69,15 @@ def main() -> None:
     directory = Path(tempfile.mkdtemp(prefix="sandbox-bench-"))
     started = time.monotonic()
     server = subprocess.Popen(
-        [sys.executable, "-m", "meshops.sandbox", "serve", "--dir", str(directory), "--clusters", "bench",
+        [*SANDBOX, "serve", "--dir", str(directory), "--clusters", "bench",
          "--rollout-seconds", str(args.rollout_seconds)],
         stdout=subprocess.DEVNULL, stderr=open(directory / "serve.log", "wb"),  # noqa: SIM115
     )
     try:
-        while not (directory / "state.json").exists() or not json.loads((directory / "state.json").read_text()).get("ready"):
-            time.sleep(0.02)
-        url = json.loads((directory / "state.json").read_text())["clusters"]["bench"]
-        host, port = url.removeprefix("http://").split(":")
+        wait_serving(directory, server)
+
+        def connect() -> ApiConnection:
+            return ApiConnection(directory / "kubeconfig", "bench")
         ready_at = time.monotonic()
         print(f"sandbox process ready in {ready_at - started:.2f} s (rss {rss_mb(server.pid):.0f} MB)")
 
@@ -99,7 +85,7 @@ def main() -> None:
         namespaces = [f"ns-{i:03d}" for i in range(args.namespaces)]
 
         def create(chunk: list[str]) -> None:
-            conn = http.client.HTTPConnection(host, int(port))
+            conn = connect()
             for ns in chunk:
                 request(conn, "POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
                 for j in range(per_ns):
@@ -114,7 +100,7 @@ def main() -> None:
             t.join()
         created_at = time.monotonic()
         print(f"created {args.namespaces} namespaces and {per_ns * args.namespaces} deployments over HTTP in {created_at - ready_at:.2f} s")
-        conn = http.client.HTTPConnection(host, int(port))
+        conn = connect()
         wanted = per_ns * args.namespaces * args.replicas
         while True:
             _, body = request(conn, "GET", "/apis/apps/v1/deployments")

@@ -14,35 +14,19 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _support import ROOT, env_file, rss_mb, sandbox_down, sandbox_up, sh
+
 BAR_SECONDS = {"fleet-200": 30.0}
-
-
-def run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def sourced_env(directory: Path, base: dict[str, str]) -> dict[str, str]:
-    out = subprocess.run(["bash", "-c", f"source {directory}/env && env -0"], env=base, capture_output=True, check=True)
-    return dict(item.split("=", 1) for item in out.stdout.decode().split("\0") if "=" in item)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     t0 = time.perf_counter()
-    result = run(cmd, env)
+    result = sh(cmd, env, timeout=300)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {result.stderr}")
     return time.perf_counter() - t0, result.stdout
@@ -51,18 +35,13 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
 def bench(scenario: str, base_env: dict[str, str]) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix=f"bench-{scenario}-") as tmp:
         d = Path(tmp)
-        sandbox = [sys.executable, "-m", "meshops.sandbox"]
-        t0 = time.perf_counter()
-        up = run([*sandbox, "up", "--dir", str(d), "--scenario", scenario, "--timeout", "300"], base_env)
-        ready = time.perf_counter() - t0
-        if up.returncode != 0:
-            raise RuntimeError(f"up --scenario {scenario} failed:\n{up.stdout}{up.stderr}")
+        ready = sandbox_up(d, "--scenario", scenario, "--timeout", "300", timeout=400)
         try:
             log = (d / "sandbox.log").read_text()
             phases = {m.group(1): float(m.group(2)) for m in re.finditer(
                 r"(installed Istio [^ ]+ \(revision [^)]*\) on [^ ]+|scenario [^ ]+ ready) .*?in ([0-9.]+)s", log)}
             pid = int((d / "sandbox.pid").read_text())
-            env = sourced_env(d, base_env)
+            env = env_file(d / "env", base_env)
             t_version, version_out = timed(["istioctl", "version"], env)
             t_ps, ps_out = timed(["istioctl", "proxy-status"], env)
             t_analyze, _ = timed(["istioctl", "analyze", "-A"], env)
@@ -79,7 +58,7 @@ def bench(scenario: str, base_env: dict[str, str]) -> dict[str, object]:
                 "istioctl_analyze_all_s": round(t_analyze, 3),
             }
         finally:
-            run([*sandbox, "down", "--dir", str(d)], base_env)
+            sandbox_down(d)
 
 
 def main() -> int:

@@ -7,17 +7,30 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from meshops.domain.errors import DriverError, StepError
+from meshops.domain import redact
+from meshops.domain.errors import BadInput, DriverError, StepError
 from meshops.drivers.dry_run import DryRunDrivers
-from meshops.engine import templating
+from meshops.engine import run_secrets, templating
 from meshops.engine.journal import new_run_id
 from meshops.engine.playbook import LoadedPlaybook
+from meshops.engine.preflight import preflight
 from meshops.engine.runtypes import PlannedStep, StepFailed
 
 if TYPE_CHECKING:
     from meshops.engine.runner import Engine
 
 log = structlog.get_logger("meshops.engine")
+
+
+def plan_run(engine: Engine, loaded: LoadedPlaybook, params: dict[str, Any]) -> list[PlannedStep]:
+    """``Engine.plan`` under the run's secret registry: preflight, then every step planned and scrubbed."""
+    with redact.activated(engine.secrets):
+        try:
+            preflight(loaded, params)
+        except BadInput as exc:
+            run_secrets.scrub_error(exc, engine.secrets)
+            raise
+        return [scrub_planned(engine, p) for p in plan_steps(engine, loaded, params)]
 
 
 def scrub_planned(engine: Engine, p: PlannedStep) -> PlannedStep:

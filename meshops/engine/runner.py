@@ -27,14 +27,15 @@ from meshops.domain.errors import (
     StepError,
 )
 from meshops.domain.locks import LockLost
-from meshops.domain.runlog import RunStatus, StepState, StepStatus
+from meshops.domain.runlog import RunStatus, StepStatus
 from meshops.drivers.api import Drivers, NoDrivers
-from meshops.engine import templating
+from meshops.engine import run_secrets, templating
+from meshops.engine.failure import blank, half_done, nothing_changed, on_failure_policy
 from meshops.engine.fencing import Fence, FencedDrivers
 from meshops.engine.journal import Journal, MirrorFailed, RunState, StateStore, new_run_id
 from meshops.engine.lock import LockRenewer, RunLock, holder_identity
-from meshops.engine.planning import plan_steps, scrub_planned
-from meshops.engine.playbook import ON_FAILURE, LoadedPlaybook, StepSpec, load_playbook_text
+from meshops.engine.planning import plan_run
+from meshops.engine.playbook import LoadedPlaybook, StepSpec, load_playbook_text
 from meshops.engine.preflight import preflight
 from meshops.engine.runtypes import (
     EngineOptions,
@@ -45,6 +46,7 @@ from meshops.engine.runtypes import (
     StopFlag,
 )
 from meshops.engine.undo import roll_back
+from meshops.ops.context import RunCache
 from meshops.steps import registry
 from meshops.steps.base import Approvals, Step, StepContext, StepInputs, StepOutputs
 
@@ -73,6 +75,8 @@ class Engine:
         self.secret_params: set[str] = set()
         self.fence = Fence(clock=self.opts.monotonic)
         self._temp_dir: str | None = None
+        # What the run's steps share in memory (ops.context.RunCache): one per run, never global.
+        self.run_cache = RunCache()
 
     # ---- entry points ---------------------------------------------------------------------
 
@@ -83,8 +87,7 @@ class Engine:
         try:
             preflight(loaded, params)  # before the lock and the journal: bad input writes nothing
         except BadInput as exc:
-            exc.message = self.secrets.scrub_text(exc.message)
-            exc.args = (exc.message,)
+            run_secrets.scrub_error(exc, self.secrets)
             raise
 
         def begin() -> RunResult:
@@ -146,21 +149,8 @@ class Engine:
     # ---- plumbing -------------------------------------------------------------------------
 
     def _new_secrets(self, params: dict[str, Any], names: set[str]) -> None:
-        """A fresh registry for this run: its secret params, whatever their length, and the process credentials."""
-        self.secrets = redact.SecretRegistry(parent=redact.CREDENTIALS)
+        self.secrets = run_secrets.new_registry(params, names)
         self.secret_params = set(names)
-        for name in names:
-            self._register_secret(params.get(name))
-
-    def _register_secret(self, value: Any) -> None:
-        if isinstance(value, dict):
-            for v in value.values():
-                self._register_secret(v)
-        elif isinstance(value, list | tuple):
-            for v in value:
-                self._register_secret(v)
-        else:
-            self.secrets.add(value)
 
     def _journal(self, run_id: str) -> Journal:
         return Journal(self.store, run_id, wall=self.opts.clock, secrets=self.secrets)
@@ -179,18 +169,17 @@ class Engine:
             if value is None:
                 raise BadInput(f"run {run_id} needs the secret param {name!r} again (it is never journaled): "
                                f"pass --var {name}=... or set MESHOPS_PARAM_{name.upper()}")
-            self._register_secret(value)
+            run_secrets.register(self.secrets, value)
             params[name] = value
         return state, loaded, params
 
     def _locked(self, run_id: str, body: Callable[[], RunResult]) -> RunResult:
+        self.run_cache = RunCache()  # start, resume and rollback each begin with nothing remembered
         try:
             with redact.activated(self.secrets):
                 return self._locked_body(run_id, body)
         except MeshopsError as exc:
-            # The CLI prints this message after the run's registry is gone: scrub it here.
-            exc.message = self.secrets.scrub_text(exc.message)
-            exc.args = (exc.message,)
+            run_secrets.scrub_error(exc, self.secrets)
             raise
 
     def _locked_body(self, run_id: str, body: Callable[[], RunResult]) -> RunResult:
@@ -269,21 +258,6 @@ class Engine:
             where = ".".join(str(p) for p in first["loc"])
             raise StepFailed(key, f"with.{where}: {first['msg']}") from None
 
-    @staticmethod
-    def _on_failure(spec: StepSpec, default: str, ctx: dict[str, Any]) -> str:
-        """The step's failure policy, rendered when it is a template; an unknown answer is a rollback."""
-        policy = spec.on_failure or default
-        if templating.is_template(policy):
-            try:
-                policy = str(templating.render_value(policy, ctx))
-            except templating.TemplateError as exc:
-                log.error("step.on_failure_unrenderable", step=spec.id, error=str(exc))
-                return "rollback"
-        if policy not in ON_FAILURE:
-            log.error("step.on_failure_unknown", step=spec.id, on_failure=policy)
-            return "rollback"
-        return policy
-
     def _make_ctx(self, run_id: str, spec: StepSpec, key: str, item: Any, attempt: int, deadline: float | None,
                   first_started: float | None = None, journal: Journal | None = None,
                   facts: dict[str, Any] | None = None, drivers: Drivers | None = None) -> StepContext:
@@ -301,6 +275,7 @@ class Engine:
             ctx.progress = progress
         ctx.facts = dict(facts or {})
         ctx.temp_dir = self._temp_dir
+        ctx.cache = self.run_cache
         ctx.fence = self.fence.check
         if journal is not None:
             def record_fact(name: str, value: Any) -> None:
@@ -356,24 +331,24 @@ class Engine:
                     # Another run has the lock now: undoing would fight it. Stop, say so, exit 1.
                     journal.write("step_failed", step=spec.id, error=reason)
                     msg = (f"{key} stopped: {reason}; this run lost its lock and cannot roll back "
-                           f"while another holds it. Half-done: {self._half_done(run_id)}")
+                           f"while another holds it. Half-done: {half_done(self.store, run_id)}")
                     journal.write("run_finished", status="frozen", failed_step=spec.id, message=msg)
                     raise RunFailed(f"run {run_id}: {msg}\n  next: `meshops rollback {run_id}` once the lock is free") from None
-                if isinstance(exc, StepFailed) and exc.refused and self._nothing_changed(run_id, pb):
+                if isinstance(exc, StepFailed) and exc.refused and nothing_changed(self.store, run_id, pb):
                     journal.write("step_failed", step=spec.id, error=reason)
                     journal.write("run_finished", status="refused", failed_step=spec.id, message=reason)
                     raise BadInput(f"run {run_id} refused at {key}, before any change: {reason}",
                                    hint=exc.hint if isinstance(exc, StepFailed) else None) from None
-                policy = self._on_failure(spec, pb.on_failure, ctx)
+                policy = on_failure_policy(spec, pb.on_failure, ctx)
                 bound.error("step.failed", step=key, error=reason, on_failure=policy)
                 if policy == "continue":
                     journal.write("step_failed", step=spec.id, error=reason, continued=True)
                     ctx["steps"][spec.id] = {"outputs": {}, "status": "failed_continued"}
-                    state.steps.setdefault(spec.id, _blank(spec.id)).status = StepStatus.FAILED_CONTINUED
+                    state.steps.setdefault(spec.id, blank(spec.id)).status = StepStatus.FAILED_CONTINUED
                     continue
                 journal.write("step_failed", step=spec.id, error=reason)
                 if policy == "freeze":
-                    msg = f"{key} failed: {reason}; frozen as the playbook says. Half-done: {self._half_done(run_id)}"
+                    msg = f"{key} failed: {reason}; frozen as the playbook says. Half-done: {half_done(self.store, run_id)}"
                     journal.write("run_finished", status="frozen", failed_step=spec.id, message=msg)
                     raise RunFailed(f"run {run_id}: {msg}\n  next: fix it, then `meshops resume {run_id}`, "
                                     f"or `meshops rollback {run_id}`") from None
@@ -383,26 +358,6 @@ class Engine:
         journal.write("run_finished", status="succeeded")
         bound.info("run.done", status="succeeded")
         return RunResult(run_id=run_id, status="succeeded")
-
-    def _nothing_changed(self, run_id: str, pb: Any) -> bool:
-        """Whether every step that ran so far only read (so there is nothing to undo)."""
-        state = RunState.replay(run_id, self.store.records(run_id))
-        for key, s in state.steps.items():
-            if s.status not in ("succeeded", "started", "failed"):
-                continue
-            try:
-                cls = registry.get(pb.step(key.split("[", 1)[0]).uses)
-            except KeyError:
-                return False
-            if cls is None or not (cls.read_only or cls.side_effect_free):
-                return False
-        return True
-
-    def _half_done(self, run_id: str) -> str:
-        state = RunState.replay(run_id, self.store.records(run_id))
-        done = [k for k, s in state.steps.items() if s.status == "succeeded"]
-        started = [k for k, s in state.steps.items() if s.status in ("started", "failed")]
-        return f"finished {done or 'nothing'}; stopped in {started or 'nothing'}"
 
     def _interrupted(self, journal: Journal, run_id: str, step_id: str, exc: Interrupted | None) -> RunResult:
         status = exc.status if exc is not None else "interrupted"
@@ -505,7 +460,7 @@ class Engine:
                 sctx.log.info("step.done")
                 return outputs
             journal.write("attempt_failed", step=key, attempt=attempt, error=message, temporary=temporary)
-            state.steps.setdefault(key, _blank(key)).facts.update(facts_seen)
+            state.steps.setdefault(key, blank(key)).facts.update(facts_seen)
             if self.fence.lost is not None:
                 raise StepFailed(key, f"{message} (lock lost: {self.fence.lost})")
             retries_used = attempt - first_attempt
@@ -527,18 +482,7 @@ class Engine:
 
     def plan(self, loaded: LoadedPlaybook, params: dict[str, Any], *,
              secret_params: set[str] | None = None) -> list[PlannedStep]:
-        """What each step would do (see ``_plan``), with every secret and value derived from one redacted."""
+        """What each step would do, with every secret and value derived from one redacted (planning.py)."""
         self._new_secrets(params, set(secret_params or ()))
-        with redact.activated(self.secrets):
-            try:
-                preflight(loaded, params)
-            except BadInput as exc:
-                exc.message = self.secrets.scrub_text(exc.message)
-                exc.args = (exc.message,)
-                raise
-            return [scrub_planned(self, p) for p in plan_steps(self, loaded, params)]
-
-    # ---- rollback ---------------------------------------------------------------------------
-
-def _blank(key: str) -> StepState:
-    return StepState(key=key)
+        self.run_cache = RunCache()
+        return plan_run(self, loaded, params)

@@ -7,7 +7,8 @@ drivers, its injected clock and sleep, its deadline and stop flag, its log.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +43,32 @@ class Progress(Protocol):
 class _NoProgress:
     def update(self, *, done: int, total: int, label: str = "", deadline: float | None = None) -> None:
         return None
+
+
+class RunCache:
+    """What one step of a run may leave for a later step of the same run and session to reuse
+    (a mesh snapshot discover took, which precheck may read again if it is fresh enough).
+
+    It belongs to the run: the engine makes one per run and shares it among that run's steps;
+    nothing is kept at module level, so no run (or test) sees another's values. Never journaled:
+    a resumed session starts empty and reads afresh.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[Hashable, tuple[float, Any]] = {}
+
+    def get(self, key: Hashable, *, now: float, max_age: float) -> Any | None:
+        """The value stored under ``key`` at most ``max_age`` seconds before ``now``, else None."""
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is None or now - hit[0] > max_age:
+            return None
+        return hit[1]
+
+    def put(self, key: Hashable, value: Any, *, now: float) -> None:
+        with self._lock:
+            self._entries[key] = (now, value)
 
 
 @dataclass(kw_only=True)
@@ -79,6 +106,8 @@ class StepContext:
     temp_dir: str | None = None
     # Raises when the run no longer holds its lock (the engine's fence): checked in check().
     fence: Callable[[], None] | None = None
+    # Shared by the run's steps (the engine hands the same one to each); see RunCache.
+    cache: RunCache = field(default_factory=RunCache)
 
     def fact(self, name: str, value: Any) -> None:
         """Record ``name = value`` for this step (journaled by the engine before returning)."""

@@ -8,9 +8,7 @@ programs at hand. ``meshops status`` prints the same summary.
 
 from __future__ import annotations
 
-import threading
 import time
-import weakref
 from typing import Any
 
 from meshops.domain.errors import LockHeld
@@ -25,22 +23,17 @@ LOCK_NAMESPACE = "meshops-system"
 SAMPLE = 50
 LOCK_NAME = "meshops-run-lock"
 
-# Keyed by the client itself (not its id(), which a later client could reuse).
-_MEMO: weakref.WeakKeyDictionary[KubeApi, tuple[float, MeshSnapshot]] = weakref.WeakKeyDictionary()
-_MEMO_LOCK = threading.Lock()
-
-
-def snapshot(kube: KubeApi, *, max_age: float = 0.0, istio_namespace: str = ISTIO_NAMESPACE) -> MeshSnapshot:
-    """``collect``, reusing one taken by this process less than ``max_age`` seconds ago (discover
-    and precheck run back to back; the waves always read afresh)."""
-    now = time.monotonic()
-    with _MEMO_LOCK:
-        hit = _MEMO.get(kube)
-        if hit is not None and now - hit[0] <= max_age:
-            return hit[1]
+def snapshot(ctx: StepContext, kube: KubeApi, *, max_age: float = 0.0,
+             istio_namespace: str = ISTIO_NAMESPACE) -> MeshSnapshot:
+    """``collect``, reusing one this run took less than ``max_age`` seconds ago (discover and
+    precheck run back to back; the waves always read afresh). The memo is the run's
+    (``ctx.cache``), keyed by cluster context: never shared across runs or processes."""
+    key = ("mesh-snapshot", kube.context, istio_namespace)
+    hit = ctx.cache.get(key, now=ctx.clock(), max_age=max_age) if max_age > 0 else None
+    if isinstance(hit, MeshSnapshot):
+        return hit
     snap = collect(kube, istio_namespace=istio_namespace)
-    with _MEMO_LOCK:
-        _MEMO[kube] = (time.monotonic(), snap)
+    ctx.cache.put(key, snap, now=ctx.clock())
     return snap
 
 
@@ -139,7 +132,7 @@ class Discover(Step[DiscoverInputs, DiscoverOutputs]):
 
     def run(self, inputs: DiscoverInputs, ctx: StepContext) -> DiscoverOutputs:
         kube = kube_of(ctx)
-        snap = snapshot(kube, istio_namespace=inputs.istio_namespace)
+        snap = snapshot(ctx, kube, istio_namespace=inputs.istio_namespace)
         mesh = summarize(snap, from_revision=inputs.from_revision)
         ctx.log.info("mesh.discovered", revisions=list(mesh["revisions"]), default=mesh["default_revision"],
                      tags=mesh["tags"], proxies=mesh["proxies_by_revision"], blockers=len(mesh["blockers"]))

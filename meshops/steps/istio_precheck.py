@@ -187,7 +187,7 @@ class UpgradeCheck(Step[CheckInputs, CheckOutputs]):
             raise BadInput(str(exc)) from None
         kube = kube_of(ctx)
         check_lock(ctx, kube)
-        snap = snapshot(kube, max_age=15.0, istio_namespace=inputs.istio_namespace)
+        snap = snapshot(ctx, kube, max_age=15.0, istio_namespace=inputs.istio_namespace)
         problems: list[str] = []
         old = inputs.from_revision or snap.default_revision() or ""
         if old not in snap.revisions:

@@ -11,24 +11,22 @@ from __future__ import annotations
 import builtins
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import apply as ssa
 from . import deletion, errors, scale
-from .admission import admit
 from .defaults import initial_status, new_uid
 from .deletion import DeleteResult
 from .errors import ApiError
 from .jsonutil import clone, now_rfc3339
-from .kinds import GroupResource, ResourceType
+from .kinds import GroupResource, ResourceType, ResourceTypes
 from .patching import json_patch, merge_patch, strategic_merge_patch
+from .ports import Admitter, ListResult
 from .selectors import make_matcher
-from .store import StoredVersion
+from .store import Store, StoredVersion
 from .wire import decode_continue, encode_continue, parse_resource_version
 
-if TYPE_CHECKING:
-    from .cluster import Cluster
+__all__ = ["APPLY_PATCH", "PATCH_TYPES", "ListResult", "ResourceApi"]
 
 Obj = dict[str, Any]
 
@@ -42,19 +40,12 @@ _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # kube's generateName alphabet: no 
 _CONFLICT_RETRIES = 8
 
 
-@dataclass(frozen=True, kw_only=True)
-class ListResult:
-    versions: builtins.list[StoredVersion]
-    resource_version: int
-    continue_token: str | None
-    remaining: int | None
-
-
 class ResourceApi:
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.store = cluster.store
-        self.types = cluster.types
+    # Admission sits a layer above the verbs: the cluster hands it in (ports.Admitter).
+    def __init__(self, store: Store, types: ResourceTypes, admission: Admitter) -> None:
+        self.store = store
+        self.types = types
+        self.admission = admission
 
     def resolve(self, rt: ResourceType | GroupResource) -> ResourceType:
         if isinstance(rt, ResourceType):
@@ -146,7 +137,7 @@ class ResourceApi:
                 obj.pop("status", None)
             else:
                 obj["status"] = status
-        obj = self._admit(t, "CREATE", obj, None, dry_run=dry_run, field_validation=field_validation, warnings=warnings)
+        obj = self.admission.admit(t, "CREATE", obj, None, dry_run=dry_run, field_validation=field_validation, warnings=warnings)
         if dry_run:
             if self.store.get_version(t.group_resource, meta.get("namespace") or "", meta["name"]):
                 raise errors.already_exists(t.plural, t.group, meta["name"])
@@ -184,7 +175,7 @@ class ResourceApi:
             raise errors.bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
         meta["name"] = name
         wanted_rv = parse_resource_version(meta.get("resourceVersion"))
-        return self._write(
+        return self.read_modify_write(
             t, namespace, name, lambda _: obj, wanted_rv, subresource=subresource, dry_run=dry_run,
             field_validation=field_validation, warnings=warnings, fresh=True,
         )
@@ -229,14 +220,14 @@ class ResourceApi:
                 raise errors.bad_request("the patch produced an object that is not a JSON object")
             return result
 
-        version = self._write(
+        version = self.read_modify_write(
             t, namespace, name, patched, wanted_rv, subresource=subresource, dry_run=dry_run,
             field_validation=field_validation, warnings=warnings,
         )
         return version, False
 
 
-    def _write(
+    def read_modify_write(
         self,
         t: ResourceType,
         namespace: str | None,
@@ -320,7 +311,7 @@ class ResourceApi:
             if "status" in t.subresources:
                 if "status" in old:
                     # Shared with the stored version unless a plugin could edit it in place.
-                    new["status"] = clone(old["status"]) if self.cluster.mutating_plugins else old["status"]
+                    new["status"] = clone(old["status"]) if self.admission.mutates else old["status"]
                 else:
                     new.pop("status", None)
         new["apiVersion"] = old.get("apiVersion")
@@ -347,22 +338,9 @@ class ResourceApi:
             meta["generation"] = generation
         if subresource in ("status", "binding"):
             return new  # subresource writes skip admission plugins (webhooks match the main resource)
-        return self._admit(t, "UPDATE", new, old, dry_run=dry_run, field_validation=field_validation, warnings=warnings)
+        return self.admission.admit(t, "UPDATE", new, old, dry_run=dry_run, field_validation=field_validation, warnings=warnings)
 
-    # ---- admission, deletion and /scale live in their own modules ----------------------------
-
-    def _admit(
-        self,
-        t: ResourceType,
-        operation: str,
-        obj: Obj,
-        old: Obj | None,
-        *,
-        dry_run: bool,
-        field_validation: str | None = None,
-        warnings: builtins.list[str] | None = None,
-    ) -> Obj:
-        return admit(self.cluster, t, operation, obj, old, dry_run=dry_run, field_validation=field_validation, warnings=warnings)
+    # ---- deletion and /scale live in their own modules; admission is handed in ---------------
 
     def delete(
         self,

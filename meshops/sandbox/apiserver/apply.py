@@ -19,7 +19,7 @@ from .patching import MERGE_TYPES, PRIMITIVE, root_fields
 from .wire import parse_resource_version
 
 if TYPE_CHECKING:
-    from .api import ResourceApi
+    from .ports import ResourceVerbs
     from .store import StoredVersion
 
 Obj = dict[str, Any]
@@ -197,7 +197,7 @@ def apply(current: Obj | None, applied: Obj, *, manager: str, kind: str, api_ver
 
 
 def apply_patch(
-    api: ResourceApi,
+    api: ResourceVerbs,
     t: ResourceType,
     namespace: str | None,
     name: str,
@@ -237,7 +237,7 @@ def apply_patch(
     def applied_to(current: Obj) -> Obj:
         return apply(current, applied, manager=manager, kind=t.kind, api_version=t.api_version)
 
-    version = api._write(
+    version = api.read_modify_write(
         t, namespace, name, applied_to, wanted_rv, subresource=subresource, dry_run=dry_run,
         field_validation=field_validation, warnings=warnings,
     )

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .admission import Admission
 from .api import ResourceApi
 from .audit import AuditLog
 from .controllers import default_controllers
@@ -27,19 +27,16 @@ from .http import ApiHTTPServer
 from .kinds import CRD_GR, ResourceTypes, storage_version, types_from_crd
 from .openapi import OpenApi
 from .plugins import MutatingPlugin, ReadinessGate, ValidatingPlugin
-from .routing import RequestInfo
+from .served import ActiveStream, FilterResponse, RequestFilter, WatchFilter
 from .store import Store, StoreEvent
 from .tables import TableConverter
 from .tls import ServingCert
 from .tls import create as create_cert
-from .watch import ActiveStream, WatchFilter
 
 log = logging.getLogger("meshops.sandbox.cluster")
 
 Obj = dict[str, Any]
-# (status, body, headers): body is a dict (sent as JSON), bytes, str or None.
-FilterResponse = tuple[int, Any, dict[str, str] | None]
-RequestFilter = Callable[[RequestInfo], FilterResponse | None]
+__all__ = ["Cluster", "FilterResponse", "RequestFilter"]
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 ZONES = ("a", "b", "c")
@@ -85,10 +82,16 @@ class Cluster:
         self.request_filters: list[RequestFilter] = []
         self.watch_filters: list[WatchFilter] = []
         self.streams: set[ActiveStream] = set()
-        self.api = ResourceApi(self)
+        # The composition root of the layers (docs/architecture.md): each part gets what it
+        # needs from the layers above it handed in here, so no module imports upwards.
         self.discovery = Discovery(self.types)
-        self.openapi = OpenApi(self)
-        self.tables = TableConverter(self)
+        self.openapi = OpenApi(self.types, self.k8s_version)
+        self.tables = TableConverter()
+        self.admission = Admission(
+            host=self, allocator=self.allocator, mutating=self.mutating_plugins,
+            validating=self.validating_plugins, check_fields=self.openapi.check_fields,
+        )
+        self.api = ResourceApi(self.store, self.types, self.admission)
         self.controllers = ControllerManager(self, default_controllers(self))
         self._host, self._port = host, port
         self._server: ApiHTTPServer | None = None

@@ -149,18 +149,24 @@ def _replicaset(obj: Obj, _: Allocator) -> None:
     _template(obj, "spec", "template")
 
 
-def _statefulset(obj: Obj, _: Allocator) -> None:
-    spec = _spec(obj)
-    spec.setdefault("replicas", 1)
-    spec.setdefault("podManagementPolicy", "OrderedReady")
-    spec.setdefault("revisionHistoryLimit", 10)
+def _rolling_update(spec: Obj, **defaults: Any) -> None:
+    """StatefulSet and DaemonSet ``updateStrategy``: RollingUpdate unless set, with its defaults."""
     strategy = spec.setdefault("updateStrategy", {})
     if isinstance(strategy, dict):
         strategy.setdefault("type", "RollingUpdate")
         if strategy["type"] == "RollingUpdate":
             ru = strategy.setdefault("rollingUpdate", {})
             if isinstance(ru, dict):
-                ru.setdefault("partition", 0)
+                for key, value in defaults.items():
+                    ru.setdefault(key, value)
+
+
+def _statefulset(obj: Obj, _: Allocator) -> None:
+    spec = _spec(obj)
+    spec.setdefault("replicas", 1)
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    spec.setdefault("revisionHistoryLimit", 10)
+    _rolling_update(spec, partition=0)
     spec.setdefault(
         "persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"}
     )
@@ -170,14 +176,7 @@ def _statefulset(obj: Obj, _: Allocator) -> None:
 def _daemonset(obj: Obj, _: Allocator) -> None:
     spec = _spec(obj)
     spec.setdefault("revisionHistoryLimit", 10)
-    strategy = spec.setdefault("updateStrategy", {})
-    if isinstance(strategy, dict):
-        strategy.setdefault("type", "RollingUpdate")
-        if strategy["type"] == "RollingUpdate":
-            ru = strategy.setdefault("rollingUpdate", {})
-            if isinstance(ru, dict):
-                ru.setdefault("maxUnavailable", 1)
-                ru.setdefault("maxSurge", 0)
+    _rolling_update(spec, maxUnavailable=1, maxSurge=0)
     _template(obj, "spec", "template")
 
 

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .admission import validating_plugins
 from .errors import ApiError
 from .jsonutil import clone, now_rfc3339
 from .kinds import ResourceType
 
 if TYPE_CHECKING:
-    from .api import ResourceApi
+    from .ports import ResourceVerbs
 
 Obj = dict[str, Any]
 _CONFLICT_RETRIES = 8
@@ -30,7 +29,7 @@ class DeleteResult:
     deleted: bool  # gone from the store (False: deletionTimestamp set, finalizers pending)
 
 
-def delete(api: ResourceApi, t: ResourceType, namespace: str | None, name: str, options: Obj) -> DeleteResult:
+def delete(api: ResourceVerbs, t: ResourceType, namespace: str | None, name: str, options: Obj) -> DeleteResult:
     """DELETE: at once, or by setting deletionTimestamp when finalizers or a grace period hold it."""
     gr, ns = t.group_resource, (namespace or "") if t.namespaced else ""
     dry_run = bool(options.get("dryRun"))
@@ -41,7 +40,7 @@ def delete(api: ResourceApi, t: ResourceType, namespace: str | None, name: str, 
         check_preconditions(t, name, current.obj, options.get("preconditions") or {})
         obj = clone(current.obj)
         meta = obj["metadata"]
-        validating_plugins(api.cluster, t, "DELETE", None, current.obj, dry_run)
+        api.admission.validate_delete(t, current.obj, dry_run=dry_run)
         finalizers = list(meta.get("finalizers") or [])
         policy = options.get("propagationPolicy")
         if policy is None and options.get("orphanDependents") is not None:
@@ -110,7 +109,7 @@ def check_preconditions(t: ResourceType, name: str, obj: Obj, preconditions: Obj
         )
 
 def delete_collection(
-    api: ResourceApi,
+    api: ResourceVerbs,
     t: ResourceType,
     namespace: str | None,
     *,

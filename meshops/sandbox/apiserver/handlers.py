@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import errors, wire
 from .api import APPLY_PATCH, PATCH_TYPES
@@ -10,22 +10,22 @@ from .jsonutil import dumps
 from .kinds import ResourceType
 from .patching import json_patch, merge_patch, strategic_merge_patch
 from .routing import RequestInfo, ResourceRoute
+from .served import Responder, ServedCluster
 from .watch import WatchRequest, stream_watch
-
-if TYPE_CHECKING:
-    from .http import ApiRequestHandler
 
 
 class ResourceHandler:
     """One request on a resource path: the verb, its parameters and its reply."""
 
-    def __init__(self, http: ApiRequestHandler, info: RequestInfo, route: ResourceRoute, rt: ResourceType, body: bytes):
+    def __init__(
+        self, http: Responder, cluster: ServedCluster, info: RequestInfo, route: ResourceRoute, rt: ResourceType, body: bytes
+    ) -> None:
         self.http = http
         self.info = info
         self.route = route
         self.rt = rt
         self.body = body
-        self.cluster = http.server.cluster
+        self.cluster = cluster
         self.api = self.cluster.api
         self.warnings: list[str] = []
 

@@ -16,7 +16,7 @@ import ssl
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -26,9 +26,7 @@ from .errors import ApiError
 from .handlers import ResourceHandler
 from .jsonutil import dumps
 from .routing import RequestInfo, ResourceRoute, describe
-
-if TYPE_CHECKING:
-    from .cluster import Cluster
+from .served import ServedCluster
 
 log = logging.getLogger("meshops.sandbox.apiserver")
 
@@ -46,7 +44,7 @@ class ApiHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256
 
-    def __init__(self, cluster: Cluster, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, cluster: ServedCluster, host: str = "127.0.0.1", port: int = 0) -> None:
         self.cluster = cluster
         super().__init__((host, port), ApiRequestHandler)
 
@@ -134,10 +132,10 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
                 name=info.name if info else None,
             )
 
-    def _authenticated(self, cluster: Any, path: str) -> bool:
+    def _authenticated(self, cluster: ServedCluster, path: str) -> bool:
         """With a token set (`sandbox up` writes it into the kubeconfig), every request but the
         public health/version endpoints needs `Authorization: Bearer <token>`; 401 otherwise."""
-        token = getattr(cluster, "token", None)
+        token = cluster.token
         if not token or path in PUBLIC_PATHS:
             return True
         given = self.headers.get("Authorization", "")
@@ -271,7 +269,7 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
             raise errors.method_not_allowed()
         if route.name is None and route.namespace is None and rt.namespaced and self.command in ("POST", "DELETE"):
             raise errors.path_not_found()
-        return ResourceHandler(self, info, route, rt, body).run()
+        return ResourceHandler(self, self.server.cluster, info, route, rt, body).run()
 
     def _non_resource(self, info: RequestInfo) -> int:
         cluster = self.server.cluster

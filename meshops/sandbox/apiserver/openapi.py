@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import errors, gnostic
 from .jsonutil import clone, dumps
-from .kinds import ResourceType
+from .kinds import ResourceType, ResourceTypes
 from .schemas import REF_PREFIX, Definitions, FieldProblems, check
-
-if TYPE_CHECKING:
-    from .cluster import Cluster
 
 Obj = dict[str, Any]
 
@@ -135,8 +132,9 @@ def _to_v3(schema: Any) -> Any:
 
 
 class OpenApi:
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
+    def __init__(self, types: ResourceTypes, k8s_version: str) -> None:
+        self.types = types
+        self.k8s_version = k8s_version
         self._lock = threading.Lock()
         self._generation = -1
         self._v2: Obj = {}
@@ -166,14 +164,14 @@ class OpenApi:
 
     def _refresh(self) -> None:
         with self._lock:
-            if self._generation == self.cluster.types.generation:
+            if self._generation == self.types.generation:
                 return
             defs = Definitions.get()
             definitions = dict(defs.definitions)
             v2_definitions: Obj = {}
             paths: Obj = {}
             by_gv: dict[str, list[ResourceType]] = {}
-            for t in self.cluster.types.all():
+            for t in self.types.all():
                 name = self._definition_for(t, defs)
                 if name is None:
                     continue
@@ -183,7 +181,7 @@ class OpenApi:
                     v2_definitions[name] = _v2_schema(definitions[name])
                 paths.update(self._paths(t, name))
                 by_gv.setdefault(f"api/{t.version}" if not t.group else f"apis/{t.group}/{t.version}", []).append(t)
-            self._v2 = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": f"v{self.cluster.k8s_version}"}, "paths": paths,
+            self._v2 = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": f"v{self.k8s_version}"}, "paths": paths,
                         "definitions": {**definitions, **v2_definitions}}
             self._v2_json = dumps(self._v2)
             self._v2_proto = gnostic.document(self._v2)
@@ -192,7 +190,7 @@ class OpenApi:
                 doc = self._v3_document(gv, types, definitions, paths)
                 self._v3[gv] = doc
                 self._v3_hash[gv] = hashlib.sha512(doc).hexdigest().upper()
-            self._generation = self.cluster.types.generation
+            self._generation = self.types.generation
 
     @staticmethod
     def _definition_for(t: ResourceType, defs: Definitions) -> str | None:
@@ -282,7 +280,7 @@ class OpenApi:
             pending.extend(found - schemas.keys())
         doc = {
             "openapi": "3.0.0",
-            "info": {"title": "Kubernetes", "version": f"v{self.cluster.k8s_version}"},
+            "info": {"title": "Kubernetes", "version": f"v{self.k8s_version}"},
             "paths": paths,
             "components": {"schemas": {name: _to_v3(s) for name, s in sorted(schemas.items())}},
         }

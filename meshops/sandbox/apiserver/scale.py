@@ -13,12 +13,12 @@ from .selectors import selector_to_string
 from .wire import parse_resource_version
 
 if TYPE_CHECKING:
-    from .api import ResourceApi
+    from .ports import ResourceVerbs
 
 Obj = dict[str, Any]
 
 
-def get_scale(api: ResourceApi, rt: ResourceType, namespace: str | None, name: str) -> Obj:
+def get_scale(api: ResourceVerbs, rt: ResourceType, namespace: str | None, name: str) -> Obj:
     """The autoscaling/v1 Scale view of an object with a /scale subresource."""
     obj = api.get(rt, namespace, name).obj
     assert rt.scale is not None
@@ -40,7 +40,7 @@ def get_scale(api: ResourceApi, rt: ResourceType, namespace: str | None, name: s
     }
 
 def write_scale(
-    api: ResourceApi, rt: ResourceType, namespace: str | None, name: str, change: Callable[[Obj], Obj], dry_run: bool = False
+    api: ResourceVerbs, rt: ResourceType, namespace: str | None, name: str, change: Callable[[Obj], Obj], dry_run: bool = False
 ) -> Obj:
     """Apply ``change`` to the Scale view and write the replicas back to the object."""
     assert rt.scale is not None
@@ -61,7 +61,7 @@ def write_scale(
         set_path(updated, scale_paths.spec_replicas, replicas)
         return updated
 
-    api._write(rt, namespace, name, set_replicas, wanted_rv, subresource=None, dry_run=dry_run, fresh=True)
+    api.read_modify_write(rt, namespace, name, set_replicas, wanted_rv, subresource=None, dry_run=dry_run, fresh=True)
     result = get_scale(api, rt, namespace, name)
     result["spec"]["replicas"] = replicas
     return result

@@ -225,19 +225,27 @@ class Store:
             self._commit(StoreEvent("ADDED", gr, namespace, name, version, None))
             return version
 
+    def _current(
+        self, gr: GroupResource, namespace: str, name: str, expect_rv: int | None
+    ) -> tuple[dict[str, StoredVersion], StoredVersion]:
+        """The namespace's objects and the stored version of ``name`` (held lock); NotFound, or
+        Conflict when ``expect_rv`` is given and is not the stored one."""
+        objs = self._data.get(gr, {}).get(namespace, {})
+        current = objs.get(name)
+        if current is None:
+            raise errors.not_found(gr[1], gr[0], name)
+        if expect_rv is not None and current.rv != expect_rv:
+            raise errors.conflict(
+                gr[1], gr[0], name, "the object has been modified; please apply your changes to the latest version and try again"
+            )
+        return objs, current
+
     def update(self, gr: GroupResource, obj: Obj, *, expect_rv: int | None = None) -> StoredVersion:
         """Replace a stored object; the store now owns ``obj``. Raises NotFound or Conflict."""
         meta = obj["metadata"]
         namespace, name = meta.get("namespace") or "", meta["name"]
         with self.lock:
-            objs = self._data.get(gr, {}).get(namespace, {})
-            current = objs.get(name)
-            if current is None:
-                raise errors.not_found(gr[1], gr[0], name)
-            if expect_rv is not None and current.rv != expect_rv:
-                raise errors.conflict(
-                    gr[1], gr[0], name, "the object has been modified; please apply your changes to the latest version and try again"
-                )
+            objs, current = self._current(gr, namespace, name, expect_rv)
             version = self._stamp(obj)
             objs[name] = version
             current.forget_json()
@@ -248,14 +256,7 @@ class Store:
     def delete(self, gr: GroupResource, namespace: str, name: str, *, expect_rv: int | None = None) -> StoredVersion:
         """Remove an object; returns its final version, stamped with the deletion's RV."""
         with self.lock:
-            objs = self._data.get(gr, {}).get(namespace, {})
-            current = objs.get(name)
-            if current is None:
-                raise errors.not_found(gr[1], gr[0], name)
-            if expect_rv is not None and current.rv != expect_rv:
-                raise errors.conflict(
-                    gr[1], gr[0], name, "the object has been modified; please apply your changes to the latest version and try again"
-                )
+            objs, current = self._current(gr, namespace, name, expect_rv)
             del objs[name]
             current.forget_json()
             self._sorted.pop((gr, namespace), None)

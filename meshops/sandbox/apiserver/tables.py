@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .jsonutil import age_seconds, dumps
 from .kinds import ResourceType
 from .selectors import selector_to_string
 from .store import StoredVersion
-
-if TYPE_CHECKING:
-    from .cluster import Cluster
 
 Obj = dict[str, Any]
 Column = tuple[str, str, int, Callable[[Obj], Any]]  # (name, type, priority, cell)
@@ -340,9 +337,6 @@ def _custom_columns(rt: ResourceType) -> list[Column]:
 
 
 class TableConverter:
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-
     def columns(self, rt: ResourceType) -> list[Column]:
         if rt.custom:
             return _custom_columns(rt)

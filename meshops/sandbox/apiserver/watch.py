@@ -11,11 +11,9 @@ from __future__ import annotations
 import random
 import select
 import socket
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import errors
 from .errors import ApiError
@@ -23,29 +21,14 @@ from .jsonutil import dumps
 from .kinds import ResourceType
 from .routing import RequestInfo
 from .selectors import make_matcher
+from .served import ActiveStream, Responder, ServedCluster, WatchCut, WatchFilter
 from .store import StoredVersion, StoreEvent, Watcher
 from .wire import TABLE_CONTENT_TYPE, object_json
 
-if TYPE_CHECKING:
-    from .cluster import Cluster
-    from .http import ApiRequestHandler
+# ActiveStream, WatchCut and WatchFilter live in served.py (the cluster holds them); re-exported.
+__all__ = ["ActiveStream", "WatchCut", "WatchFilter", "WatchRequest", "stream_watch"]
 
 _IDLE_TICK = 0.5  # how often an idle stream checks for cuts, a closed client and bookmarks
-
-
-@dataclass(frozen=True, kw_only=True)
-class WatchCut:
-    """Returned by a watch filter: end the stream after ``after_events`` events.
-
-    ``abrupt`` drops the connection without the final chunk (like a load balancer resetting it);
-    otherwise the stream ends cleanly, as when an API server restarts its watch cache.
-    """
-
-    after_events: int = 0
-    abrupt: bool = False
-
-
-WatchFilter = Callable[[RequestInfo], WatchCut | None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,19 +44,6 @@ class WatchRequest:
     table: bool
 
 
-class ActiveStream:
-    """A watch being served; ``cut()`` ends it at the next opportunity."""
-
-    def __init__(self, info: RequestInfo) -> None:
-        self.info = info
-        self.cut_requested = threading.Event()
-        self.abrupt = False
-
-    def cut(self, *, abrupt: bool = False) -> None:
-        self.abrupt = abrupt
-        self.cut_requested.set()
-
-
 def _client_gone(sock: socket.socket) -> bool:
     try:
         readable, _, _ = select.select([sock], [], [], 0)
@@ -84,7 +54,7 @@ def _client_gone(sock: socket.socket) -> bool:
         return True
 
 
-def stream_watch(http: ApiRequestHandler, cluster: Cluster, info: RequestInfo, request: WatchRequest) -> int:
+def stream_watch(http: Responder, cluster: ServedCluster, info: RequestInfo, request: WatchRequest) -> int:
     rt = request.rt
     matcher = make_matcher(request.label_selector, request.field_selector)
     namespace = request.namespace

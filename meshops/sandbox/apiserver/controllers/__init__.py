@@ -16,10 +16,10 @@ from .service import ServiceController
 from .statefulset import StatefulSetController
 
 if TYPE_CHECKING:
-    from ..cluster import Cluster
+    from .host import ControllerHost
 
 
-def default_controllers(cluster: Cluster) -> list[Controller]:
+def default_controllers(cluster: ControllerHost) -> list[Controller]:
     return [
         Kubelet(cluster),
         NamespaceController(cluster),

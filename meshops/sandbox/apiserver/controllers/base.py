@@ -21,7 +21,7 @@ from ..kinds import GroupResource
 from ..store import StoreEvent
 
 if TYPE_CHECKING:
-    from ..cluster import Cluster
+    from .host import ControllerHost
 
 log = logging.getLogger("meshops.sandbox.controllers")
 
@@ -107,7 +107,7 @@ class Controller:
     watches: tuple[GroupResource, ...] = ()
     watch_all = False  # True: every resource's events (garbage collection, namespaces)
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: ControllerHost) -> None:
         self.cluster = cluster
         self.store = cluster.store
         self.api = cluster.api
@@ -130,7 +130,7 @@ class Controller:
 
 
 class ControllerManager:
-    def __init__(self, cluster: Cluster, controllers: list[Controller]) -> None:
+    def __init__(self, cluster: ControllerHost, controllers: list[Controller]) -> None:
         self.cluster = cluster
         self.controllers = controllers
         self.queue = WorkQueue()

@@ -14,7 +14,7 @@ from ..kinds import EVENTS, GroupResource
 from ..store import StoreEvent
 
 if TYPE_CHECKING:
-    from ..cluster import Cluster
+    from .host import ControllerHost
 
 log = logging.getLogger("meshops.sandbox.controllers")
 
@@ -132,7 +132,7 @@ def remove_condition(conditions: list[Obj], kind: str) -> list[Obj]:
     return [dict(c) for c in conditions if c.get("type") != kind]
 
 
-def write_status(cluster: Cluster, gr: GroupResource, obj: Obj, status: Obj) -> Obj:
+def write_status(cluster: ControllerHost, gr: GroupResource, obj: Obj, status: Obj) -> Obj:
     """Store a new status if it differs; returns the object as stored."""
     if obj.get("status") == status:
         return obj
@@ -145,7 +145,7 @@ def write_status(cluster: Cluster, gr: GroupResource, obj: Obj, status: Obj) -> 
 class EventRecorder:
     """Writes core/v1 Events as kube components do; failures never break a controller."""
 
-    def __init__(self, cluster: Cluster, component: str) -> None:
+    def __init__(self, cluster: ControllerHost, component: str) -> None:
         self.cluster = cluster
         self.component = component
 
@@ -200,7 +200,7 @@ def pod_from_template(owner: Obj, template: Obj, *, name: str | None = None, gen
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": clone(template.get("spec") or {})}
 
 
-def ensure_revision(cluster: Cluster, owner: Obj, template: Obj, hash_value: str, *, name: str) -> Obj:
+def ensure_revision(cluster: ControllerHost, owner: Obj, template: Obj, hash_value: str, *, name: str) -> Obj:
     """The ControllerRevision holding ``template`` for a StatefulSet or DaemonSet (created if new)."""
     from ..kinds import CONTROLLERREVISIONS
 
@@ -231,7 +231,7 @@ def revision_template(revision: Obj) -> Obj:
     return template
 
 
-def trim_revisions(cluster: Cluster, owner: Obj, keep: set[str], limit: int) -> None:
+def trim_revisions(cluster: ControllerHost, owner: Obj, keep: set[str], limit: int) -> None:
     """Delete the oldest unused ControllerRevisions beyond ``revisionHistoryLimit``."""
     from ..kinds import CONTROLLERREVISIONS
 
