@@ -89,6 +89,26 @@ def make_plan(rng: random.Random, index: int, cluster: str) -> Plan:
                 first_action=rng.choice(["resume", "rollback"]))
 
 
+def chaos_kubeconfig(directory: Path) -> tuple[Path, str]:
+    """The kubeconfig the runs use and its bearer token (the secret looked for afterwards).
+
+    A sandbox that authenticates writes a random token (``sbx-...``) into its kubeconfig: that
+    one is used, as the API server requires it. An older sandbox's token is the word
+    "sandbox", which is in every hostname: it is replaced by a distinctive value."""
+    text = (directory / "kubeconfig").read_text()
+    token = f"chaos-{secrets.token_hex(12)}"
+    if "token: sandbox" in text:
+        text = text.replace("token: sandbox", f"token: {token}")
+    else:
+        found = re.search(r"^\s*token:\s*[\"']?([^\s\"']+)", text, re.MULTILINE)
+        if found is None or len(found.group(1)) < 12:
+            sys.exit("the sandbox's kubeconfig has no distinctive token to look for")
+        token = found.group(1)
+    path = directory / "kubeconfig-chaos"
+    path.write_text(text)
+    return path, token
+
+
 class Sandbox:
     def __init__(self, directory: Path, clusters: list[str]) -> None:
         self.dir = directory
@@ -104,10 +124,8 @@ class Sandbox:
             if m:
                 self.env[m.group(1)] = m.group(2).replace("$PATH", self.env.get("PATH", ""))
         # A token meshops must never write down: checked in every state file and the mirror.
-        self.token = f"chaos-{secrets.token_hex(12)}"
+        kubeconfig, self.token = chaos_kubeconfig(directory)
         self.secrets = {"kubeconfig token": self.token}
-        kubeconfig = directory / "kubeconfig-chaos"
-        kubeconfig.write_text((directory / "kubeconfig").read_text().replace("token: sandbox", f"token: {self.token}"))
         self.env.update(KUBECONFIG=str(kubeconfig), MESHOPS_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
 
     def down(self) -> None:

@@ -44,7 +44,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import boto3  # noqa: E402
-from chaos import MESHOPS, TERMINAL, Sandbox, _bad_exit, _lease_live, check_journal, status_of  # noqa: E402
+from chaos import (  # noqa: E402
+    MESHOPS,
+    TERMINAL,
+    Sandbox,
+    _bad_exit,
+    _lease_live,
+    chaos_kubeconfig,
+    check_journal,
+    status_of,
+)
 
 from meshops.domain.weights import RecordSet  # noqa: E402
 from tests.support.switchover import ProxyFault, Route53Proxy, is_route53_change  # noqa: E402
@@ -141,12 +150,10 @@ class World(Sandbox):
         if up.returncode != 0:
             sys.exit(f"sandbox up failed: {up.stderr[-2000:]}")
         env = _env_file(directory / "env")
-        self.token = f"chaos-{secrets.token_hex(12)}"
+        kubeconfig, self.token = chaos_kubeconfig(directory)
         aws_secret, aws_session = f"chaosawssecret{secrets.token_hex(12)}", f"chaosawssession{secrets.token_hex(16)}"
         # Values meshops must never write down: checked in every state file and the mirror.
         self.secrets = {"kubeconfig token": self.token, "AWS secret key": aws_secret, "AWS session token": aws_session}
-        kubeconfig = directory / "kubeconfig-chaos"
-        kubeconfig.write_text((directory / "kubeconfig").read_text().replace("token: sandbox", f"token: {self.token}"))
         self.moto = env["AWS_ENDPOINT_URL_ROUTE_53"]
         self.zone = env["MESHOPS_SANDBOX_HOSTED_ZONE_ID"]
         self.original = RecordSet(name=NAME, type="CNAME", ttl=1, values=(env["MESHOPS_SANDBOX_INGRESS_HOST_BLUE"],))
