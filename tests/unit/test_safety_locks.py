@@ -160,3 +160,19 @@ def test_a_lease_release_that_meets_a_conflict_reads_again_and_still_gives_it_ba
     lock.release()
     lease = kube.get("coordination.k8s.io/v1", "Lease", "t", "meshops-system")
     assert lease is not None and lease["spec"]["holderIdentity"] == "run-b"
+
+
+@pytest.mark.parametrize("action", ["rollback", "resume"])
+def test_a_run_killed_before_its_first_record_is_refused_not_rolled_back(tmp_path: Path, action: str) -> None:
+    """A run whose directory exists but whose journal is empty (killed between creating it and
+    writing run_started) has no params: resume and rollback refuse it (exit 2) instead of "rolling
+    back" under the default lock only, which left a switchover's record lock and source Lease held
+    (found by the chaos suite's switchovers)."""
+    from meshops.domain.errors import BadInput
+
+    store = LocalStateStore(tmp_path / "state")
+    store.create_run("20260101-000000-switchover-dead", playbook_text=_writes(tmp_path, 0), playbook_path="t.yaml")
+    engine = Engine(store=store, options=EngineOptions())
+    with pytest.raises(BadInput, match="never started"):
+        getattr(engine, action)("20260101-000000-switchover-dead")
+    assert store.records("20260101-000000-switchover-dead") == []
