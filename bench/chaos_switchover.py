@@ -388,6 +388,15 @@ def one_run(w: World, plan: SwitchoverPlan, rng: random.Random) -> SwitchoverOut
         if again.returncode not in (0, 1):
             o.history.append(f"stderr: {again.stderr.strip().splitlines()[-1][:200] if again.stderr.strip() else ''}")
         o.run_id = _run_id(w, besides=first)
+    if o.run_id is not None and o.killed and status_of(w, "green", o.run_id) in ("succeeded", "rolled_back"):
+        # Killed after its last record, maybe before it gave its locks back: the operator checks
+        # the run once (`resume` of a finished run, `rollback` of a rolled-back one), which takes
+        # over and releases what the dead process still held.
+        action = "resume" if status_of(w, "green", o.run_id) == "succeeded" else "rollback"
+        out = w.run("green", action, o.run_id)
+        o.logs.append((action, out.stderr))
+        o.history.append(f"finished before the kill; {action}: exit {out.returncode}")
+        o.violations += _bad_exit(action, out.returncode, out.stderr)
     if o.run_id is None:
         o.status = "never started"
     else:

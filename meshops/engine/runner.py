@@ -22,6 +22,7 @@ from meshops.domain.errors import (
     DriverError,
     ExitCode,
     Interrupted,
+    LockHeld,
     MeshopsError,
     RunFailed,
     StepError,
@@ -105,6 +106,7 @@ class Engine:
     def resume(self, run_id: str, *, secret_values: dict[str, Any] | None = None) -> RunResult:
         state, loaded, params = self._reload(run_id, secret_values)
         if state.status == "succeeded":
+            self._give_back(run_id)
             return RunResult(run_id=run_id, status="succeeded", message="already finished")
         if state.status in ("rolled_back", "rolling_back", "rollback_failed", "abandoned"):
             raise BadInput(f"run {run_id} is {state.status.replace('_', ' ')}; it cannot be resumed "
@@ -121,6 +123,7 @@ class Engine:
     def rollback(self, run_id: str, *, secret_values: dict[str, Any] | None = None) -> RunResult:
         state, loaded, params = self._reload(run_id, secret_values)
         if state.status == "rolled_back":
+            self._give_back(run_id)
             return RunResult(run_id=run_id, status="rolled_back", message="already rolled back")
         journal = self._journal(run_id)
 
@@ -154,6 +157,18 @@ class Engine:
 
     def _journal(self, run_id: str) -> Journal:
         return Journal(self.store, run_id, wall=self.opts.clock, secrets=self.secrets)
+
+    def _give_back(self, run_id: str) -> None:
+        """Locks a finished run's killed process still holds (killed after its last record, before
+        its release): taken over, as their holder is provably dead or they expired, and released.
+        Held by another live run: theirs, left alone."""
+        if self.lock is None:
+            return
+        try:
+            self.lock.acquire(holder_identity(run_id))
+        except LockHeld:
+            return
+        self.lock.release()
 
     def _reload(self, run_id: str, secret_values: dict[str, Any] | None) -> tuple[RunState, LoadedPlaybook, dict[str, Any]]:
         sync = getattr(self.store, "sync", None)

@@ -176,3 +176,22 @@ def test_a_run_killed_before_its_first_record_is_refused_not_rolled_back(tmp_pat
     with pytest.raises(BadInput, match="never started"):
         getattr(engine, action)("20260101-000000-switchover-dead")
     assert store.records("20260101-000000-switchover-dead") == []
+
+
+def test_a_finished_run_whose_process_was_killed_before_its_release_gives_its_locks_back(tmp_path: Path) -> None:
+    """Killed after its last record and before releasing its lock, a finished run leaves the lock
+    to a dead holder: `resume` ("already finished") takes it over and releases it (the chaos
+    suite's switchovers found a target Lease held so after a kill at the very end)."""
+    lock_path = tmp_path / "lock.json"
+    engine = _engine(tmp_path, FileLock(lock_path))
+    result = _run(engine, _writes(tmp_path, 0))
+    assert result.status == "succeeded"
+    # As the killed process left it: held, freshly renewed, by this run on a process that is gone
+    # (this host, boot and PID namespace; a pid whose start time does not match).
+    run, _, ident = holder_identity(result.run_id).partition("@")
+    host, _pid, boot, pidns, _start = ident.split("/")
+    now = time.time()
+    lock_path.write_text(json.dumps({"holder": f"{run}@{host}/{2**22 + 1}/{boot}/{pidns}/1", "acquired": now,
+                                     "renewed": now, "duration": 30}))
+    assert engine.resume(result.run_id).message == "already finished"
+    assert not lock_path.exists()
