@@ -389,10 +389,16 @@ def one_run(sb: Sandbox, plan: Plan, rng: random.Random) -> Outcome:
         o.violations = check_invariants(sb, o, original)
         return o
     action = plan.first_action
-    for _ in range(8):
+    for attempt in range(8):
         o.status = status_of(sb, c, o.run_id)
-        if o.status in TERMINAL:
+        # A killed run is always asked once more, as its operator would: the kill may have come
+        # between its last record and its exit (lock still held, mirror a record behind).
+        if o.status in TERMINAL and (attempt or not killed or o.status == "refused"):
             break
+        if o.status == "succeeded":
+            action = "resume"
+        elif o.status == "rolled_back":
+            action = "rollback"
         if o.status in ("frozen", "failed", "rollback_failed", "rolling_back", "abandoned"):
             action = "rollback"
         out = sb.run(c, action, o.run_id)

@@ -231,9 +231,13 @@ def done_means(args: argparse.Namespace, directory: Path) -> int:
     fid = proc.stdout.readline().strip()
     runs = state / "fleets" / "runs" / fid / "clusters" / "c3" / "runs"
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and not any('"waves' in p.read_text() for p in runs.glob("*/journal.jsonl")):
+    # Until c3's run (wave 2) is inside its upgrade waves; a fleet that ends first is a failure, not a hang.
+    while (proc.poll() is None and time.monotonic() < deadline
+           and not any('"waves' in p.read_text() for p in runs.glob("*/journal.jsonl"))):
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
+    ok &= check("killed mid-wave 2 (the fleet was still running)", proc.poll() is None)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     res = meshops("fleet", "resume", fid)
     ok &= check(f"fleet resume exit {res.returncode} == 0; all six upgraded", res.returncode == 0 and all_on("1.25.2", names))
@@ -246,11 +250,11 @@ def main() -> int:
     p.add_argument("--parallel", type=int, default=5)
     p.add_argument("--rollout-seconds", type=float, default=5.0)
     p.add_argument("--done-means", action="store_true")
-    p.add_argument("--wave-timeout", default="", help="Each run's --wave-timeout (default 60s; 10s with --done-means, "
+    p.add_argument("--wave-timeout", default="", help="Each run's --wave-timeout (default 60s; 30s with --done-means, "
                    "where it is how long c4's fault takes to fail).")
     p.add_argument("--keep", action="store_true", help="Leave the sandbox and its directory.")
     args = p.parse_args()
-    WAVE_TIMEOUT[0] = args.wave_timeout or ("10s" if args.done_means else "60s")
+    WAVE_TIMEOUT[0] = args.wave_timeout or ("30s" if args.done_means else "60s")
     if not KUBECTL.is_file():
         sys.exit(f"kubectl 1.20 not at {KUBECTL}: run .ci/get-kubectl.sh")
     directory = Path(tempfile.mkdtemp(prefix="meshops-fleet-bench-"))

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import json
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from meshops.cli.app import App, stop_on_signals
 from meshops.cli.app_light import pass_app
 from meshops.domain.errors import BadInput, Interrupted, PlaybookInvalid, RollbackFailed, RunFailed
+
+# Threads, subprocesses and the app are imported where a command runs, not for `fleet --help`.
+if TYPE_CHECKING:
+    import subprocess
+
+    from meshops.cli.app import App
 
 MESHOPS = [sys.executable, "-m", "meshops"]
 
@@ -83,6 +85,8 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 
 def _emit(data: Any, output: str) -> bool:
     if output == "json":
+        import json
+
         click.echo(json.dumps(data, indent=2))
     elif output == "yaml":
         import yaml
@@ -116,6 +120,8 @@ def validate(fleet_files: tuple[str, ...]) -> None:
 @fleet.command()
 def schema() -> None:
     """Print the fleet file's JSON Schema (for editors)."""
+    import json
+
     from meshops.fleet.model import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
@@ -123,11 +129,15 @@ def schema() -> None:
 
 def _child(app: App, loaded: Any, cluster: str, tail: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     argv = [*MESHOPS, *loaded.child_argv(cluster, [], state_dir=app.state_dir, kubeconfig=app.kubeconfig)]
+    import subprocess
+
     return subprocess.run([*argv, *tail], capture_output=True, text=True, timeout=timeout, check=False,
                           stdin=subprocess.DEVNULL)
 
 
 def _per_cluster(loaded: Any, fn: Any) -> dict[str, Any]:
+    import concurrent.futures
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         futures = {c.name: pool.submit(fn, c.name) for c in loaded.fleet.clusters}
         return {name: f.result() for name, f in futures.items()}
@@ -137,6 +147,8 @@ def _cluster_status(app: App, loaded: Any, cluster: str) -> dict[str, Any]:
     out = _child(app, loaded, cluster, ["status", "-o", "json"], timeout=120)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]}
+    import json
+
     data: dict[str, Any] = json.loads(out.stdout)
     return data
 
@@ -197,6 +209,8 @@ def plan(app: App, fleet_file: str, output: str) -> None:
 def run(app: App, fleet_file: str, parallel: int | None, on_failure: str) -> None:
     """Run the fleet's job on every cluster, wave by wave. Prints the fleet run id first."""
     loaded = _load(fleet_file)
+    from meshops.cli.app import stop_on_signals
+
     with stop_on_signals() as stop:
         state = _executor(app, parallel=parallel or 0, on_failure=on_failure, stop=stop).start(loaded)
     _finish(state)
@@ -212,6 +226,8 @@ def resume(app: App, fleet_run_id: str, parallel: int | None, on_failure: str | 
     """Continue FLEET_RUN_ID after a kill, a failure, a pause or an approval."""
     executor = _executor(app)
     opts = executor.state(fleet_run_id).options
+    from meshops.cli.app import stop_on_signals
+
     with stop_on_signals() as stop:
         executor = _executor(app, parallel=parallel or int(opts.get("parallel") or 0),
                              on_failure=on_failure or str(opts.get("on_failure") or "stop"), stop=stop)
@@ -224,6 +240,8 @@ def resume(app: App, fleet_run_id: str, parallel: int | None, on_failure: str | 
 @pass_app
 def rollback(app: App, fleet_run_id: str) -> None:
     """Roll back every cluster FLEET_RUN_ID changed, newest first."""
+    from meshops.cli.app import stop_on_signals
+
     with stop_on_signals():
         state = _executor(app).rollback(fleet_run_id)
     _finish(state)
@@ -313,6 +331,8 @@ def exec_(app: App, fleet_file: str, cluster: str) -> None:
     names = [c.name for c in loaded.fleet.clusters]
     if cluster not in names:
         raise BadInput(f"--cluster {cluster}: not in {fleet_file}{suggest(cluster, names)}")
+    import subprocess
+
     proc = subprocess.run(_argv_for_exec(app, loaded, cluster), check=False)
     if proc.returncode:
         sys.exit(proc.returncode)

@@ -176,8 +176,9 @@ def _until(text: str | None) -> float | None:
               help="Percentile for limits (default: 99, or --percentile if higher).")
 @click.option("--min-samples", default=100, show_default=True, type=int,
               help="Fewer usage points (one per --resolution) than this is 'not enough data'.")
-@click.option("--resolution", default="5m", show_default=True,
-              help="One usage point per this much time (the rate window too); coarser is cheaper, smoother.")
+@click.option("--resolution", default="auto", show_default=True,
+              help="One usage point per this much time (the rate window too); coarser is cheaper, smoother. "
+                   "auto: 5m, coarser for windows over 3.5d (about 1000 points: 7d -> 10m).")
 @click.option("-n", "--namespace", "namespaces", multiple=True, help="Sidecars in this namespace only (repeatable).")
 @click.option("--istio-namespace", default="istio-system", show_default=True)
 @click.option("-o", "--output", type=click.Choice(["table", "text", "json", "yaml"]), default="table", show_default=True)
@@ -197,14 +198,16 @@ def tune(url: str, window: str, until: str | None, percentile: float, limit_perc
     from meshops.engine.journal import RunState
     from meshops.engine.playbook import load_playbook, resolve_params
     from meshops.engine.runner import Engine
+    from meshops.ops.tune_gather import resolution_for
     from meshops.steps.tune_recommend import GatherOutputs
 
     window_s = _duration(window, "--window")
-    step = _duration(resolution, "--resolution")
+    step = float(resolution_for(window_s)) if resolution == "auto" else _duration(resolution, "--resolution")
     if step < 60 or step != int(step):
         raise BadInput(f"--resolution {resolution}: a whole number of seconds, at least 1m (rate() needs 2 samples)")
     if window_s < 2 * step:
-        raise BadInput(f"--window {window}: at least twice --resolution ({resolution})")
+        shown = f"auto: {int(step) // 60}m" if resolution == "auto" else resolution
+        raise BadInput(f"--window {window}: at least twice --resolution ({shown})")
     limit = limit_percentile if limit_percentile is not None else max(99.0, percentile)
     try:
         Policy(percentile=percentile, limit_percentile=limit, min_samples=min_samples)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -105,9 +106,12 @@ def attach_globals(cmd: click.Command) -> None:
         if not (set(option.opts) & taken):
             cmd.params.append(option)
     cmd._meshops_globals = True  # type: ignore[attr-defined]
-    from meshops.cli.completion import attach
+    # Completions are asked for through this variable (click's protocol, prog name "meshops");
+    # any other run never completes, so it does not import the completion code (start-up).
+    if os.environ.get("_MESHOPS_COMPLETE"):
+        from meshops.cli.completion import attach
 
-    attach(cmd)
+        attach(cmd)
     if isinstance(cmd, click.Group):
         for sub in cmd.commands.values():
             attach_globals(sub)

@@ -76,7 +76,32 @@ LAZY = {
 }
 
 
-@click.group(cls=LazyGroup, lazy=LAZY, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+HELP_WIDTH = 110
+
+
+def _help_width() -> int | None:
+    """The help text width click would compute, without the import of shutil it makes for it.
+
+    shutil.get_terminal_size's rule: $COLUMNS, else the terminal of stdout, else 80; click then
+    caps it at max_content_width and keeps 2 columns spare (at least 50). None under click's
+    test runner, which forces its own width.
+    """
+    from click import formatting
+
+    if formatting.FORCED_WIDTH is not None:
+        return None
+    text = os.environ.get("COLUMNS", "")
+    columns = int(text) if text.isdigit() else 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ else 0
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return max(min(columns or 80, HELP_WIDTH) - 2, 50)
+
+
+@click.group(cls=LazyGroup, lazy=LAZY, context_settings={"help_option_names": ["-h", "--help"],
+                                                         "max_content_width": HELP_WIDTH})
 @click.option("--context", "kube_context", envvar="MESHOPS_CONTEXT", help="Kubernetes context (default: current).",
               shell_complete=lambda c, p, i: _complete_contexts(c, p, i))
 @click.option("--kubeconfig", envvar="KUBECONFIG", type=click.Path(dir_okay=False), help="Kubeconfig file.")
@@ -119,7 +144,7 @@ def main(argv: list[str] | None = None) -> Any:
 
     output.reset(argv)
     try:
-        cli.main(args=argv, prog_name="meshops", standalone_mode=False)
+        cli.main(args=argv, prog_name="meshops", standalone_mode=False, terminal_width=_help_width())
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:

@@ -12,7 +12,6 @@ run's final status) lives in one per-invocation :class:`Session`, reset by ``mai
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -81,6 +80,8 @@ def event_line(event: str, level: str = "info", **fields: Any) -> str:
     if SESSION.run_id and "run_id" not in doc:
         doc["run_id"] = SESSION.run_id
     scrubbed: dict[str, Any] = active().scrub(doc)
+    import json  # here: most runs print no JSON, and --help none
+
     return json.dumps(scrubbed, default=str)
 
 
@@ -94,6 +95,8 @@ def notice(message: str, *, event: str = "meshops.notice", level: str = "info", 
 
 def render(data: Any, fmt: str) -> str:
     if fmt == "json":
+        import json
+
         return json.dumps(data, indent=2, default=str)
     import yaml
 

@@ -13,15 +13,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from meshops.cli.app import App
 from meshops.cli.app_light import pass_app
+
+# Imported where the demo runs, not for `meshops demo --help`.
+if TYPE_CHECKING:
+    import subprocess
+
+    from meshops.cli.app import App
 
 _EXPORT = re.compile(r'^export ([A-Z0-9_]+)="(.*)"$')
 def _say(text: str) -> None:
@@ -29,6 +33,8 @@ def _say(text: str) -> None:
 
 
 def _sandbox(*args: str) -> subprocess.CompletedProcess[str]:
+    import subprocess
+
     return subprocess.run([sys.executable, "-m", "meshops", "sandbox", *args], capture_output=True, text=True,
                           check=False, timeout=300)
 
@@ -47,6 +53,8 @@ def _meshops(env: dict[str, str], app: App, *args: str) -> subprocess.CompletedP
     """One public meshops command against the sandbox, quiet unless it fails."""
     argv = [sys.executable, "-m", "meshops", "--kubeconfig", str(app.kubeconfig), "--state-dir", app.state_dir,
             "--quiet", *args]
+    import subprocess
+
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=1800)
     if proc.returncode not in (0, 130):
         raise click.ClickException(f"meshops {' '.join(args)} exited {proc.returncode}:\n{proc.stderr or proc.stdout}")
@@ -62,6 +70,9 @@ def _meshops(env: dict[str, str], app: App, *args: str) -> subprocess.CompletedP
 @pass_app
 def demo(app: App, from_version: str, to_version: str, directory: str | None, keep: bool) -> None:
     """Start a sandbox, canary-upgrade its Istio, show the mesh before and after, stop the sandbox."""
+    import tempfile
+
+    from meshops.cli.app import App
     from meshops.cli.upgrade_cmds import outputs_of, waves_of
     from meshops.engine.journal import RunState
     from meshops.steps.istio_finalize import FinalizeOutputs

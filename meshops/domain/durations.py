@@ -55,3 +55,13 @@ def format_duration(seconds: float, *, spaced: bool = False) -> str:
         return f"{minutes}m{sp}{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{sp}{minutes:02d}m"
+
+
+def duration_value(value: str | int | float) -> str | int | float:
+    """``value`` unchanged once it parses as a duration: the validator of ``Duration`` step inputs.
+
+    One named function, so the step catalog (``meshops.steps.inputs_catalog``) can tell a
+    duration input from an arbitrary validator and the quick validation path can check it.
+    """
+    parse_duration(value)
+    return value

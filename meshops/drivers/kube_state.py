@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import structlog
 
 from meshops.domain.errors import Conflict, DriverError, LockHeld
 from meshops.domain.k8stime import format_micro, parse_time
@@ -21,6 +23,8 @@ from meshops.drivers.kube_api import KubeApi
 
 NAMESPACE = "meshops-system"
 _RUN_LABEL = "meshops.dev/run"
+
+log = structlog.get_logger("meshops.lock")
 
 
 def _ensure_namespace(kube: KubeApi) -> None:
@@ -115,52 +119,62 @@ class LeaseLock:
         if current != self._holder:
             raise LockLost(f"{self.name} is now held by {current or 'nobody'}")
 
+    def _change_if(self, still: Callable[[dict[str, Any]], bool], change: Callable[[dict[str, Any]], None]) -> bool:
+        """Read the Lease; while ``still(lease)`` holds, apply ``change`` and write it. True if written.
+
+        A 409 says only that the Lease changed since it was read, or that something in between
+        said so (a proxy, an injected fault): only a fresh read tells whether it is still ours.
+        Giving up on the first 409 left a finished run's Lease held (chaos seed 101, run 46).
+        """
+        for _ in range(5):
+            lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
+            if lease is None or not still(lease):
+                return False
+            change(lease)
+            try:
+                self.kube.replace(lease)  # carries resourceVersion
+                return True
+            except Conflict:
+                continue
+        log.warning("lock.change_failed", lock=self.name, reason="every attempt conflicted")
+        return False
+
     def pause(self, run_id: str) -> None:
         """Keep the Lease for a stopped run, marked with its run id: nobody else may take it."""
         holder, self._holder = self._holder, None
         if holder is None:
             return
-        lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
-        if lease is None or (lease.get("spec") or {}).get("holderIdentity") != holder:
-            return
-        lease.setdefault("metadata", {}).setdefault("annotations", {})[PAUSED_ANNOTATION] = run_id
-        lease["spec"]["renewTime"] = format_micro(self._clock())
-        self.kube.replace(lease)
+
+        def mark(lease: dict[str, Any]) -> None:
+            lease.setdefault("metadata", {}).setdefault("annotations", {})[PAUSED_ANNOTATION] = run_id
+            lease["spec"]["renewTime"] = format_micro(self._clock())
+
+        self._change_if(lambda lease: (lease.get("spec") or {}).get("holderIdentity") == holder, mark)
 
     def abandon(self, run_id: str) -> bool:
         """Release the Lease if ``run_id`` holds it (paused or not). True if it did."""
-        lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
-        if lease is None:
-            return False
-        annotations = (lease.get("metadata") or {}).get("annotations") or {}
-        holder = (lease.get("spec") or {}).get("holderIdentity")
-        if annotations.get(PAUSED_ANNOTATION) != run_id and run_of(holder) != run_id:
-            return False
-        annotations.pop(PAUSED_ANNOTATION, None)
-        lease["spec"]["holderIdentity"] = None
-        lease["spec"]["renewTime"] = None
-        self.kube.replace(lease)
-        return True
+        def held_by_run(lease: dict[str, Any]) -> bool:
+            annotations = (lease.get("metadata") or {}).get("annotations") or {}
+            return annotations.get(PAUSED_ANNOTATION) == run_id or run_of((lease.get("spec") or {}).get("holderIdentity")) == run_id
+
+        def free(lease: dict[str, Any]) -> None:
+            ((lease.get("metadata") or {}).get("annotations") or {}).pop(PAUSED_ANNOTATION, None)
+            lease["spec"]["holderIdentity"] = None
+            lease["spec"]["renewTime"] = None
+
+        return self._change_if(held_by_run, free)
 
     def release(self) -> None:
         holder, self._holder = self._holder, None
         if holder is None:
             return
-        # A 409 only says the Lease changed since it was read: read it again and give it back if it
-        # is still ours; someone else's now (taken after expiry) is theirs. Giving up on the first
-        # conflict left a finished run's Lease held until it expired (the chaos suite's switchovers
-        # found both clusters' Leases so after one conflict on the update).
-        for _ in range(5):
-            lease = self.kube.get("coordination.k8s.io/v1", "Lease", self.lease_name, NAMESPACE)
-            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != holder:
-                return
+
+        def free(lease: dict[str, Any]) -> None:
             lease["spec"]["holderIdentity"] = None
             lease["spec"]["renewTime"] = None
-            try:
-                self.kube.replace(lease)
-                return
-            except Conflict:
-                continue
+
+        # Someone else holding it (taken over after expiry) makes ``still`` false: theirs now.
+        self._change_if(lambda lease: (lease.get("spec") or {}).get("holderIdentity") == holder, free)
 
 
 # A real API server refuses a ConfigMap whose data passes 1 MiB (1048576 bytes: Kubernetes'
@@ -190,7 +204,17 @@ class ConfigMapStateStore:
     def _chunk_name(self, run_id: str, n: int) -> str:
         return f"{self._name(run_id)}-j{n}"
 
-    def create_run(self, run_id: str, *, playbook_text: str, playbook_path: str) -> None:
+    def create_run(self, run_id: str, *, playbook_text: str, playbook_path: str,
+                   first: Sequence[dict[str, Any]] = ()) -> None:
+        self._create_index(run_id, playbook_text=playbook_text, playbook_path=playbook_path)
+        if first:
+            self.append(run_id, list(first))
+
+    def discard_run(self, run_id: str) -> None:
+        """Not used for a mirror (runs are born locally); kept for the protocol: the index goes."""
+        self.kube.delete("v1", "ConfigMap", self._name(run_id), namespace=NAMESPACE)
+
+    def _create_index(self, run_id: str, *, playbook_text: str, playbook_path: str) -> None:
         if not self._ready:
             _ensure_namespace(self.kube)
             self._ready = True

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +32,9 @@ Record = dict[str, Any]
 class StateStore(Protocol):
     """Where journals live. ``append`` returns only once the record is durable."""
 
-    def create_run(self, run_id: str, *, playbook_text: str, playbook_path: str) -> None: ...
+    def create_run(self, run_id: str, *, playbook_text: str, playbook_path: str,
+                   first: Sequence[Record] = ()) -> None: ...
+    def discard_run(self, run_id: str) -> None: ...
     def append(self, run_id: str, records: list[Record]) -> None: ...
     def records(self, run_id: str) -> list[Record]: ...
     def playbook_text(self, run_id: str) -> str: ...
@@ -58,20 +61,40 @@ class LocalStateStore:
             raise BadInput(f"not a run id: {run_id!r}")
         return self.root / "runs" / run_id
 
-    def create_run(self, run_id: str, *, playbook_text: str, playbook_path: str) -> None:
+    def create_run(self, run_id: str, *, playbook_text: str, playbook_path: str,
+                   first: Sequence[Record] = ()) -> None:
+        """Create the run whole: its playbook and first records appear together or not at all.
+
+        Built in a hidden directory and renamed into place, so a kill at any moment leaves
+        either no run or one whose journal already says how it started (never a run
+        directory that ``rollback`` cannot read).
+        """
         d = self._dir(run_id)
-        runs_existed = d.parent.exists()
-        d.mkdir(parents=True, exist_ok=False)
-        tmp = d / "playbook.yaml.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(playbook_text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(d / "playbook.yaml")
-        _fsync_dir(d)
-        _fsync_dir(d.parent)
+        runs = d.parent
+        runs_existed = runs.exists()
+        runs.mkdir(parents=True, exist_ok=True)
+        if d.exists():
+            raise FileExistsError(f"run {run_id} already exists in {self.root}")
+        tmp = runs / f".new-{run_id}"
+        shutil.rmtree(tmp, ignore_errors=True)  # a creation killed half-way: never a run
+        tmp.mkdir()
+        _write_synced(tmp / "playbook.yaml", playbook_text.encode())
+        if first:
+            _write_synced(tmp / "journal.jsonl", _lines(first))
+        _fsync_dir(tmp)
+        tmp.rename(d)
+        _fsync_dir(runs)
         if not runs_existed:
-            _fsync_dir(d.parent.parent)  # `runs/` itself is a new entry of the state directory
+            _fsync_dir(runs.parent)  # `runs/` itself is a new entry of the state directory
+
+    def discard_run(self, run_id: str) -> None:
+        """Remove a run that never held its lock (refused with exit 4): it did nothing."""
+        with self._lock:
+            fd = self._fds.pop(run_id, None)
+            if fd is not None:
+                os.close(fd)
+        shutil.rmtree(self._dir(run_id), ignore_errors=True)
+        _fsync_dir(self._dir(run_id).parent)
 
     def temp_dir(self, run_id: str) -> Path:
         """The run's private temp directory (0700), for files handed to subprocesses."""
@@ -98,9 +121,7 @@ class LocalStateStore:
         # appends from another process at the same moment.
         with self._lock:
             fd, notes = self._fd(run_id)
-            data = "".join(json.dumps(r, separators=(",", ":"), sort_keys=True) + "\n"
-                           for r in [*notes, *records]).encode()
-            _write_all(fd, data)
+            _write_all(fd, _lines([*notes, *records]))
             os.fdatasync(fd)
 
     def records(self, run_id: str) -> list[Record]:
@@ -131,7 +152,8 @@ class LocalStateStore:
 
     def run_ids(self) -> list[str]:
         runs = self.root / "runs"
-        return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.exists() else []
+        # Hidden directories are runs still being created (or whose creation was killed).
+        return sorted(p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")) if runs.exists() else []
 
     def exists(self, run_id: str) -> bool:
         return (self._dir(run_id) / "playbook.yaml").exists()
@@ -141,6 +163,19 @@ class LocalStateStore:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+
+
+def _lines(records: Sequence[Record]) -> bytes:
+    return "".join(json.dumps(r, separators=(",", ":"), sort_keys=True) + "\n" for r in records).encode()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -206,10 +241,15 @@ class MirroredStateStore:
         self._synced: set[tuple[int, str]] = set()
         self._mu = threading.Lock()
 
-    def create_run(self, run_id: str, *, playbook_text: str, playbook_path: str) -> None:
-        for i, s in enumerate(self.stores):
-            s.create_run(run_id, playbook_text=playbook_text, playbook_path=playbook_path)
-            self._synced.add((i, run_id))
+    def create_run(self, run_id: str, *, playbook_text: str, playbook_path: str,
+                   first: Sequence[Record] = ()) -> None:
+        # Born in the first store only: no cluster write before the run holds its lock. The
+        # mirrors are created and brought level with the next append (or ``sync``).
+        self.stores[0].create_run(run_id, playbook_text=playbook_text, playbook_path=playbook_path, first=first)
+        self._synced.add((0, run_id))
+
+    def discard_run(self, run_id: str) -> None:
+        self.stores[0].discard_run(run_id)
 
     def append(self, run_id: str, records: list[Record]) -> None:
         first, *mirrors = self.stores
@@ -298,11 +338,16 @@ class Journal:
         self.secrets = secrets or SecretRegistry(parent=CREDENTIALS)
         self.strict = True  # a mirror failure raises (once); then records go on locally
 
-    def write(self, type_: str, **fields: Any) -> Record:
+    def record(self, type_: str, **fields: Any) -> Record:
+        """A record as ``write`` would append it (redacted, digested, checked), not yet written."""
         record: Record = {"type": type_, "ts": round(self._wall(), 3), **fields}
         record = self.secrets.scrub(record, keep=_STRUCTURAL)
         record["sha"] = record_digest(record)
         JournalRecord.parse(record)  # a record the replay could not read is a bug here, not later
+        return record
+
+    def write(self, type_: str, **fields: Any) -> Record:
+        record = self.record(type_, **fields)
         with self._lock:
             try:
                 self.store.append(self.run_id, [record])

@@ -31,7 +31,7 @@ from meshops.domain.locks import LockLost
 from meshops.domain.runlog import RunStatus, StepStatus
 from meshops.drivers.api import Drivers, NoDrivers
 from meshops.engine import run_secrets, templating
-from meshops.engine.failure import blank, half_done, nothing_changed, on_failure_policy
+from meshops.engine.failure import blank, half_done, nothing_changed, on_failure_policy, settle_finished
 from meshops.engine.fencing import Fence, FencedDrivers
 from meshops.engine.journal import Journal, MirrorFailed, RunState, StateStore, new_run_id
 from meshops.engine.lock import LockRenewer, RunLock, holder_identity
@@ -91,22 +91,29 @@ class Engine:
             run_secrets.scrub_error(exc, self.secrets)
             raise
 
+        # The run is born before it takes the lock, whole (playbook and first record together,
+        # locally only): a kill at any moment after the lock is held leaves a run that resume and
+        # rollback can read. A run refused with exit 4 is discarded and leaves nothing behind.
+        journal = self._journal(run_id)
+        started = journal.record("run_started", playbook=loaded.path, name=loaded.playbook.metadata.name,
+                                 params=public, hidden_params=sorted(secret_params or ()))
+        self.store.create_run(run_id, playbook_text=loaded.source.text, playbook_path=loaded.path, first=[started])
+
         def begin() -> RunResult:
-            # Created under the lock: a run refused with exit 4 leaves no journal behind.
-            self.store.create_run(run_id, playbook_text=loaded.source.text, playbook_path=loaded.path)
-            journal = self._journal(run_id)
-            journal.write("run_started", playbook=loaded.path, name=loaded.playbook.metadata.name,
-                          params=public, hidden_params=sorted(secret_params or ()))
             if self.opts.on_started is not None:
                 self.opts.on_started(run_id)
             return self._execute(run_id, loaded, params, journal, RunState(run_id=run_id))
 
-        return self._locked(run_id, begin)
+        try:
+            return self._locked(run_id, begin)
+        except LockHeld:
+            self.store.discard_run(run_id)
+            raise
 
     def resume(self, run_id: str, *, secret_values: dict[str, Any] | None = None) -> RunResult:
         state, loaded, params = self._reload(run_id, secret_values)
         if state.status == "succeeded":
-            self._give_back(run_id)
+            settle_finished(self.store, self.lock, run_id)
             return RunResult(run_id=run_id, status="succeeded", message="already finished")
         if state.status in ("rolled_back", "rolling_back", "rollback_failed", "abandoned"):
             raise BadInput(f"run {run_id} is {state.status.replace('_', ' ')}; it cannot be resumed "
@@ -123,7 +130,7 @@ class Engine:
     def rollback(self, run_id: str, *, secret_values: dict[str, Any] | None = None) -> RunResult:
         state, loaded, params = self._reload(run_id, secret_values)
         if state.status == "rolled_back":
-            self._give_back(run_id)
+            settle_finished(self.store, self.lock, run_id)
             return RunResult(run_id=run_id, status="rolled_back", message="already rolled back")
         journal = self._journal(run_id)
 
@@ -157,18 +164,6 @@ class Engine:
 
     def _journal(self, run_id: str) -> Journal:
         return Journal(self.store, run_id, wall=self.opts.clock, secrets=self.secrets)
-
-    def _give_back(self, run_id: str) -> None:
-        """Locks a finished run's killed process still holds (killed after its last record, before
-        its release): taken over, as their holder is provably dead or they expired, and released.
-        Held by another live run: theirs, left alone."""
-        if self.lock is None:
-            return
-        try:
-            self.lock.acquire(holder_identity(run_id))
-        except LockHeld:
-            return
-        self.lock.release()
 
     def _reload(self, run_id: str, secret_values: dict[str, Any] | None) -> tuple[RunState, LoadedPlaybook, dict[str, Any]]:
         sync = getattr(self.store, "sync", None)

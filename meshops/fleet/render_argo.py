@@ -4,12 +4,28 @@ typed models of Argo's API rather than from text templates.
 Shape: the entrypoint DAG chains, per wave, an optional approval (a ``suspend`` template:
 ``argo resume`` is the approval), the wave, and an optional soak (a ``suspend`` with a
 duration). A wave is a DAG template with ``parallelism`` = ``max_parallel`` and one task per
-cluster; ``failFast`` when its failure budget is 0. Argo has no failure *count* budget: a wave
-with a budget above 0 lets every cluster task finish (``continueOn.failed``) and a last task
-counts the failed ones from the tasks' statuses. Each cluster task runs the meshops image with
-the cluster's kubeconfig Secret (``meshops-kubeconfig-<cluster>``, key ``config``) or, for a
-cluster that names a ``service_account``, in-cluster under it; its state directory (journal and
-report) is the task's output artifact.
+cluster (``cluster-<name>``); ``failFast`` when its failure budget is 0. Argo has no failure
+*count* budget: in a wave with a budget above 0 a last ``budget`` task waits for every cluster
+task to end (``depends``: each one Succeeded, Failed or Errored), counts the failed ones from the
+tasks' statuses (an expression tag) and fails the wave when there are more than the budget. Each
+cluster task runs the meshops image with the cluster's kubeconfig Secret
+(``meshops-kubeconfig-<cluster>``, key ``config``) or, for a cluster that names a
+``service_account``, in-cluster under it; its state directory (journal and report) is the
+task's output artifact.
+
+Argo facts this follows (argoproj/argo-workflows at v3.7.18; unchanged at v4.1.2), each checked
+with a real expr-lang evaluator in ``tests/fleet/test_argo_semantics.py``:
+
+- ``workflow/validate/validate.go`` (validateDAG) refuses a DAG template that uses ``depends``
+  and also sets ``continueOn`` on a task ("Instead use 'dep-task.Failed'/'dep-task.Errored'"),
+  or that has a task whose name begins with a digit. Cluster names are DNS labels, which may
+  begin with a digit (and one may be called ``budget``): hence the ``cluster-`` prefix.
+- ``docs/enhanced-depends-logic.md``: ``.Failed`` is a non-0 exit code; ``.Errored`` is any other
+  error (pod deleted or evicted, deadline, image pull). ``workflow/controller/dag.go``
+  (evaluateDependsLogic) turns ``-`` into ``_`` in task names and evaluates ``depends`` with
+  expr-lang over each task's results.
+- ``workflow/controller/dag.go`` (assessDAGPhase): only a DAG's leaf tasks decide its phase, so
+  failed cluster tasks ahead of ``budget`` do not fail the wave by themselves; ``budget`` does.
 """
 
 from __future__ import annotations
@@ -20,7 +36,6 @@ from hera.workflows.models import (
     Arguments,
     Artifact,
     Container,
-    ContinueOn,
     CronWorkflow,
     CronWorkflowSpec,
     DAGTask,
@@ -71,16 +86,44 @@ def _job_template(loaded: LoadedFleet, cluster: str) -> Template:
     )
 
 
+def task_name(cluster: str) -> str:
+    """A cluster's task in its wave's DAG (see the module docstring for why not the bare name)."""
+    return f"cluster-{cluster}"
+
+
+# Node phases that mean "this cluster failed" (pkg/apis/workflow/v1alpha1 NodePhase): Failed is
+# a non-0 exit (meshops exits 1 or 3); Error is the pod itself failing (evicted, deleted, OOM,
+# deadline), the run's outcome unknown: it counts against the budget too.
+FAILED_PHASES = ("Failed", "Error")
+
+
+def budget_expression(tasks: list[str]) -> str:
+    """The expression tag counting the wave's failed cluster tasks.
+
+    ``docs/variables.md`` (v3.7.18): ``{{=...}}`` is evaluated with expr-lang; ``tasks.<TASKNAME>.status``
+    is the phase of a previous task; a hyphenated name must be indexed (``tasks['cluster-c1']``),
+    as ``tasks.cluster-c1`` parses as a subtraction. Only ancestors are in scope
+    (dag.go buildLocalScopeFromTask), so ``budget`` depends on every cluster task.
+    """
+    phases = ", ".join(f"'{p}'" for p in FAILED_PHASES)
+    return "{{=" + " + ".join(f"(tasks['{t}'].status in [{phases}] ? 1 : 0)" for t in tasks) + "}}"
+
+
+def budget_depends(tasks: list[str]) -> str:
+    """``budget`` runs once every cluster task has ended, however it ended (no ``continueOn``: Argo
+    refuses it beside ``depends``). Cluster tasks have no ``when``/``depends``, so they are never
+    Skipped or Omitted."""
+    return " && ".join(f"({t}.Succeeded || {t}.Failed || {t}.Errored)" for t in tasks)
+
+
 def _wave_template(wave: Wave) -> Template:
     budget = wave.spec.max_failures
-    tasks = [DAGTask(name=c, template=f"job-{c}", continue_on=ContinueOn(failed=True) if budget else None)
-             for c in wave.clusters]
+    names = [task_name(c) for c in wave.clusters]
+    tasks = [DAGTask(name=n, template=f"job-{c}") for n, c in zip(names, wave.clusters, strict=True)]
     if budget:
-        # Fails the wave once more clusters failed than its budget allows.
-        failed = " + ".join(f"(tasks['{c}'].status == 'Failed' ? 1 : 0)" for c in wave.clusters)
-        tasks.append(DAGTask(name="budget", template="budget", depends=" && ".join(f"({c}.Succeeded || {c}.Failed)" for c in wave.clusters),
+        tasks.append(DAGTask(name="budget", template="budget", depends=budget_depends(names),
                              arguments=Arguments(parameters=[
-                                 Parameter(name="failed", value=f"{{{{=({failed})}}}}"),
+                                 Parameter(name="failed", value=budget_expression(names)),
                                  Parameter(name="budget", value=str(budget))])))
     return Template(name=f"wave-{wave.name}", parallelism=wave.spec.max_parallel,
                     dag=DAGTemplate(fail_fast=budget == 0, tasks=tasks))

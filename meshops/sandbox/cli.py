@@ -7,10 +7,8 @@ on its own as ``python -m meshops.sandbox``.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -101,6 +99,8 @@ def up(directory: Path, clusters: str, k8s_version: str, rollout_seconds: float,
     for extension in extensions:
         command += ["--extension", extension]
     log_path = directory / runtime.LOG_FILE
+    import subprocess  # here, not at the top, like runtime: `meshops sandbox --help` stays light
+
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
@@ -186,6 +186,8 @@ def status(directory: Path, as_json: bool) -> None:
 def serve(directory: Path, clusters: str, k8s_version: str, rollout_seconds: float, nodes: int,
           options_json: str | None, extensions: tuple[str, ...]) -> None:
     """Run the sandbox in the foreground (what `up` starts in the background)."""
+    import logging
+
     from . import runtime  # here, not at the top: `meshops sandbox --help` stays light
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

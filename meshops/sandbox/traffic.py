@@ -27,13 +27,11 @@ per cluster per second. ``meshops sandbox traffic`` runs it; the JSON lines it w
 
 from __future__ import annotations
 
-import http.client
 import json
 import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +64,8 @@ def _get(address: tuple[str, int], path: str, host: str, timeout: float) -> int 
     """Status of one GET on loopback, None when no connection (or answer) came."""
     if address[0] not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"the sandbox's traffic stays on loopback; refusing {address[0]}")
+    import http.client  # here, not at the top: `meshops sandbox --help` imports this module
+
     conn = http.client.HTTPConnection(address[0], address[1], timeout=timeout)
     try:
         conn.request("GET", path, headers={"Host": host, "User-Agent": "meshops-sandbox-traffic/1"})
@@ -264,6 +264,8 @@ class LoadGenerator:
         self.counts.add(started, ingress.cluster, status is not None and 200 <= status < 400)
 
     def _run(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         start = time.monotonic()
         with ThreadPoolExecutor(max_workers=16, thread_name_prefix="traffic") as pool:
             n = 0

@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 
-from meshops.sandbox.route53 import DUMMY_KEY, DUMMY_REGION
 from meshops.sandbox.traffic import (
     MAX_RATE,
     MAX_SECONDS,
@@ -28,6 +27,8 @@ def generator_for(directory: Path, *, rate: float, duration: float, path: str, c
     import random
 
     import boto3
+
+    from meshops.sandbox.route53 import DUMMY_KEY, DUMMY_REGION  # here: `meshops sandbox --help` stays light
 
     facts = json.loads((directory / "sandbox.json").read_text())
     r53: dict[str, Any] = facts.get("route53") or {}

@@ -9,10 +9,11 @@ with ``irreversible = True``; the engine then records that rollback passed over 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from typing import Annotated, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
+from meshops.domain.durations import duration_value
 from meshops.ops.context import Approvals as Approvals
 from meshops.ops.context import Logger as Logger
 from meshops.ops.context import Progress as Progress
@@ -25,6 +26,11 @@ class StepInputs(BaseModel):
     text input becomes text (``"{{ index }}"`` renders to an int)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, defer_build=True)
+
+
+# A duration input (``30s``, ``5m``, ``1h30m`` or seconds). Steps use this one type rather than
+# their own validator, so the step catalog knows the field and the quick validation path checks it.
+Duration = Annotated[str | float, AfterValidator(duration_value)]
 
 
 class StepOutputs(BaseModel):

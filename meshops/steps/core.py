@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import PermanentStepError, TemporaryStepError
-from meshops.steps.base import Change, NoOutputs, Step, StepContext, StepInputs, StepOutputs, StepPlan
+from meshops.steps.base import (
+    Change,
+    Duration,
+    NoOutputs,
+    Step,
+    StepContext,
+    StepInputs,
+    StepOutputs,
+    StepPlan,
+)
 from meshops.steps.registry import register
 
 
@@ -65,13 +74,7 @@ class Log(Step[LogInputs, NoOutputs]):
 
 
 class WaitInputs(StepInputs):
-    duration: str | float
-
-    @field_validator("duration")
-    @classmethod
-    def _is_duration(cls, v: str | float) -> str | float:
-        parse_duration(v)
-        return v
+    duration: Duration
 
 
 @register

@@ -11,25 +11,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
-
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import AwaitingApproval, PermanentStepError
-from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
+from meshops.steps.base import Change, Duration, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.registry import register
 
 
 class ApproveInputs(StepInputs):
     message: str = "approve to continue"
-    timeout: str | float = "24h"
-    wait: str | float = "0s"
+    timeout: Duration = "24h"
+    wait: Duration = "0s"
     on_timeout: Literal["fail", "continue"] = "fail"
-
-    @field_validator("timeout", "wait")
-    @classmethod
-    def _is_duration(cls, v: str | float) -> str | float:
-        parse_duration(v)
-        return v
 
 
 class ApproveOutputs(StepOutputs):

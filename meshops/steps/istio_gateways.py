@@ -30,7 +30,7 @@ import copy
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import DriverError, PermanentStepError, TemporaryStepError
@@ -50,7 +50,7 @@ from meshops.ops.istio_common import (
 )
 from meshops.ops.istio_settings import get_or_none, overlay_spec
 from meshops.ops.k8s_watch import watch_until
-from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
+from meshops.steps.base import Change, Duration, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.install import _deployment_ready, overlay_file, wait_ready
 from meshops.steps.registry import register
 
@@ -70,14 +70,8 @@ class GatewaysInputs(StepInputs):
     backup: list[dict[str, Any]] = Field(default_factory=list)  # istioctl gateways as they were (the check's)
     istioctl: str = ""
     concurrency: Annotated[int, Field(ge=1)] = 5
-    timeout: str | float = "10m"
+    timeout: Duration = "10m"
     istio_namespace: str = ISTIO_NAMESPACE
-
-    @field_validator("timeout")
-    @classmethod
-    def _duration(cls, v: str | float) -> str | float:
-        parse_duration(v)
-        return v
 
 
 class GatewaysOutputs(StepOutputs):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from meshops.domain.durations import parse_duration
 from meshops.domain.errors import PermanentStepError
@@ -37,7 +37,7 @@ from meshops.ops.istio_common import (
     revision_exists,
     set_namespace_labels,
 )
-from meshops.steps.base import Change, Step, StepContext, StepInputs, StepOutputs, StepPlan
+from meshops.steps.base import Change, Duration, Step, StepContext, StepInputs, StepOutputs, StepPlan
 from meshops.steps.gates import Approve, ApproveInputs
 from meshops.steps.registry import register
 
@@ -53,21 +53,15 @@ class WaveInputs(StepInputs):
     backup: list[dict[str, Any]] = Field(default_factory=list)
     canary_tag: str = "prod-canary"
     concurrency: Annotated[int, Field(ge=1)] = 20
-    wave_timeout: str | float = "10m"
+    wave_timeout: Duration = "10m"
     istioctl: str = ""
     prometheus: str = ""
     gate_exprs: list[str] = Field(default_factory=list)  # "{namespaces}" becomes the wave's namespaces regex
     probes: list[str] = Field(default_factory=list)
-    gate_duration: str | float = "0s"
-    gate_interval: str | float = "10s"
+    gate_duration: Duration = "0s"
+    gate_interval: Duration = "10s"
     approve: bool = False
     istio_namespace: str = ISTIO_NAMESPACE
-
-    @field_validator("wave_timeout", "gate_duration", "gate_interval")
-    @classmethod
-    def _duration(cls, v: str | float) -> str | float:
-        parse_duration(v)
-        return v
 
 
 class WaveOutputs(StepOutputs):

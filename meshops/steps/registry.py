@@ -26,7 +26,7 @@ _EXTRAS_DONE = False
 _BUILTINS_DONE = False
 _LOAD_LOCK = threading.RLock()
 # Modules of this package that define no step types.
-_NOT_STEPS = frozenset({"base", "registry"})
+_NOT_STEPS = frozenset({"base", "registry", "inputs_catalog", "_catalog_data"})
 # A step class's name, at class-body indentation (pydantic fields are `name: str`, not `name = "..."`).
 _NAME = re.compile(r'^    name = "([^"]+)"$', re.MULTILINE)
 _CATALOG: dict[str, str] | None = None

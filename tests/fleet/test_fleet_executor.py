@@ -127,8 +127,14 @@ def test_approval_gate_needs_meshops_approve(harness: Harness) -> None:
 def test_sigterm_stops_children_at_a_safe_point(harness: Harness) -> None:
     loaded = harness.write(fleet_doc(SIX, WAVES))
     harness.plan({"c2": {"sleep": 30}, "c3": {"sleep": 30}})
-    stop_at = time.monotonic() + 1.5
-    state = harness.executor(stop=lambda: time.monotonic() > stop_at).start(loaded)
+    # Stop once both wave-2 children have journaled their runs (a fixed delay raced their start on a busy box).
+    give_up = time.monotonic() + 30
+
+    def stop() -> bool:
+        started = {("upgrade", "c2"), ("upgrade", "c3")} <= set(harness.effects())
+        return started or time.monotonic() > give_up
+
+    state = harness.executor(stop=stop).start(loaded)
     assert (state.status, state.exit_code) == ("interrupted", 130)
     assert state.cluster("c2").status == "interrupted" and state.cluster("c2").run_id
     harness.plan({})

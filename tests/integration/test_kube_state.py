@@ -296,3 +296,38 @@ def test_a_conflict_on_creating_the_journal_index_is_retried(cluster: Cluster, k
     finally:
         cluster.request_filters.remove(conflict_once)
     assert seen and ConfigMapStateStore(kube).exists("conflicted")
+
+
+@pytest.mark.parametrize("how", ["release", "pause", "abandon"])
+def test_a_conflict_while_letting_go_is_retried(cluster: Cluster, kube: KubeClient, how: str) -> None:
+    """Found by bench/chaos.py (seed 101, run 46): a 409 on the release was taken for "someone
+    took it after expiry" and a run that had ended with exit 1 left its Lease held."""
+    name = f"t-{how}409"
+    a = LeaseLock(kube, name=name, duration=30)
+    a.acquire("run-a@h/1")
+    seen = []
+
+    def conflict_once(info):  # type: ignore[no-untyped-def]
+        if info.resource == "leases" and info.verb == "update" and not seen:
+            seen.append(1)
+            return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
+                         "reason": "Conflict", "message": "injected"}, {}
+        return None
+
+    cluster.request_filters.append(conflict_once)
+    try:
+        if how == "release":
+            a.release()
+        elif how == "pause":
+            a.pause("run-a")
+        else:
+            assert a.abandon("run-a")
+    finally:
+        cluster.request_filters.remove(conflict_once)
+    lease = kube.get("coordination.k8s.io/v1", "Lease", name, "meshops-system")
+    assert seen and lease is not None
+    annotations = lease["metadata"].get("annotations") or {}
+    if how == "pause":
+        assert lease["spec"]["holderIdentity"] == "run-a@h/1" and annotations.get("meshops.dev/paused-run") == "run-a"
+    else:
+        assert not lease["spec"].get("holderIdentity")

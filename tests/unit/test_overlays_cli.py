@@ -61,4 +61,4 @@ def test_tune_rejects_a_bad_window(capsys: pytest.CaptureFixture[str]) -> None:
     """`meshops tune --window 1m` is refused before any query (usage is sampled every 5m)."""
     code, _, err = cli(capsys, "tune", "--prometheus", "http://127.0.0.1:1", "--window", "1m")
     assert code == 2
-    assert "--window 1m: at least twice --resolution (5m)" in err
+    assert "--window 1m: at least twice --resolution (auto: 5m)" in err

@@ -195,3 +195,61 @@ def test_a_finished_run_whose_process_was_killed_before_its_release_gives_its_lo
                                      "renewed": now, "duration": 30}))
     assert engine.resume(result.run_id).message == "already finished"
     assert not lock_path.exists()
+class _KilledAfterAcquire(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no cleanup, no journal record."""
+
+
+class _LockThenDie(FileLock):
+    def acquire(self, holder: str) -> None:
+        super().acquire(holder)
+        raise _KilledAfterAcquire
+
+
+def test_a_kill_just_after_the_lock_is_taken_leaves_a_run_rollback_can_finish(tmp_path: Path) -> None:
+    """Found by `bench/chaos.py --seed 101` (run 2, SIGKILL after 3 writes): the Lease was held
+    but the run directory had no journal yet, so `meshops rollback RUN` said "no run" and the
+    Lease stayed with a run no command knew. The run is now born whole before it takes the lock."""
+    lock_path = tmp_path / "l"
+    with pytest.raises(_KilledAfterAcquire):
+        _run(_engine(tmp_path, _LockThenDie(lock_path, duration=0.5)), _writes(tmp_path, 0))
+    store = LocalStateStore(tmp_path / "state")
+    (run_id,) = store.run_ids()
+    records = store.records(run_id)
+    assert [r["type"] for r in records] == ["run_started"]
+    assert RunState.replay(run_id, records).status == "running"
+    time.sleep(0.6)  # the dead holder's lease expires
+    result = _engine(tmp_path, FileLock(lock_path, duration=30)).rollback(run_id)
+    assert result.status == "rolled_back"
+    assert not (tmp_path / "a").exists()
+    assert not lock_path.exists() or json.loads(lock_path.read_text()).get("holder") in (None, "")
+
+
+def test_a_run_refused_by_the_lock_leaves_no_run_behind(tmp_path: Path) -> None:
+    lock_path = tmp_path / "l"
+    FileLock(lock_path, duration=30).acquire("other@elsewhere/1")
+    with pytest.raises(LockHeld, match="other"):
+        _run(_engine(tmp_path, FileLock(lock_path, duration=30)), _writes(tmp_path, 0))
+    assert LocalStateStore(tmp_path / "state").run_ids() == []
+
+
+def test_a_run_creation_killed_half_way_is_no_run(tmp_path: Path) -> None:
+    store = LocalStateStore(tmp_path / "state")
+    (tmp_path / "state" / "runs" / ".new-r1").mkdir(parents=True)  # killed before the rename
+    assert store.run_ids() == []
+    store.create_run("r1", playbook_text="x", playbook_path="p", first=[{"type": "run_started", "ts": 1.0}])
+    assert store.run_ids() == ["r1"] and [r["type"] for r in store.records("r1")] == ["run_started"]
+
+
+def test_asking_a_finished_run_again_frees_the_lock_its_kill_left(tmp_path: Path) -> None:
+    """Found by `bench/chaos.py --seed 101` (run 44): killed after its last record, a finished run
+    kept its lock (and its mirror lagged). `resume`/`rollback` of it now settle both."""
+    lock_path = tmp_path / "l"
+    result = _run(_engine(tmp_path, FileLock(lock_path, duration=30)), _writes(tmp_path, 0))
+    assert result.status == "succeeded"
+    # As if SIGKILLed between `run_finished` and the release: the lock still names the run.
+    FileLock(lock_path, duration=30).acquire(f"{result.run_id}@elsewhere/1")
+    with pytest.raises(LockHeld):
+        _run(_engine(tmp_path, FileLock(lock_path, duration=30)), _writes(tmp_path, 0))
+    again = _engine(tmp_path, FileLock(lock_path, duration=30)).resume(result.run_id)
+    assert again.status == "succeeded"
+    assert _run(_engine(tmp_path, FileLock(lock_path, duration=30)), _writes(tmp_path, 0)).status == "succeeded"

@@ -128,3 +128,16 @@ def test_report_documents() -> None:
     assert annotations["kind"] == "ProxyResourceAnnotations" and annotations["workloads"] == []
     table = tune_report.render_table(report)
     assert "8 Prometheus queries" in table and "ns0/app0" in table
+
+
+def test_auto_resolution_keeps_about_a_thousand_points_and_short_windows_unchanged() -> None:
+    """`--resolution auto`: 5m up to 3.5 days (the very queries of before), then coarser."""
+    from meshops.ops.tune_gather import resolution_for
+
+    assert [resolution_for(d * 86400) for d in (0.5, 1, 3.5, 4, 7, 14, 30)] == [300, 300, 300, 600, 600, 1200, 2700]
+    for days in (0.5, 1, 2, 3.5):
+        scope = Scope(window_seconds=days * 86400, until=1_700_000_100)
+        auto = Scope(window_seconds=days * 86400, until=1_700_000_100, step_seconds=resolution_for(days * 86400))
+        assert build_queries(auto, Policy()) == build_queries(scope, Policy())
+    week = build_queries(Scope(window_seconds=7 * 86400, step_seconds=resolution_for(7 * 86400)), Policy())
+    assert "[604800s:600s]" in week["cpu_p"] and "[600s])" in week["cpu_p"]
