@@ -1,6 +1,9 @@
-"""Chaos: canary upgrades killed and faulted at random, then resumed or rolled back until they end.
+"""Chaos: canary upgrades and switchovers killed and faulted at random, then resumed or rolled back until they end.
 
-    python bench/chaos.py --runs 50 --seed S [--batch 5] [--keep]
+    python bench/chaos.py --runs 50 --seed S [--kind canary|switchover|both] [--batch 5] [--keep]
+
+With ``--kind both`` (the default) runs alternate kinds. The switchover half is in
+bench/chaos_switchover.py (its docstring says what it injects and checks); the canary half:
 
 Each run gets its own sandbox cluster (a batch of clusters per sandbox). A seeded random
 schedule decides, per run: API faults (500/429/409/503 at 2-30 %, latency, watch cuts, the
@@ -86,6 +89,26 @@ def make_plan(rng: random.Random, index: int, cluster: str) -> Plan:
                 first_action=rng.choice(["resume", "rollback"]))
 
 
+def chaos_kubeconfig(directory: Path) -> tuple[Path, str]:
+    """The kubeconfig the runs use and its bearer token (the secret looked for afterwards).
+
+    A sandbox that authenticates writes a random token (``sbx-...``) into its kubeconfig: that
+    one is used, as the API server requires it. An older sandbox's token is the word
+    "sandbox", which is in every hostname: it is replaced by a distinctive value."""
+    text = (directory / "kubeconfig").read_text()
+    token = f"chaos-{secrets.token_hex(12)}"
+    if "token: sandbox" in text:
+        text = text.replace("token: sandbox", f"token: {token}")
+    else:
+        found = re.search(r"^\s*token:\s*[\"']?([^\s\"']+)", text, re.MULTILINE)
+        if found is None or len(found.group(1)) < 12:
+            sys.exit("the sandbox's kubeconfig has no distinctive token to look for")
+        token = found.group(1)
+    path = directory / "kubeconfig-chaos"
+    path.write_text(text)
+    return path, token
+
+
 class Sandbox:
     def __init__(self, directory: Path, clusters: list[str]) -> None:
         self.dir = directory
@@ -101,9 +124,8 @@ class Sandbox:
             if m:
                 self.env[m.group(1)] = m.group(2).replace("$PATH", self.env.get("PATH", ""))
         # A token meshops must never write down: checked in every state file and the mirror.
-        self.token = f"chaos-{secrets.token_hex(12)}"
-        kubeconfig = directory / "kubeconfig-chaos"
-        kubeconfig.write_text((directory / "kubeconfig").read_text().replace("token: sandbox", f"token: {self.token}"))
+        kubeconfig, self.token = chaos_kubeconfig(directory)
+        self.secrets = {"kubeconfig token": self.token}
         self.env.update(KUBECONFIG=str(kubeconfig), MESHOPS_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
 
     def down(self) -> None:
@@ -279,11 +301,12 @@ def check_journal(sb: Sandbox, cluster: str, run_id: str) -> list[str]:
             n += 1
         if mirrored != local:
             bad.append(f"journal mirror ({len(mirrored)} records) != local journal ({len(local)} records)")
-    for p in state.rglob("*"):
-        if p.is_file() and sb.token in p.read_text(errors="replace"):
-            bad.append(f"the kubeconfig token is in {p.relative_to(sb.dir)}")
-    if any(sb.token in t for t in texts):
-        bad.append("the kubeconfig token is in the journal mirror")
+    for what, value in sb.secrets.items():
+        for p in state.rglob("*"):
+            if p.is_file() and value in p.read_text(errors="replace"):
+                bad.append(f"the {what} is in {p.relative_to(sb.dir)}")
+        if any(value in t for t in texts):
+            bad.append(f"the {what} is in the journal mirror")
     return bad
 
 
@@ -394,53 +417,102 @@ def one_run(sb: Sandbox, plan: Plan, rng: random.Random) -> Outcome:
     return o
 
 
-def chaos(runs: int, seed: int, batch: int, keep: bool, out: Any = sys.stdout) -> list[Outcome]:
-    rng = random.Random(seed)
-    results: list[Outcome] = []
-    print(f"chaos: seed {seed}, {runs} runs", file=out, flush=True)
-    done = 0
-    while done < runs:
-        n = min(batch, runs - done)
-        clusters = [f"c{done + i}" for i in range(n)]
-        directory = Path(tempfile.mkdtemp(prefix=f"meshops-chaos-{seed}-"))
-        sb = Sandbox(directory, clusters)
-        try:
-            for i, cluster in enumerate(clusters):
-                plan = make_plan(rng, done + i, cluster)
-                t0 = time.monotonic()
-                o = one_run(sb, plan, rng)
-                results.append(o)
-                kinds = ", ".join(f.split(",")[0] for f in plan.faults) or "no faults"
-                print(f"run {plan.index:3d} [{kinds}{'; lease stolen' if plan.steal_lease_after else ''}; "
-                      f"kill after {plan.kill_after_writes or '-'} writes] -> {o.status} "
-                      f"({'; '.join(o.history)}) {time.monotonic() - t0:.1f}s", file=out, flush=True)
-                for v in o.violations:
-                    print(f"  VIOLATION (seed {seed}, run {plan.index}): {v}", file=out, flush=True)
-        finally:
-            if keep:
-                print(f"sandbox kept in {directory}", file=out)
-            else:
-                sb.down()
-                shutil.rmtree(directory, ignore_errors=True)
-        done += n
+def chaos(runs: int, seed: int, batch: int, keep: bool, out: Any = sys.stdout, kind: str = "canary") -> list[Any]:
+    """``runs`` runs of ``kind`` (canary, switchover, or both: alternating, canary first)."""
+    kinds = [kind] * runs if kind != "both" else ["canary" if i % 2 == 0 else "switchover" for i in range(runs)]
+    # One random stream per kind: the canary runs of a seed are the same whatever --kind says.
+    rng, sw_rng = random.Random(seed), random.Random(f"switchover-{seed}")
+    results: list[Any] = []
+    print(f"chaos: seed {seed}, {runs} runs ({kind})", file=out, flush=True)
+    n_canary, canary_done = kinds.count("canary"), 0
+    sb: Sandbox | None = None
+    left: list[str] = []
+    world: Any = None
+
+    def close(box: Any) -> None:
+        if keep:
+            print(f"sandbox kept in {box.dir}", file=out)
+        else:
+            box.down()
+            shutil.rmtree(box.dir, ignore_errors=True)
+
+    try:
+        for index, k in enumerate(kinds):
+            t0 = time.monotonic()
+            if k == "switchover":
+                sys.path.insert(0, str(Path(__file__).resolve().parent))
+                import chaos_switchover as cs
+
+                if world is None:
+                    world = cs.World(Path(tempfile.mkdtemp(prefix=f"meshops-chaos-sw-{seed}-")))
+                so = cs.one_run(world, cs.make_plan(sw_rng, index), sw_rng)
+                results.append(so)
+                print(cs.describe(so, time.monotonic() - t0), file=out, flush=True)
+                for v in so.violations:
+                    print(f"  VIOLATION (seed {seed}, run {index}): {v}", file=out, flush=True)
+                continue
+            if not left:
+                if sb is not None:
+                    close(sb)
+                    sb = None
+                n = min(batch, n_canary - canary_done)
+                left = [f"c{canary_done + i}" for i in range(n)]
+                sb = Sandbox(Path(tempfile.mkdtemp(prefix=f"meshops-chaos-{seed}-")), list(left))
+            assert sb is not None
+            plan = make_plan(rng, index, left.pop(0))
+            o = one_run(sb, plan, rng)
+            canary_done += 1
+            results.append(o)
+            kinds_text = ", ".join(f.split(",")[0] for f in plan.faults) or "no faults"
+            print(f"run {plan.index:3d} [{kinds_text}{'; lease stolen' if plan.steal_lease_after else ''}; "
+                  f"kill after {plan.kill_after_writes or '-'} writes] -> {o.status} "
+                  f"({'; '.join(o.history)}) {time.monotonic() - t0:.1f}s", file=out, flush=True)
+            for v in o.violations:
+                print(f"  VIOLATION (seed {seed}, run {plan.index}): {v}", file=out, flush=True)
+    finally:
+        if sb is not None:
+            close(sb)
+        if world is not None:
+            close(world)
     return results
 
 
-def summary(results: list[Outcome], seed: int, out: Any = sys.stdout) -> int:
-    kinds: dict[str, int] = {}
-    for o in results:
-        for f in o.plan.faults:
-            kinds[f.split(",")[0]] = kinds.get(f.split(",")[0], 0) + 1
-        if o.plan.steal_lease_after:
-            kinds["lease-stolen"] = kinds.get("lease-stolen", 0) + 1
-        if o.plan.kill_after_writes:
-            kinds["sigkill"] = kinds.get("sigkill", 0) + 1
-    ends: dict[str, int] = {}
-    for o in results:
-        ends[o.status] = ends.get(o.status, 0) + 1
+def _count(counts: dict[str, int], key: str, n: int = 1) -> None:
+    counts[key] = counts.get(key, 0) + n
+
+
+def summary(results: list[Any], seed: int, out: Any = sys.stdout) -> int:
+    """Per kind: how the runs ended, the failure kinds and kill points exercised; then the violations."""
+    for kind in ("canary", "switchover"):
+        mine = [o for o in results if isinstance(o, Outcome) == (kind == "canary")]
+        if not mine:
+            continue
+        kinds: dict[str, int] = {}
+        kills: dict[str, int] = {}
+        ends: dict[str, int] = {}
+        for o in mine:
+            _count(ends, o.status)
+            if kind == "canary":
+                for f in o.plan.faults:
+                    _count(kinds, f.split(",")[0])
+                if o.plan.steal_lease_after:
+                    _count(kinds, "lease-stolen")
+                if o.plan.kill_after_writes:
+                    _count(kinds, "sigkill")
+                    _count(kills, f"after write #{o.plan.kill_after_writes}")
+                continue
+            for f in o.plan.fault_kinds():
+                _count(kinds, f)
+            for k, v in o.injected.items():
+                _count(kinds, f"route53-{k} requests hit", v)
+            if o.plan.kill is not None:
+                _count(kinds, "sigkill")
+                _count(kills, f"{o.plan.kill[0]}{'' if o.killed else ' (not reached)'}")
+        print(f"seed {seed} {kind}: {len(mine)} runs; ended {ends}; failure kinds exercised: "
+              + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())), file=out)
+        print(f"seed {seed} {kind}: kill points: " + (", ".join(f"{k} x{v}" for k, v in sorted(kills.items())) or "none"),
+              file=out)
     violations = sum(len(o.violations) for o in results)
-    print(f"seed {seed}: {len(results)} runs; ended {ends}; failure kinds exercised: "
-          + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())), file=out)
     print(f"seed {seed}: {violations} invariant violation(s)", file=out)
     return violations
 
@@ -451,9 +523,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--batch", type=int, default=5, help="clusters per sandbox (one run each)")
     ap.add_argument("--keep", action="store_true", help="leave each sandbox running")
+    ap.add_argument("--kind", choices=["canary", "switchover", "both"], default="both",
+                    help="which runs (both: alternating)")
     args = ap.parse_args()
+    sys.modules.setdefault("chaos", sys.modules["__main__"])  # chaos_switchover imports this module by name
+    # Stopped with SIGTERM (a background run ignores SIGINT): still take the sandboxes down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
-    results = chaos(args.runs, seed, args.batch, args.keep)
+    results = chaos(args.runs, seed, args.batch, args.keep, kind=args.kind)
     sys.exit(1 if summary(results, seed) else 0)
 
 

@@ -43,7 +43,12 @@ from meshops.drivers.route53_api import HostedZone as HostedZone
 from meshops.drivers.route53_api import Route53Api as Route53Api
 
 RETRYABLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNotComplete", "RequestLimitExceeded",
-                             "ServiceUnavailable", "InternalError"})
+                             "ServiceUnavailable"})
+# A 500 (AWS Common Errors: "InternalFailure ... the request processing has failed because of an
+# unknown error", HTTP 500) says nothing about whether the request took effect: a read is simply
+# asked again; a change is reported as of unknown outcome, so its caller reads the records back
+# before deciding (ops/switchover_common.send, route53_lock) instead of failing the step.
+SERVER_FAULT_CODES = frozenset({"InternalFailure", "InternalError", "InternalServerError"})
 _CREDENTIAL_CODES = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException",
                                "AccessDenied", "AccessDeniedException", "ExpiredToken", "InvalidAccessKeyId"})
 
@@ -135,7 +140,12 @@ class Route53Client:
                 code = str(exc.response.get("Error", {}).get("Code", ""))
                 message = str(exc.response.get("Error", {}).get("Message", ""))
                 self.log.add(started, op, code or "error")
-                if code in RETRYABLE_CODES and attempt < self.max_attempts:
+                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+                server_fault = code in SERVER_FAULT_CODES or (status == 500 and code not in RETRYABLE_CODES)
+                if server_fault and not idempotent:
+                    raise ChangeOutcomeUnknown(f"Route53 {op}: {code or status}: {message}; the change may or "
+                                               "may not have been applied") from None
+                if (code in RETRYABLE_CODES or server_fault) and attempt < self.max_attempts:
                     self._backoff(attempt)
                     continue
                 raise self._translate(op, code, message) from None
@@ -176,6 +186,8 @@ class Route53Client:
             return NotFound(text)
         if code in RETRYABLE_CODES:
             return DriverError(text + " (still throttled after every retry)", temporary=True)
+        if code in SERVER_FAULT_CODES:
+            return DriverError(text + " (still failing after every retry)", temporary=True)
         return DriverError(text, temporary=False)
 
     # ---- zones and records ----------------------------------------------------------------

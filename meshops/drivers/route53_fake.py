@@ -13,7 +13,9 @@ validator shows up as a rejected batch in tests rather than being mirrored by th
 - a change is PENDING for ``propagation`` seconds of the injected clock, then INSYNC;
 - ``fail_next`` makes the next calls of an operation fail with a code (``Throttling``...);
 - ``lose_next_answers`` applies the next change batches and then loses their answers
-  (``ChangeOutcomeUnknown``), as a read timeout after Route53 accepted a request does.
+  (``ChangeOutcomeUnknown``), as a read timeout after Route53 accepted a request does;
+  ``fail_next_changes_unapplied`` answers the next ones with a 500 that did not apply them
+  (also ``ChangeOutcomeUnknown``: the driver cannot tell the two apart).
 
 Change ids are unique (moto returns one constant id for every change).
 """
@@ -74,6 +76,7 @@ class FakeRoute53:
         self.log = RequestLog()
         self.batches: list[tuple[str, dict[str, Any]]] = []  # (zone id, ChangeBatch as sent), applied or not
         self.lost_answers = 0  # how many of the next applied change batches lose their answer
+        self.unapplied_failures = 0  # how many of the next change batches fail with a 500, not applied
 
     # ---- test set-up ----------------------------------------------------------------------
 
@@ -91,6 +94,9 @@ class FakeRoute53:
 
     def lose_next_answers(self, times: int = 1) -> None:
         self.lost_answers += times
+
+    def fail_next_changes_unapplied(self, times: int = 1) -> None:
+        self.unapplied_failures += times
 
     def fail_next(self, op: str, code: str = "Throttling", times: int = 1) -> None:
         self._failures.setdefault(op, []).extend([code] * times)
@@ -134,6 +140,10 @@ class FakeRoute53:
             validate_batch(batch, current)
         self._request("change_resource_record_sets")
         z = self._zone("change_resource_record_sets", zone_id)
+        if self.unapplied_failures > 0:
+            self.unapplied_failures -= 1
+            raise ChangeOutcomeUnknown("Route53 change_resource_record_sets: InternalFailure: injected; the change "
+                                       "may or may not have been applied")
         sent = batch.to_aws()
         self.batches.append((zone_id, sent))
         z.records = self._apply(z, sent)  # all or nothing: _apply works on a copy

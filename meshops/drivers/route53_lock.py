@@ -93,17 +93,27 @@ class RecordLock:
         if new is not None:
             changes.append(Change(action="CREATE", record=new))
         batch = ChangeBatch(changes=tuple(changes), comment="meshops: record lock")
-        try:
-            # Validated against what we assume is there; Route53 decides whether it really is.
-            self.r53.change(self.zone_id, batch, current=[old] if old is not None else [])
-        except ChangeOutcomeUnknown:
-            # The answer was lost: whether it applied is read back, never guessed.
-            return self.read() == new
-        except DriverError as exc:
-            if _rejected(exc):
-                return False
-            raise
-        return True
+        for _ in range(3):
+            try:
+                # Validated against what we assume is there; Route53 decides whether it really is.
+                self.r53.change(self.zone_id, batch, current=[old] if old is not None else [])
+            except ChangeOutcomeUnknown:
+                # The answer was lost (or was a 500): whether it applied is read back, never guessed.
+                # Still as it was -> it did not apply, so it is sent again: giving up here would
+                # leave a finished run's lock behind for its whole expiry (the chaos suite's
+                # switchovers did, after one transient 500 on the release).
+                now = self.read()
+                if now == new:
+                    return True
+                if now != old:
+                    return False
+                continue
+            except DriverError as exc:
+                if _rejected(exc):
+                    return False
+                raise
+            return True
+        return False
 
     # ---- RunLock --------------------------------------------------------------------------------
 

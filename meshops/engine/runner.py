@@ -171,6 +171,12 @@ class Engine:
             sync(run_id)  # a mirror left behind by a failed write is brought level first
         records = self.store.records(run_id)
         state = RunState.replay(run_id, records)
+        if state.status == RunStatus.UNKNOWN:
+            # Its directory made, killed before its first record: no params, so neither its steps
+            # nor the locks it took (a switchover's record lock and source Lease) can be known. A
+            # rollback used to "succeed" here, under the default Lease only, and leave those held.
+            raise BadInput(f"run {run_id} never started (it stopped before its first journal record): "
+                           "nothing to resume or roll back; start it again (its locks are taken over)")
         loaded = load_playbook_text(self.store.playbook_text(run_id), path=state.playbook or f"{run_id}/playbook.yaml")
         params = dict(state.params)
         self._new_secrets(params, set(state.hidden_params))

@@ -111,6 +111,55 @@ def install_strict_batches() -> None:
 
     change.__wrapped__ = original  # type: ignore[attr-defined]
     Route53Backend.change_resource_record_sets = change  # type: ignore[method-assign]
+    # A batch is atomic for readers too: Route53 answers ListResourceRecordSets from before or
+    # after a change, never from half of it (ChangeResourceRecordSets API reference: "all of the
+    # changes are made, or none"). moto's list walks the zone while a batch may be rewriting it;
+    # reading under the batch lock gives AWS's picture (a DNS observer would otherwise see a
+    # conversion's DELETE without its CREATEs, or one weight of a shift without the other).
+    listing = Route53Backend.list_resource_record_sets
+
+    def list_records(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _BATCHES:
+            return listing(self, *args, **kwargs)
+
+    list_records.__wrapped__ = listing  # type: ignore[attr-defined]
+    Route53Backend.list_resource_record_sets = list_records  # type: ignore[method-assign]
+    _install_health_check_references(Route53Backend, exc.Route53ClientError)
+
+
+def _install_health_check_references(backend: Any, error: Any) -> None:
+    """CreateHealthCheck's CallerReference as AWS has it (CreateHealthCheck API reference,
+    CallerReference): the same reference and settings again return the existing check instead
+    of a second one (what makes a create retried after a lost answer safe); the same reference
+    with other settings, or the reference of a deleted check, is HealthCheckAlreadyExists (409).
+    moto creates a new check for every request."""
+    create, delete = backend.create_health_check, backend.delete_health_check
+    settings: dict[str, tuple[str, dict[str, Any]]] = {}  # id -> (reference, settings)
+    deleted: set[str] = set()
+
+    def create_check(self: Any, caller_reference: str, health_check_args: dict[str, Any]) -> Any:
+        with _BATCHES:
+            if caller_reference in deleted:
+                raise error("HealthCheckAlreadyExists", f"A health check with CallerReference {caller_reference} "
+                            "was deleted; its reference cannot be used again")
+            for check_id, (ref, args) in settings.items():
+                if ref == caller_reference and check_id in self.health_checks:
+                    if args != health_check_args:
+                        raise error("HealthCheckAlreadyExists", f"A health check with CallerReference "
+                                    f"{caller_reference} exists with other settings")
+                    return self.health_checks[check_id]
+            made = create(self, caller_reference, health_check_args)
+            settings[made.id] = (caller_reference, dict(health_check_args))
+            return made
+
+    def delete_check(self: Any, health_check_id: str) -> None:
+        with _BATCHES:
+            if health_check_id in settings and health_check_id in self.health_checks:
+                deleted.add(settings[health_check_id][0])
+            delete(self, health_check_id)
+
+    backend.create_health_check = create_check
+    backend.delete_health_check = delete_check
     _installed = True
 
 

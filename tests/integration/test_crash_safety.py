@@ -162,10 +162,18 @@ def test_a_second_run_is_refused_while_the_lock_is_held(tmp_path: Path) -> None:
     deadline = time.time() + 30
     while not any(r["type"] == "step_started" for r in journal(state)) and time.time() < deadline:
         time.sleep(0.005)
-    second = meshops(state, "run", str(pb), "--var", f"dir={work}")
-    _, err = second.communicate(timeout=60)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    assert any(r["type"] == "step_started" for r in journal(state)), "the first run never started a step"
+    # The first run holds the lock now. Freeze it there: it stays a live holder that has renewed
+    # within the lock's 30 s for as long as the second run takes to start and check, however
+    # loaded the machine (left running, it used to finish its ~1.6 s of steps and release the
+    # lock before a slow second interpreter got to it, which then ran and exited 0).
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = meshops(state, "run", str(pb), "--var", f"dir={work}")
+        _, err = second.communicate(timeout=60)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
     assert second.returncode == 4
     assert "holds the lock" in err and "crashy" in err
     assert len(list((state / "runs").iterdir())) == 1  # the refused run left no journal

@@ -154,18 +154,59 @@ class Exchange:
     body: bytes
     status: int
     response: bytes
+    upstream_status: int = 0  # what moto answered (0: not forwarded)
+    upstream_response: bytes = b""
+
+
+# What Route53 answers when it refuses a request (API reference, "Common Errors"): HTTP status,
+# the error's Type and Code. Throttling is a 400 Sender error; the 5xx are Receiver errors.
+ROUTE53_ERRORS = {"throttle": (400, "Sender", "Throttling"), "500": (500, "Receiver", "InternalFailure"),
+                  "503": (503, "Receiver", "ServiceUnavailable")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProxyFault:
+    """One kind of Route53 misbehaviour, hitting each Route53 API request with probability ``rate``:
+    ``throttle``/``500``/``503`` answer an error without forwarding; ``slow`` holds the request
+    ``ms`` before forwarding; ``500-after`` forwards (the change applies) and answers 500, as when
+    AWS applied a change but the answer was an error."""
+
+    kind: str
+    rate: float
+    ms: int = 0
+
+
+def _error_body(kind: str) -> tuple[int, bytes]:
+    status, typ, code = ROUTE53_ERRORS[kind]
+    return status, (f'<?xml version="1.0"?><ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/">'
+                    f"<Error><Type>{typ}</Type><Code>{code}</Code><Message>injected {code}</Message></Error>"
+                    f"<RequestId>x</RequestId></ErrorResponse>").encode()
+
+
+def is_route53_change(method: str, path: str) -> bool:
+    """A request that changes Route53: a record batch, a health check's creation, tags or deletion."""
+    return (method == "POST" and (path.endswith("/rrset/") or path.endswith("/rrset") or "/healthcheck" in path)) \
+        or (method == "DELETE" and "/healthcheck/" in path)
 
 
 @dataclass
 class Route53Proxy:
     """Forwards to moto; records every request; answers ``Throttling`` / ``PriorRequestNotComplete``
-    for the requests ``throttle(n)`` says (by position), as Route53 does with HTTP 400."""
+    for the requests ``throttle(n)`` says (by position), as Route53 does with HTTP 400.
+
+    ``faults`` (drawn from ``rng``) inject errors and latency at random; ``after_forward(method,
+    path, status)`` is called once moto has answered and before the client gets the answer (a
+    chaos run SIGKILLs the client there: the change applied, its answer never read)."""
 
     upstream: str
     exchanges: list[Exchange] = field(default_factory=list)
     throttle_every: int = 0  # every n-th request is throttled (0: never)
     throttle_code: str = "Throttling"
     on_change: Callable[[dict[str, Any]], None] | None = None
+    faults: list[ProxyFault] = field(default_factory=list)
+    rng: Any = None  # random.Random for ``faults``
+    after_forward: Callable[[str, str, int], None] | None = None
+    injected: dict[str, int] = field(default_factory=dict)  # fault kind -> requests it hit
 
     def __post_init__(self) -> None:
         proxy = self
@@ -180,7 +221,13 @@ class Route53Proxy:
                     proxy._count += 1
                     n = proxy._count
                 now = time.monotonic()
-                if proxy.throttle_every and n % proxy.throttle_every == 0:
+                up_status, up_out = 0, b""
+                fault = proxy._draw(self.path)
+                if fault is not None and fault.kind == "slow":
+                    time.sleep(fault.ms / 1000)
+                if fault is not None and fault.kind in ROUTE53_ERRORS:
+                    status, out = _error_body(fault.kind)
+                elif proxy.throttle_every and n % proxy.throttle_every == 0:
                     code = proxy.throttle_code
                     out = (f'<?xml version="1.0"?><ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/">'
                            f"<Error><Type>Sender</Type><Code>{code}</Code><Message>Rate exceeded</Message></Error>"
@@ -195,16 +242,24 @@ class Route53Proxy:
                         status, out = resp.status, resp.read()
                     finally:
                         conn.close()
+                    up_status, up_out = status, out
                     if proxy.on_change is not None and self.command == "POST" and self.path.endswith("/rrset/") \
                             and status == 200:
                         proxy.on_change(parse_change_batch(body))
+                    if proxy.after_forward is not None:
+                        proxy.after_forward(self.command, self.path, status)
+                    if fault is not None and fault.kind == "500-after":
+                        status, out = _error_body("500")
                 with proxy._lock:
-                    proxy.exchanges.append(Exchange(now, self.command, self.path, body, status, out))
-                self.send_response(status)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                    proxy.exchanges.append(Exchange(now, self.command, self.path, body, status, out, up_status, up_out))
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/xml")
+                    self.send_header("Content-Length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client was killed while waiting (a chaos run's kill point)
 
             do_GET = do_POST = do_DELETE = _forward
 
@@ -216,16 +271,27 @@ class Route53Proxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
+    def _draw(self, path: str) -> ProxyFault | None:
+        """The fault (if any) for one request: Route53's own API only (paths start with the version)."""
+        if not self.faults or self.rng is None or not path.startswith("/20"):
+            return None
+        with self._lock:
+            for f in self.faults:
+                if self.rng.random() < f.rate:
+                    self.injected[f.kind] = self.injected.get(f.kind, 0) + 1
+                    return f
+        return None
+
     def batches(self) -> list[dict[str, Any]]:
         """Every ChangeResourceRecordSets request sent, parsed, in order (throttled ones excluded)."""
         return [parse_change_batch(e.body) for e in self.exchanges
-                if e.method == "POST" and e.path.endswith("/rrset/") and e.status != 400]
+                if e.method == "POST" and e.path.endswith("/rrset/") and e.upstream_status == 200]
 
     def created_health_checks(self) -> list[str]:
         out = []
         for e in self.exchanges:
-            if e.method == "POST" and e.path.endswith("/healthcheck") and e.status in (200, 201):
-                el = ET.fromstring(e.response).find(f"{NS}HealthCheck/{NS}Id")
+            if e.method == "POST" and e.path.endswith("/healthcheck") and e.upstream_status in (200, 201):
+                el = ET.fromstring(e.upstream_response).find(f"{NS}HealthCheck/{NS}Id")
                 if el is not None and el.text:
                     out.append(el.text)
         return out

@@ -12,7 +12,7 @@ from botocore.stub import Stubber
 
 from meshops.domain.errors import BadInput, DriverError
 from meshops.domain.weights import Change, ChangeBatch, InvalidBatch, RecordSet, shift_batch
-from meshops.drivers.route53 import HealthCheckSpec, Route53Client
+from meshops.drivers.route53 import ChangeOutcomeUnknown, HealthCheckSpec, Route53Client
 from meshops.drivers.route53_fake import FakeAwsError, FakeRoute53
 from tests.support.fakeclock import FakeClock
 from tests.support.switchover import burst_of
@@ -68,6 +68,31 @@ def test_retries_give_up_as_a_temporary_driver_error() -> None:
     with stub, pytest.raises(DriverError, match="still throttled") as err:
         r53.get_change("C1")
     assert err.value.temporary
+
+
+def test_an_internal_failure_on_a_read_is_retried() -> None:
+    """Route53's 500 is InternalFailure (AWS Common Errors): a read is asked again, not failed
+    (the chaos suite's switchover runs rolled back on one transient 500 while reading the zone)."""
+    clock = FakeClock()
+    r53, stub = stubbed(clock)
+    stub.add_client_error("get_change", service_error_code="InternalFailure", http_status_code=500)
+    stub.add_client_error("get_change", service_error_code="InternalFailure", http_status_code=500)
+    stub.add_response("get_change", CHANGE_OK, {"Id": "C1"})
+    with stub:
+        assert r53.get_change("/change/C1").status == "PENDING"
+    assert r53.requests == 3 and r53.retries == 2
+
+
+def test_an_internal_failure_on_a_change_is_of_unknown_outcome() -> None:
+    """A 500 to ChangeResourceRecordSets may have applied: never resent blindly, never a plain
+    failure, but ChangeOutcomeUnknown, so the caller reads the records back and decides."""
+    clock = FakeClock()
+    r53, stub = stubbed(clock)
+    stub.add_client_error("change_resource_record_sets", service_error_code="InternalFailure",
+                          http_status_code=500)
+    with stub, pytest.raises(ChangeOutcomeUnknown, match="may or may not have been applied"):
+        r53.change("Z1", shift_batch((BLUE, GREEN), (90, 10)), current=[BLUE, GREEN])
+    assert r53.requests == 1
 
 
 def test_invalid_change_batch_is_permanent_and_not_retried() -> None:

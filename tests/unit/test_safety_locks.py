@@ -136,6 +136,65 @@ def test_liveness_needs_boot_id_pid_namespace_and_start_time() -> None:
     assert not holder_is_dead(f"r@{h.host}/999999")
 
 
+def test_a_lease_release_that_meets_a_conflict_reads_again_and_still_gives_it_back() -> None:
+    """A 409 on the release's update (the Lease changed since it was read) is no reason to keep
+    it: read again, and release it while it is still ours (the chaos suite's switchovers left a
+    finished run's Lease held until expiry after one conflict). Someone else's Lease is left alone."""
+    from meshops.domain.errors import Conflict
+    from meshops.drivers.kube_fake import FakeKube
+    from meshops.drivers.kube_state import LeaseLock
+    from tests.support.fakeclock import FakeClock
+
+    kube, clock = FakeKube(context="c"), FakeClock()
+    lock = LeaseLock(kube, name="t", duration=30, clock=clock)
+    lock.acquire("run-a")
+    kube.faults.append(["replace", "Lease", Conflict("the object has been modified"), 2])
+    lock.release()
+    lease = kube.get("coordination.k8s.io/v1", "Lease", "t", "meshops-system")
+    assert lease is not None and not lease["spec"]["holderIdentity"]
+
+    lock.acquire("run-a")
+    other = LeaseLock(kube, name="t", duration=30, clock=clock)
+    clock.sleep(31)
+    other.acquire("run-b")  # taken over after expiry: run-a's release must leave it be
+    lock.release()
+    lease = kube.get("coordination.k8s.io/v1", "Lease", "t", "meshops-system")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "run-b"
+
+
+@pytest.mark.parametrize("action", ["rollback", "resume"])
+def test_a_run_killed_before_its_first_record_is_refused_not_rolled_back(tmp_path: Path, action: str) -> None:
+    """A run whose directory exists but whose journal is empty (killed between creating it and
+    writing run_started) has no params: resume and rollback refuse it (exit 2) instead of "rolling
+    back" under the default lock only, which left a switchover's record lock and source Lease held
+    (found by the chaos suite's switchovers)."""
+    from meshops.domain.errors import BadInput
+
+    store = LocalStateStore(tmp_path / "state")
+    store.create_run("20260101-000000-switchover-dead", playbook_text=_writes(tmp_path, 0), playbook_path="t.yaml")
+    engine = Engine(store=store, options=EngineOptions())
+    with pytest.raises(BadInput, match="never started"):
+        getattr(engine, action)("20260101-000000-switchover-dead")
+    assert store.records("20260101-000000-switchover-dead") == []
+
+
+def test_a_finished_run_whose_process_was_killed_before_its_release_gives_its_locks_back(tmp_path: Path) -> None:
+    """Killed after its last record and before releasing its lock, a finished run leaves the lock
+    to a dead holder: `resume` ("already finished") takes it over and releases it (the chaos
+    suite's switchovers found a target Lease held so after a kill at the very end)."""
+    lock_path = tmp_path / "lock.json"
+    engine = _engine(tmp_path, FileLock(lock_path))
+    result = _run(engine, _writes(tmp_path, 0))
+    assert result.status == "succeeded"
+    # As the killed process left it: held, freshly renewed, by this run on a process that is gone
+    # (this host, boot and PID namespace; a pid whose start time does not match).
+    run, _, ident = holder_identity(result.run_id).partition("@")
+    host, _pid, boot, pidns, _start = ident.split("/")
+    now = time.time()
+    lock_path.write_text(json.dumps({"holder": f"{run}@{host}/{2**22 + 1}/{boot}/{pidns}/1", "acquired": now,
+                                     "renewed": now, "duration": 30}))
+    assert engine.resume(result.run_id).message == "already finished"
+    assert not lock_path.exists()
 class _KilledAfterAcquire(BaseException):
     """Stands for SIGKILL: nothing after it runs, no cleanup, no journal record."""
 

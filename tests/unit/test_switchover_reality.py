@@ -79,6 +79,21 @@ def test_a_free_record_lock_costs_one_request_a_held_one_two() -> None:
     assert r53.requests - before == 2  # the refused CREATE, then the read that names the holder
 
 
+def test_a_record_lock_release_answered_500_is_sent_again_not_left_behind() -> None:
+    """A 500 on the release (not applied: the lock still ours) is sent again; the chaos suite's
+    switchovers left a finished run's lock for its whole expiry after one transient 500. A 500 on
+    the acquire is sent again the same way."""
+    clock, r53 = FakeClock(), FakeRoute53()
+    zone = r53.add_zone("example.com")
+    lock = _lock(r53, zone, clock)
+    r53.fail_next_changes_unapplied(1)
+    lock.acquire("run-1@elsewhere/1")
+    assert "run=run-1" in r53.list_records(zone, lock_name("app.example.com"))[0].values[0]
+    r53.fail_next_changes_unapplied(2)
+    lock.release()
+    assert r53.list_records(zone, lock_name("app.example.com")) == []
+
+
 def test_a_stale_record_lock_is_taken_over_only_after_its_expiry() -> None:
     """A killed run (on another machine) leaves its lock: refused until it expires, then taken over."""
     clock, r53 = FakeClock(), FakeRoute53()
