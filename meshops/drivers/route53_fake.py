@@ -69,6 +69,7 @@ class FakeRoute53:
         self._zones: dict[str, _Zone] = {}
         self._changes: dict[str, _Change] = {}
         self._checks: dict[str, HealthCheck] = {}
+        self._retired: set[str] = set()  # CallerReferences of deleted checks
         self._tags: dict[str, dict[str, str]] = {}
         self._ids = itertools.count(1)
         self._failures: dict[str, list[str]] = {}
@@ -232,6 +233,10 @@ class FakeRoute53:
         config = spec.to_aws()
         if config["RequestInterval"] not in (10, 30) or not 1 <= config["FailureThreshold"] <= 10:
             raise FakeAwsError("create_health_check", "InvalidInput", "RequestInterval or FailureThreshold")
+        if caller_reference in self._retired:
+            # AWS: the reference of a deleted check is refused whatever the settings
+            # (CreateHealthCheck API reference, CallerReference).
+            raise FakeAwsError("create_health_check", "HealthCheckAlreadyExists", caller_reference)
         for check in self._checks.values():
             if check.caller_reference == caller_reference:
                 if check.config != config:
@@ -251,7 +256,7 @@ class FakeRoute53:
         for z in self._zones.values():
             if any(r.get("HealthCheckId") == health_check_id for r in z.records.values()):
                 raise FakeAwsError("delete_health_check", "HealthCheckInUse", health_check_id)
-        del self._checks[health_check_id]
+        self._retired.add(self._checks.pop(health_check_id).caller_reference)
         self._tags.pop(health_check_id, None)
         return True
 

@@ -253,11 +253,35 @@ class PrepareDns(Step[PrepareInputs, PrepareOutputs]):
             batch = replace_batch(current, original, comment="meshops: restore the record", create="UPSERT")
             send(r53, inputs.zone_id, batch, everything, ctx, timeout=parse_duration(inputs.insync_timeout))
         if inputs.health_checks:
-            for hc in _ours(r53.list_health_checks(), ctx.run_id):
+            for hc in self._claimed(r53, inputs, ctx):
                 try:
                     r53.delete_health_check(hc)
                 except DriverError as exc:
                     ctx.log.warning("switchover.health_check_kept", id=hc, error=exc.message)
+
+    @staticmethod
+    def _claimed(r53: Route53Api, inputs: PrepareInputs, ctx: StepContext) -> list[str]:
+        """This run's health checks, including one whose create may still be in flight.
+
+        A run killed between sending a CreateHealthCheck and its answer can have that create
+        land after this undo listed the checks (chaos seed 33, run 49): it would be left behind.
+        So each of the run's CallerReferences not seen in the list is asked for once more: that
+        returns the check if it landed, or creates it; deleting it then retires the reference,
+        and Route53 refuses a later create with a deleted check's reference, whatever its
+        settings (HealthCheckAlreadyExists: CreateHealthCheck API reference, CallerReference).
+        """
+        listed = r53.list_health_checks()
+        mine = set(_ours(listed, ctx.run_id))
+        seen = {h.caller_reference for h in listed}
+        for r, side in zip(records_of(inputs.pair), ("source", "target"), strict=True):
+            ref = _caller_reference(ctx.run_id, str(r.set_identifier))
+            if ref in seen or side not in inputs.health_check_specs:
+                continue
+            try:
+                mine.add(r53.create_health_check(ref, _spec(inputs, side), tags={}).id)
+            except DriverError as exc:  # retired by an earlier undo: nothing can land any more
+                ctx.log.debug("switchover.health_check_reference_retired", reference=ref, error=exc.message)
+        return sorted(mine)
 
 
 # ---- switchover.shift ----------------------------------------------------------------------

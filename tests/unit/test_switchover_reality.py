@@ -280,3 +280,37 @@ def test_route53_answer_rules_weights_zero_weights_and_health() -> None:
     # Every record unhealthy: all are treated as healthy.
     assert _answers([_weighted("blue", 75, "hb"), _weighted("green", 25, "hg")], {"hb", "hg"}) \
         == {"blue.lb": 0.75, "green.lb": 0.25}
+
+
+def test_undo_retires_a_health_check_reference_whose_create_may_still_land() -> None:
+    """Found by `bench/chaos.py --kind switchover --seed 33` (run 49): killed between sending a
+    CreateHealthCheck and its answer, the create landed after the rollback had listed and deleted
+    the run's checks, and was left behind. The undo now claims each of the run's references it did
+    not see and deletes it, so Route53 refuses the late create (a deleted check's reference)."""
+    from types import SimpleNamespace
+
+    import structlog
+
+    from meshops.drivers.route53 import HealthCheckSpec
+    from meshops.drivers.route53_fake import FakeAwsError
+    from meshops.steps.switchover_dns import PrepareDns, PrepareInputs, _caller_reference
+
+    r53 = FakeRoute53(clock=FakeClock())
+    zone = r53.add_zone("example.com")
+    pair = [RecordSet(name="app.example.com.", type="CNAME", ttl=60, values=(v,), set_identifier=i, weight=w)
+            for v, i, w in (("blue.lb.", "blue", 100), ("green.lb.", "green", 0))]
+    spec = {"type": "HTTP", "fqdn": "green.lb", "port": 15021, "path": "/healthz/ready", "interval": 10, "threshold": 3}
+    inputs = PrepareInputs(zone_id=zone, name="app.example.com.", type="CNAME", original=[], pair=[r.to_aws() for r in pair],
+                           source_ingress="blue", target_ingress="green",
+                           health_check_specs={"source": {**spec, "fqdn": "blue.lb"}, "target": spec})
+    ctx = SimpleNamespace(run_id="r-49", log=structlog.get_logger())
+    blue = r53.create_health_check(_caller_reference("r-49", "blue"), HealthCheckSpec(**{**spec, "fqdn": "blue.lb"}), tags={})
+    claimed = PrepareDns._claimed(r53, inputs, ctx)  # type: ignore[arg-type]
+    assert blue.id in claimed and len(claimed) == 2  # blue as listed; green claimed while its create is in flight
+    for hc in claimed:
+        r53.delete_health_check(hc)
+    with pytest.raises(FakeAwsError, match="HealthCheckAlreadyExists"):  # the create that was in flight lands now
+        r53.create_health_check(_caller_reference("r-49", "green"), HealthCheckSpec(**spec), tags={})
+    assert r53.list_health_checks() == []
+    # Undo again: the references stay retired.
+    assert PrepareDns._claimed(r53, inputs, ctx) == []  # type: ignore[arg-type]
