@@ -2,7 +2,7 @@
 
 from typing import Any
 
-SOURCES = 'c5c9293916f11258a8d1566ac74f89dc'
+SOURCES = '52e1bced973a676ec05db38744df4362'
 
 STEPS: dict[str, Any] = {'core.fail': {'fields': {'message': {'accepts': {'kind': 'str'}, 'required': False},
                           'temporary': {'accepts': {'kind': 'bool'}, 'required': False}},
