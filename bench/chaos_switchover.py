@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import re
 import secrets
 import shutil
 import signal
@@ -44,6 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import boto3  # noqa: E402
+from _support import env_file  # noqa: E402
 from chaos import (  # noqa: E402
     MESHOPS,
     TERMINAL,
@@ -131,15 +131,6 @@ def make_plan(rng: random.Random, index: int) -> SwitchoverPlan:
                           first_action=rng.choice(["resume", "rollback"]))
 
 
-def _env_file(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        m = re.match(r'export (\w+)="(.*)"$', line.strip())
-        if m:
-            out[m.group(1)] = re.sub(r"\\(.)", r"\1", m.group(2)).replace("$PATH", os.environ.get("PATH", ""))
-    return out
-
-
 class World(Sandbox):
     """The blue-green sandbox, moto behind a fault-injecting proxy, and a DNS observer."""
 
@@ -149,7 +140,7 @@ class World(Sandbox):
                             cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
         if up.returncode != 0:
             sys.exit(f"sandbox up failed: {up.stderr[-2000:]}")
-        env = _env_file(directory / "env")
+        env = env_file(directory / "env")
         kubeconfig, self.token = chaos_kubeconfig(directory)
         aws_secret, aws_session = f"chaosawssecret{secrets.token_hex(12)}", f"chaosawssession{secrets.token_hex(16)}"
         # Values meshops must never write down: checked in every state file and the mirror.

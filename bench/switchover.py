@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import secrets
 import statistics
 import subprocess
@@ -40,20 +39,12 @@ sys.path.insert(0, str(ROOT))
 
 import boto3  # noqa: E402
 import structlog  # noqa: E402
+from _support import env_file  # noqa: E402
 
 from tests.support.switchover import Exchange, Route53Proxy  # noqa: E402
 
 MESHOPS = [sys.executable, "-m", "meshops"]
 NAME = "app.example.com."
-
-
-def env_file(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        m = re.match(r'export (\w+)="(.*)"$', line.strip())
-        if m:
-            out[m.group(1)] = re.sub(r"\\(.)", r"\1", m.group(2)).replace("$PATH", os.environ.get("PATH", ""))
-    return out
 
 
 def is_change(e: Exchange) -> bool:

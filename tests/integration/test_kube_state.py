@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,26 @@ def write_kubeconfig(path: Path, url: str, name: str = "sandbox") -> Path:
         "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
     }))
     return path
+
+
+@contextlib.contextmanager
+def conflict_once(cluster: Cluster, resource: str, verb: str) -> Iterator[list[int]]:
+    """The next ``verb`` on ``resource`` is answered 409 (as a proxy or an injected fault would);
+    yields a list that holds one item once it was."""
+    seen: list[int] = []
+
+    def inject(info):  # type: ignore[no-untyped-def]
+        if info.resource == resource and info.verb == verb and not seen:
+            seen.append(1)
+            return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
+                         "reason": "Conflict", "message": "injected"}, {}
+        return None
+
+    cluster.request_filters.append(inject)
+    try:
+        yield seen
+    finally:
+        cluster.request_filters.remove(inject)
 
 
 @pytest.fixture(scope="module")
@@ -240,17 +261,7 @@ def test_retry_after_is_capped(cluster: Cluster, tmp_path: Path) -> None:
 def test_a_conflict_on_creating_the_namespace_is_not_taken_as_its_existence(tmp_path: Path) -> None:
     """Found by bench/chaos.py: an injected 409 on the namespace create was read as "a concurrent run
     made it", and the Lease create then failed with 404 (the run never started)."""
-    conflicts = []
-
-    def conflict_once(info):  # type: ignore[no-untyped-def]
-        if info.resource == "namespaces" and info.verb == "create" and not conflicts:
-            conflicts.append(1)
-            return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
-                         "reason": "Conflict", "message": "injected"}, {}
-        return None
-
-    with Cluster("ns-conflict") as c:
-        c.request_filters.append(conflict_once)
+    with Cluster("ns-conflict") as c, conflict_once(c, "namespaces", "create") as conflicts:
         kube = KubeClient(kubeconfig=str(write_kubeconfig(tmp_path / "kc", c.url)))
         LeaseLock(kube, name="t-ns").acquire("run-a@h/1")
         assert conflicts and kube.get("coordination.k8s.io/v1", "Lease", "t-ns", "meshops-system") is not None
@@ -261,40 +272,16 @@ def test_a_conflict_while_renewing_is_not_a_lost_lock(cluster: Cluster, kube: Ku
     then stopped half-way (exit 3). Only a read showing another holder loses the lock."""
     a = LeaseLock(kube, name="t-renew409", duration=30)
     a.acquire("run-a@h/1")
-    seen = []
-
-    def conflict_once(info):  # type: ignore[no-untyped-def]
-        if info.resource == "leases" and info.verb == "update" and not seen:
-            seen.append(1)
-            return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
-                         "reason": "Conflict", "message": "injected"}, {}
-        return None
-
-    cluster.request_filters.append(conflict_once)
-    try:
+    with conflict_once(cluster, "leases", "update") as seen:
         a.renew()
-    finally:
-        cluster.request_filters.remove(conflict_once)
     assert seen
     assert kube.get("coordination.k8s.io/v1", "Lease", "t-renew409", "meshops-system")["spec"]["holderIdentity"] == "run-a@h/1"
 
 
 def test_a_conflict_on_creating_the_journal_index_is_retried(cluster: Cluster, kube: KubeClient) -> None:
     """Found by bench/chaos.py: a 409 on the index ConfigMap's create ended the run before it began."""
-    seen = []
-
-    def conflict_once(info):  # type: ignore[no-untyped-def]
-        if info.resource == "configmaps" and info.verb == "create" and not seen:
-            seen.append(1)
-            return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
-                         "reason": "Conflict", "message": "injected"}, {}
-        return None
-
-    cluster.request_filters.append(conflict_once)
-    try:
+    with conflict_once(cluster, "configmaps", "create") as seen:
         ConfigMapStateStore(kube).create_run("conflicted", playbook_text="x", playbook_path="p")
-    finally:
-        cluster.request_filters.remove(conflict_once)
     assert seen and ConfigMapStateStore(kube).exists("conflicted")
 
 
@@ -305,25 +292,13 @@ def test_a_conflict_while_letting_go_is_retried(cluster: Cluster, kube: KubeClie
     name = f"t-{how}409"
     a = LeaseLock(kube, name=name, duration=30)
     a.acquire("run-a@h/1")
-    seen = []
-
-    def conflict_once(info):  # type: ignore[no-untyped-def]
-        if info.resource == "leases" and info.verb == "update" and not seen:
-            seen.append(1)
-            return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,
-                         "reason": "Conflict", "message": "injected"}, {}
-        return None
-
-    cluster.request_filters.append(conflict_once)
-    try:
+    with conflict_once(cluster, "leases", "update") as seen:
         if how == "release":
             a.release()
         elif how == "pause":
             a.pause("run-a")
         else:
             assert a.abandon("run-a")
-    finally:
-        cluster.request_filters.remove(conflict_once)
     lease = kube.get("coordination.k8s.io/v1", "Lease", name, "meshops-system")
     assert seen and lease is not None
     annotations = lease["metadata"].get("annotations") or {}
