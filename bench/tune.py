@@ -105,29 +105,8 @@ def backfill(files: list[Path], data: Path, window: int) -> None:
     a 7-day file would be parsed 84 times (round 1's 900 s timeout). The (hidden in 2.42)
     ``--max-block-duration`` lets one block span the window, so each file is read ~twice.
     """
-    tool = shutil.which("promtool")
-    if tool is None:
-        raise SystemExit(f"promtool not found: {prom_fixture.INSTALL_HINT}")
-    if data.exists():
-        shutil.rmtree(data)
-    data.mkdir(parents=True)
     hours = max(2, -(-(window + 86400) // 3600))
-    procs = []
-    for src in files:
-        blocks = src.with_suffix(".blocks")
-        if blocks.exists():
-            shutil.rmtree(blocks)
-        procs.append((subprocess.Popen([tool, "tsdb", "create-blocks-from", "openmetrics", "--quiet",
-                                        f"--max-block-duration={hours}h", str(src), str(blocks)],
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE), blocks, src))
-    for proc, blocks, src in procs:
-        _out, err = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"promtool failed on {src} ({proc.returncode}): {err.decode()[-2000:]}")
-        for block in blocks.iterdir():
-            shutil.move(str(block), data / block.name)
-        shutil.rmtree(blocks)
-        src.unlink()
+    prom_fixture.promtool_blocks(files, data, extra=["--quiet", f"--max-block-duration={hours}h"], timeout=3600)
 
 
 def cpu_of(pid: int) -> float:

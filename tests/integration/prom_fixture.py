@@ -98,30 +98,39 @@ class PromServer:
 
 def backfill(om_text: str, workdir: Path, *, shards: list[str] | None = None) -> Path:
     """Blocks from OpenMetrics text (or several texts, one promtool each, in parallel), in a fresh data dir."""
-    _, tool = binaries()
     texts = shards if shards is not None else [om_text]
+    files = []
+    for i, text in enumerate(texts):
+        src = workdir / f"input-{i}.om"
+        src.write_text(text)
+        files.append(src)
     data = workdir / "data"
+    promtool_blocks(files, data)
+    return data
+
+
+def promtool_blocks(files: list[Path], data: Path, *, extra: list[str] | None = None, timeout: float = 900) -> None:
+    """``promtool tsdb create-blocks-from openmetrics`` over every file in parallel, into a fresh ``data``
+    dir; each input file is removed once its blocks moved in."""
+    _, tool = binaries()
     if data.exists():
         shutil.rmtree(data)
     data.mkdir(parents=True)
     procs = []
-    for i, text in enumerate(texts):
-        src = workdir / f"input-{i}.om"
-        src.write_text(text)
-        blocks = workdir / f"blocks-{i}"
+    for src in files:
+        blocks = src.with_suffix(".blocks")
         if blocks.exists():
             shutil.rmtree(blocks)
-        procs.append((subprocess.Popen([tool, "tsdb", "create-blocks-from", "openmetrics", str(src), str(blocks)],
+        procs.append((subprocess.Popen([tool, "tsdb", "create-blocks-from", "openmetrics", *(extra or []), str(src), str(blocks)],
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE), blocks, src))
     for proc, blocks, src in procs:
-        _out, err = proc.communicate(timeout=900)
+        _out, err = proc.communicate(timeout=timeout)
         if proc.returncode != 0:
             raise RuntimeError(f"promtool failed on {src} ({proc.returncode}): {err.decode()[-2000:]}")
         for block in blocks.iterdir():
             shutil.move(str(block), data / block.name)
         shutil.rmtree(blocks)
         src.unlink()
-    return data
 
 
 def free_port() -> int:
