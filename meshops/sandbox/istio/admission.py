@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from typing import Any
 
 from meshops.sandbox.apiserver.plugins import AdmissionDenied, AdmissionRequest
@@ -109,7 +110,9 @@ def injector_settings(cluster: Any, namespace: str, service: str) -> Obj:
     }
 
 
-_MESH_CACHE: dict[tuple[int, str, str, str], Obj] = {}
+# Per store (weakly held: a new cluster's store can never meet an old one's entries, as an id()
+# key could once the old store is freed), then per ConfigMap and resourceVersion.
+_MESH_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, str], Obj]] = weakref.WeakKeyDictionary()
 
 
 def _mesh_default_config(cluster: Any, namespace: str, suffix: str) -> Obj:
@@ -120,16 +123,17 @@ def _mesh_default_config(cluster: Any, namespace: str, suffix: str) -> Obj:
     cm = cluster.store.get(CONFIGMAPS, namespace, f"istio{suffix}")
     if cm is None:
         return {}
-    key = (id(cluster.store), namespace, f"istio{suffix}", str((cm.get("metadata") or {}).get("resourceVersion", "")))
-    if key not in _MESH_CACHE:
+    cache = _MESH_CACHE.setdefault(cluster.store, {})
+    key = (namespace, f"istio{suffix}", str((cm.get("metadata") or {}).get("resourceVersion", "")))
+    if key not in cache:
         try:
             mesh = yaml.safe_load((cm.get("data") or {}).get("mesh") or "") or {}
         except yaml.YAMLError:
             mesh = {}
-        if len(_MESH_CACHE) > 256:
-            _MESH_CACHE.clear()
-        _MESH_CACHE[key] = dict(mesh.get("defaultConfig") or {}) if isinstance(mesh, dict) else {}
-    return _MESH_CACHE[key]
+        if len(cache) > 256:
+            cache.clear()
+        cache[key] = dict(mesh.get("defaultConfig") or {}) if isinstance(mesh, dict) else {}
+    return cache[key]
 
 
 def _kubelet_minors(cluster: Any) -> list[int]:
