@@ -29,6 +29,7 @@ DUMMY_KEY = "testing"
 
 
 _BATCHES = threading.Lock()
+_INSTALLING = threading.Lock()
 _installed = False
 
 
@@ -62,13 +63,22 @@ def _existing(zone: Any) -> dict[tuple[str, str, str | None], dict[str, Any]]:
 
 
 def install_strict_batches() -> None:
-    """Make moto's ChangeResourceRecordSets behave as AWS's (module docstring); once per process."""
+    """Make moto's ChangeResourceRecordSets behave as AWS's (module docstring); once per process.
+
+    Under a lock: two sandboxes starting in two threads both saw "not installed" and wrapped
+    moto twice, and the second wrapper's read lock then waited on the first's forever.
+    """
     global _installed
+    with _INSTALLING:
+        if not _installed:
+            _install()
+            _installed = True
+
+
+def _install() -> None:
     from moto.route53 import exceptions as exc
     from moto.route53.models import Route53Backend
 
-    if _installed:
-        return
     original = Route53Backend.change_resource_record_sets
 
     def change(self: Any, zoneid: str, change_list: list[dict[str, Any]]) -> None:
@@ -160,7 +170,6 @@ def _install_health_check_references(backend: Any, error: Any) -> None:
 
     backend.create_health_check = create_check
     backend.delete_health_check = delete_check
-    _installed = True
 
 
 @dataclass

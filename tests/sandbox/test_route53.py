@@ -123,3 +123,17 @@ def test_a_health_check_created_again_with_its_caller_reference_is_the_same_chec
     with pytest.raises(ClientError) as gone:
         c.create_health_check(CallerReference="sandbox-test-ref", HealthCheckConfig=config)
     assert gone.value.response["Error"]["Code"] == "HealthCheckAlreadyExists"
+
+
+def test_the_strict_batches_are_installed_once_however_many_sandboxes_start() -> None:
+    """A flag that was set in the wrong scope let every sandbox in a process wrap moto again; the
+    second read lock then waited on the first forever (the sandbox tests hung after the ingress ones)."""
+    from moto.route53.models import Route53Backend
+
+    from meshops.sandbox.route53 import install_strict_batches
+
+    for _ in range(3):
+        install_strict_batches()
+    for name in ("list_resource_record_sets", "change_resource_record_sets"):
+        wrapper = getattr(Route53Backend, name)
+        assert hasattr(wrapper, "__wrapped__") and not hasattr(wrapper.__wrapped__, "__wrapped__"), name

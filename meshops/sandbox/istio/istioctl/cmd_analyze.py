@@ -21,7 +21,7 @@ import yaml
 
 from meshops.sandbox.istio import injection, webhooks
 from meshops.sandbox.istio.istioctl import mesh
-from meshops.sandbox.istio.istioctl.app import (
+from meshops.sandbox.istio.istioctl.common import (
     EXIT_ANALYZE_ISSUES,
     EXIT_DATA,
     CommandError,

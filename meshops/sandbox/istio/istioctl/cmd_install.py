@@ -20,7 +20,7 @@ import yaml
 
 from meshops.sandbox.istio import manifests, webhooks
 from meshops.sandbox.istio.istioctl import mesh
-from meshops.sandbox.istio.istioctl.app import EXIT_DATA, CommandError, Context, bool_flag, confirm
+from meshops.sandbox.istio.istioctl.common import EXIT_DATA, CommandError, Context, bool_flag, confirm
 from meshops.sandbox.istio.istioctl.kube import Client, KubeError, object_path, resource_path
 from meshops.sandbox.istio.profiles import PROFILES, InstallPlan, ProfileError, build_plan
 

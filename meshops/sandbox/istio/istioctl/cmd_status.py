@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from meshops.sandbox.istio.istioctl import mesh
-from meshops.sandbox.istio.istioctl.app import CommandError, Context
+from meshops.sandbox.istio.istioctl.common import CommandError, Context
 from meshops.sandbox.istio.istioctl.kube import KubeError
 from meshops.sandbox.istio.istioctl.output import go_json, go_yaml, human_duration, now, tabwrite
 from meshops.sandbox.istio.versions import build_sha

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from meshops.sandbox.istio import webhooks
-from meshops.sandbox.istio.istioctl.app import CommandError, Context, UsageError, bool_flag, confirm
+from meshops.sandbox.istio.istioctl.common import CommandError, Context, UsageError, bool_flag, confirm
 from meshops.sandbox.istio.istioctl.kube import Client, KubeError, resource_path
 from meshops.sandbox.istio.istioctl.output import go_json, go_yaml, tabwrite
 from meshops.sandbox.istio.manifests import to_yaml

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from meshops.sandbox.istio.istioctl import mesh
-from meshops.sandbox.istio.istioctl.app import CommandError, Context, bool_flag
+from meshops.sandbox.istio.istioctl.common import CommandError, Context, bool_flag
 from meshops.sandbox.istio.istioctl.output import go_json, go_yaml
 from meshops.sandbox.istio.versions import IstioVersion, build_sha
 
