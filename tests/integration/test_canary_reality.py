@@ -116,14 +116,21 @@ def test_istioctl_plain_upgrade_keeps_every_setting_and_moves_both_gateways(sand
 
 def test_unrecoverable_setting_refused_before_any_write(sandbox: Sandbox) -> None:
     kube = sandbox.kube("unrec")
+
+    def patches_of_istiod() -> int:
+        return sum(1 for r in sandbox.audit("unrec")
+                   if r["verb"] == "patch" and r["path"].endswith(f"/deployments/istiod-{OLD}"))
+
+    # istioctl's server-side apply of the install is a patch of the same Deployment: count, so the
+    # wait below is for this test's own patch, not for that one.
+    before = patches_of_istiod()
     kube.patch("apps/v1", "Deployment", f"istiod-{OLD}", {"spec": {"template": {"spec": {"containers": [
         {"name": "discovery", "env": [{"name": "LICENSE_KEY", "valueFrom": {"secretKeyRef": {
             "name": "istiod-extra", "key": "license"}}}]}]}}}}, "istio-system", patch_type="strategic")
     # The audit log is written behind the response: wait for our own patch to show up in it, so
     # the mark below starts after it and only meshops' writes can follow.
     deadline = time.monotonic() + 10
-    while not any(r["verb"] == "patch" and r["path"].endswith(f"/deployments/istiod-{OLD}")
-                  for r in sandbox.audit("unrec")):
+    while patches_of_istiod() <= before:
         assert time.monotonic() < deadline, "the test's own patch never reached the audit log"
         time.sleep(0.05)
     mark = len(sandbox.audit("unrec"))
